@@ -1,0 +1,167 @@
+"""Checkpoints: tensors in safetensors, everything else in JSON; written atomically.
+
+A checkpoint is a pair `checkpoints/step-XXXXXXXX.safetensors` + `step-XXXXXXXX.json`. The
+tensors file is written first (temp file, fsync, rename), then the JSON, which names the tensors
+file and its SHA-256: a JSON file on disk therefore always describes a complete checkpoint, and a
+crash leaves the previous one intact. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+from torch import nn
+
+from ganforge import __version__
+from ganforge.errors import GanforgeError
+
+FORMAT = "ganforge-checkpoint"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"step-(\d{8,})\.json$")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes so that `path` holds either its old content or all of the new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(folder: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict, keep: int = 2) -> Path:
+    """Write one checkpoint, then delete all but the newest `keep`. Returns the JSON path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    blob = save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    stem = f"step-{step:08d}"
+    write_atomic(folder / f"{stem}.safetensors", blob)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "ganforge_version": __version__,
+            "step": step, "tensors": f"{stem}.safetensors", "sha256": hashlib.sha256(blob).hexdigest(), **meta}
+    path = folder / f"{stem}.json"
+    write_atomic(path, json.dumps(meta, indent=1).encode())
+    for old in list_checkpoints(folder)[:-keep]:
+        old.with_suffix(".safetensors").unlink(missing_ok=True)
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Complete-looking checkpoint JSON files in a folder, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A run folder, its checkpoints folder, or one checkpoint file -> that checkpoint's JSON path."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() in (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"):
+        raise GanforgeError(f"{path}: ganforge loads only its own safetensors + JSON checkpoints; it never "
+                            "unpickles files, since a pickle can run arbitrary code when loaded")
+    if path.is_dir():
+        found = list_checkpoints(path / "checkpoints") or list_checkpoints(path)
+        if not found:
+            raise GanforgeError(f"{path}: no checkpoint found (expected checkpoints/step-*.json)")
+        return found[-1]
+    if path.suffix == ".safetensors":
+        path = path.with_suffix(".json")
+    if not path.is_file():
+        raise GanforgeError(f"{path}: no such checkpoint")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """-> (meta, tensors), after checking the format and the tensors file's hash."""
+    json_path = find_checkpoint(path)
+    try:
+        meta = json.loads(json_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise GanforgeError(f"{json_path}: not a valid checkpoint JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise GanforgeError(f"{json_path}: not a ganforge checkpoint")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise GanforgeError(f"{json_path}: checkpoint format {meta.get('format_version')} is not supported "
+                            f"by this ganforge ({__version__}, format {FORMAT_VERSION})")
+    tensors_path = json_path.parent / str(meta.get("tensors", ""))
+    if not tensors_path.is_file() or tensors_path.parent != json_path.parent:
+        raise GanforgeError(f"{json_path}: its tensors file {meta.get('tensors')!r} is missing")
+    blob = tensors_path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+        raise GanforgeError(f"{tensors_path}: content does not match the checksum in {json_path.name}; "
+                            "the file is damaged, use an earlier checkpoint")
+    return meta, load_tensors(blob)
+
+
+def pack_state(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}/{k}": v for k, v in state.items()}
+
+
+def unpack_state(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
+
+
+def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """load_state_dict with errors that name the tensor and say what was expected."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise GanforgeError(f"{what}: checkpoint does not fit the model (missing {missing[:3]}, "
+                            f"unexpected {unexpected[:3]})")
+    for name, tensor in sorted(state.items()):
+        if tensor.shape != expected[name].shape:
+            raise GanforgeError(f"{what}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                                f"the model expects {tuple(expected[name].shape)}")
+    module.load_state_dict(state)
+
+
+def optimizer_to_checkpoint(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer's state_dict into tensors and JSON (param groups, non-tensor values)."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, values in sd["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}/{idx}/{key}"] = value
+            else:
+                scalars[f"{idx}/{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_checkpoint(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "/"):
+            idx, name = key[len(prefix) + 1:].split("/", 1)
+            state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split("/", 1)
+        state.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def load_generator(path: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild G from a checkpoint alone -> (G in eval mode, checkpoint meta)."""
+    from ganforge.models import build_generator
+
+    meta, tensors = load_checkpoint(path)
+    try:
+        G = build_generator(meta["model_spec"])
+    except (KeyError, TypeError) as e:
+        raise GanforgeError(f"{path}: checkpoint has no usable model_spec ({e})") from None
+    load_module_state(G, unpack_state("G", tensors), "G")
+    return G.eval(), meta

@@ -1,0 +1,118 @@
+"""The `ganforge` command: parses options and calls the library; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ganforge import __version__
+from ganforge.errors import GanforgeError
+
+DEFAULT_MINUTES = 3.0  # the budget when none of --steps, --epochs, --minutes is given
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganforge", description="Train generative adversarial networks, "
+                                     "watch the contest, draw samples.")
+    parser.add_argument("--version", action="version", version=f"ganforge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = commands.add_parser("train", help="train a GAN; prints its run folder",
+                            description="Train a GAN. The run folder (config.json, stats.jsonl, samples/, "
+                            "progress.png, curves.png, checkpoints/) is printed at the end. Ctrl-C saves a "
+                            "checkpoint; --resume RUN_DIR continues exactly.")
+    t.add_argument("--model", choices=["mlp", "dcgan"], help="network pair (default: dcgan)")
+    t.add_argument("--data", metavar="SOURCE",
+                   help="digits (bundled, default), mnist, fashion-mnist or folder:PATH")
+    t.add_argument("--image-size", type=int, choices=[28, 32, 64], help="default: the data's own size, 64 for folders")
+    t.add_argument("--channels", type=int, choices=[1, 3], help="default: the data's own (folders: 3)")
+    t.add_argument("--data-dir", metavar="DIR", help="folder holding the IDX files of mnist / fashion-mnist")
+    t.add_argument("--download", action="store_true", default=None,
+                   help="download mnist / fashion-mnist with torchvision (needs the network)")
+    t.add_argument("--folder-labels", action="store_true", default=None,
+                   help="folder:PATH: take class labels from subfolder names")
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=_positive_int, help="train up to this many steps, counted from the run's start")
+    budget.add_argument("--epochs", type=_positive_float, help="train up to this many passes over the data")
+    budget.add_argument("--minutes", type=_positive_float, help=f"train this long (default: {DEFAULT_MINUTES:g})")
+    t.add_argument("--seed", type=int, help="random seed (default: 0)")
+    t.add_argument("--preset", default="cpu", help="cpu (default: sized for a laptop CPU) or gpu (the paper's widths)")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any config key, e.g. --set batch_size=128 --set loss=minimax (repeatable)")
+    t.add_argument("--out", default="runs", metavar="RUNS_DIR", help="where run folders go (default: runs)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint")
+    t.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    s = commands.add_parser("sample", help="draw samples from a checkpoint or run folder",
+                            description="Draw samples from a trained generator.")
+    s.add_argument("checkpoint", metavar="CKPT_OR_RUN_DIR", help="a run folder (its latest checkpoint) or a checkpoint")
+    s.add_argument("--n", type=_positive_int, default=64, help="how many images (default: 64)")
+    s.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    s.add_argument("--out", required=True, metavar="FILE", help="FILE.png (a grid) or FILE.npy (uint8 array)")
+    return parser
+
+
+def cmd_train(args) -> int:
+    from ganforge.config import make_config
+    from ganforge.train import train
+
+    budget = {"steps": args.steps, "epochs": args.epochs, "minutes": args.minutes}
+    if args.resume:
+        changed = [f"--{k.replace('_', '-')}" for k in ("model", "data", "image_size", "channels", "data_dir",
+                                                        "download", "folder_labels", "seed", "tensorboard")
+                   if getattr(args, k) is not None] + (["--set"] if args.overrides else [])
+        if changed:
+            raise GanforgeError(f"--resume continues a run with its own config; only --steps, --epochs or "
+                                f"--minutes may be given with it (got {', '.join(changed)})")
+        run_dir = train(resume=args.resume, budget=budget, progress=not args.quiet)
+    else:
+        if not any(v is not None for v in budget.values()):
+            budget["minutes"] = DEFAULT_MINUTES
+        flags = {k: getattr(args, k) for k in ("model", "data", "image_size", "channels", "data_dir", "download",
+                                               "folder_labels", "seed", "tensorboard")}
+        cfg = make_config(args.preset, {**flags, **budget}, args.overrides)
+        run_dir = train(cfg, runs_dir=args.out, progress=not args.quiet)
+    print(run_dir)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from ganforge.checkpoint import load_generator
+    from ganforge.sampling import sample, write_samples
+
+    G, _ = load_generator(args.checkpoint)
+    print(write_samples(sample(G, args.n, args.seed), args.out))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": cmd_train, "sample": cmd_sample}[args.command](args)
+    except GanforgeError as e:
+        print(f"ganforge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

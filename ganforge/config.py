@@ -1,0 +1,163 @@
+"""Training configuration: one typed dataclass, presets, and `--set key=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, fields
+
+from ganforge.errors import GanforgeError
+
+
+@dataclass
+class TrainConfig:
+    # --- what to train
+    model: str = "dcgan"  # mlp (Goodfellow et al. 2014) or dcgan (Radford et al. 2015)
+    data: str = "digits"  # digits, mnist, fashion-mnist or folder:PATH
+    data_dir: str | None = None  # where the IDX files of mnist / fashion-mnist lie
+    download: bool = False  # let torchvision download mnist / fashion-mnist (needs the network)
+    image_size: int | None = None  # 28, 32 or 64; None: the data's own size (28), or 64 for folders
+    channels: int | None = None  # 1 or 3; None: the data's own (folders: 3)
+    folder_labels: bool = False  # folder:PATH only: one class per subfolder
+
+    # --- networks
+    z_dim: int = 100  # length of the noise vector z ~ N(0, I)
+    g_width: int = 64  # DCGAN: channels of G's last hidden layer; doubles towards the input
+    d_width: int = 64  # DCGAN: channels of D's first layer; doubles with depth
+    mlp_g_hidden: int = 1200  # MLP: units of G's two ReLU layers (the 2014 paper's MNIST model)
+    mlp_d_hidden: int = 240  # MLP: maxout units of D's two layers
+    mlp_d_pieces: int = 5  # MLP: pieces per maxout unit
+
+    # --- the game
+    loss: str = "non-saturating"  # non-saturating (G maximises log D(G(z))) or minimax (G minimises log(1 - D(G(z))))
+    real_label: float = 1.0  # D's target for real images; 0 gives the convention "near 0 means real"
+    fake_label: float = 0.0  # D's target for forgeries
+    label_smoothing: float = 0.0  # one-sided: real target moves this far towards the fake one
+
+    # --- optimisation (Adam with the DCGAN paper's settings)
+    batch_size: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+
+    # --- budget: the first one reached stops training; all count from the start of the run
+    steps: int | None = None  # G updates
+    epochs: float | None = None  # passes over the data
+    minutes: float | None = None  # training wall-clock time
+
+    # --- bookkeeping
+    seed: int = 0
+    log_every: int = 25  # steps between stats.jsonl lines (the only host syncs of the loop)
+    checkpoint_every: int = 0  # steps between checkpoints besides each epoch end; 0: epoch ends only
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    n_samples: int = 64  # size of the fixed-noise panel drawn every epoch
+    tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard extra)
+    channels_last: bool = True  # NHWC memory layout for conv nets (measured faster on CPU)
+
+    def validate(self) -> TrainConfig:
+        def bad(key: str, why: str) -> GanforgeError:
+            return GanforgeError(f"{key}={getattr(self, key)!r}: {why}")
+
+        if self.model not in MODELS:
+            raise bad("model", f"unknown model; choose one of {', '.join(MODELS)}")
+        if self.loss not in LOSSES:
+            raise bad("loss", f"unknown loss; choose one of {', '.join(LOSSES)}")
+        if not (self.data in DATA_SOURCES or self.data.startswith("folder:")):
+            raise bad("data", f"unknown data; choose one of {', '.join(DATA_SOURCES)} or folder:PATH")
+        if self.image_size is not None and self.image_size not in IMAGE_SIZES:
+            raise bad("image_size", f"choose one of {', '.join(map(str, IMAGE_SIZES))}")
+        if self.channels is not None and self.channels not in (1, 3):
+            raise bad("channels", "must be 1 or 3")
+        for key in ("z_dim", "g_width", "d_width", "mlp_g_hidden", "mlp_d_hidden", "mlp_d_pieces",
+                    "batch_size", "log_every", "keep_checkpoints", "n_samples"):
+            if getattr(self, key) < 1:
+                raise bad(key, "must be at least 1")
+        for key in ("lr_g", "lr_d"):
+            if not getattr(self, key) > 0:
+                raise bad(key, "must be positive")
+        for key in ("beta1", "beta2"):
+            if not 0 <= getattr(self, key) < 1:
+                raise bad(key, "must be in [0, 1)")
+        for key in ("real_label", "fake_label"):
+            if not 0 <= getattr(self, key) <= 1:
+                raise bad(key, "must be in [0, 1]")
+        if self.real_label == self.fake_label:
+            raise bad("real_label", "must differ from fake_label")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise bad("label_smoothing", "must be in [0, 0.5)")
+        for key in ("steps", "epochs", "minutes"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise bad(key, "must be positive")
+        if self.checkpoint_every < 0:
+            raise bad("checkpoint_every", "must be 0 or more")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise GanforgeError(f"unknown config key(s): {', '.join(unknown)}")
+        return cls(**values).validate()
+
+
+MODELS = ("mlp", "dcgan")
+LOSSES = ("non-saturating", "minimax")
+DATA_SOURCES = ("digits", "mnist", "fashion-mnist")
+IMAGE_SIZES = (28, 32, 64)
+
+# Presets change defaults only; --set and the command-line flags apply on top of them.
+PRESETS: dict[str, dict] = {
+    "cpu": {},  # the defaults: networks and batch sized for a 2-core CPU budget
+    "gpu": {"g_width": 64, "d_width": 64, "batch_size": 128},  # the DCGAN paper's widths and batch
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(key: str, text: str, annotation) -> object:
+    """Turn the text of `--set key=text` into the field's type, or fail naming the key."""
+    hint = typing.get_type_hints(TrainConfig)[key]
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if type(None) in options and text.lower() in {"none", "null", ""}:
+        return None
+    kind = next(t for t in options if t is not type(None))
+    try:
+        if kind is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError
+        return kind(text)
+    except ValueError:
+        raise GanforgeError(f"--set {key}={text!r}: expected {kind.__name__}") from None
+
+
+def apply_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
+    """Apply `key=value` strings to a config; unknown keys and bad values name the key."""
+    names = {f.name: f for f in fields(TrainConfig)}
+    changes = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise GanforgeError(f"--set {pair!r}: expected key=value")
+        if key not in names:
+            raise GanforgeError(f"--set {pair!r}: unknown key {key!r}; known keys: {', '.join(names)}")
+        changes[key] = _coerce(key, text.strip(), names[key].type)
+    return dataclasses.replace(cfg, **changes)
+
+
+def make_config(preset: str = "cpu", overrides: dict | None = None, pairs: list[str] = ()) -> TrainConfig:
+    if preset not in PRESETS:
+        raise GanforgeError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    cfg = dataclasses.replace(TrainConfig(), **PRESETS[preset])
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in (overrides or {}).items() if v is not None})
+    return apply_overrides(cfg, list(pairs)).validate()

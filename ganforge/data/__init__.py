@@ -1,0 +1,93 @@
+"""Image sources. Each gives uint8 images (N, C, H, W) plus optional integer labels.
+
+`load_data(cfg)` picks the source named by `cfg.data`, brings the images to the model's size and
+channel count once, and returns an `ImageData`; `to_float` turns a batch into floats in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ganforge.errors import GanforgeError
+
+
+@dataclass
+class ImageData:
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    labels: torch.Tensor | None = None  # int64 (N,)
+    classes: list[str] | None = None  # class names, indexed by label
+    skipped: list[str] = field(default_factory=list)  # files that could not be decoded
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels is not None and len(self.labels) != len(self.images):
+            raise ValueError("labels and images differ in length")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+
+def cache_dir() -> Path:
+    """ganforge's cache folder: $GANFORGE_CACHE, else $XDG_CACHE_HOME/ganforge, else ~/.cache/ganforge."""
+    if os.environ.get("GANFORGE_CACHE"):
+        return Path(os.environ["GANFORGE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ganforge"
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 in [0, 255] -> float32 in [-1, 1]."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float in [-1, 1] -> uint8 in [0, 255] (clamped, rounded)."""
+    return images.detach().add(1.0).mul_(127.5).clamp_(0, 255).round_().to(torch.uint8)
+
+
+def fit(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
+    """Bring uint8 (N, C, H, W) square images to (N, channels, size, size)."""
+    if images.shape[1] != channels:
+        if channels == 3:
+            images = images.expand(-1, 3, -1, -1)
+        else:  # ITU-R 601 luma, as Pillow's convert("L")
+            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * weights).sum(1, keepdim=True).round_().to(torch.uint8)
+    if images.shape[-1] != size:
+        out = torch.empty((len(images), channels, size, size), dtype=torch.uint8)
+        for i in range(0, len(images), 4096):  # in slices, to keep the float copy small
+            chunk = F.interpolate(images[i:i + 4096].float(), size=(size, size), mode="bilinear",
+                                  antialias=True, align_corners=False)
+            out[i:i + 4096] = chunk.round_().clamp_(0, 255).to(torch.uint8)
+        images = out
+    return images.contiguous()
+
+
+def load_data(spec: str, image_size: int | None = None, channels: int | None = None, *,
+              data_dir: str | None = None, download: bool = False, folder_labels: bool = False,
+              split: str = "train") -> ImageData:
+    """Load a source by name: digits, mnist, fashion-mnist or folder:PATH."""
+    if spec == "digits":
+        from ganforge.data.digits import load_digits
+        data = load_digits()
+    elif spec in ("mnist", "fashion-mnist"):
+        from ganforge.data.idx import load_idx
+        data = load_idx(spec, split=split, data_dir=data_dir, download=download)
+    elif spec.startswith("folder:"):
+        from ganforge.data.folder import load_folder
+        return load_folder(spec.removeprefix("folder:"), size=image_size or 64, channels=channels or 3,
+                           labels=folder_labels)
+    else:
+        raise GanforgeError(f"unknown data {spec!r}; choose digits, mnist, fashion-mnist or folder:PATH")
+    size = image_size or data.images.shape[-1]
+    data.images = fit(data.images, size, channels or data.images.shape[1])
+    return data

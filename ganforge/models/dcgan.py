@@ -1,0 +1,74 @@
+"""DCGAN (Radford, Metz, Chintala 2015) for 28, 32 and 64 pixel images.
+
+G: z -> linear projection to a (w * 2^(k-1)) x s x s block (s = 7 for 28 pixels, else 4), then k
+transposed 4x4 stride-2 convolutions, each halving the channels, the last giving the image
+through Tanh. Batch norm and ReLU everywhere but at the output.
+D mirrors it: k 4x4 stride-2 convolutions with LeakyReLU(0.2), batch norm everywhere but at the
+input, then one linear unit giving a logit. Weights ~ N(0, 0.02), batch-norm scales ~ N(1, 0.02).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ganforge.errors import GanforgeError
+
+
+def _plan(image_size: int) -> tuple[int, int]:
+    """(side of the smallest feature map, number of stride-2 stages) for an image size."""
+    for start in (4, 7):
+        stages = math.log2(image_size / start)
+        if stages >= 1 and stages.is_integer():
+            return start, int(stages)
+    raise GanforgeError(f"DCGAN supports 28, 32 and 64 pixel images (4 or 7 times a power of 2), not {image_size}")
+
+
+def init_dcgan(module: nn.Module) -> None:
+    """The DCGAN paper's initialisation: all weights from N(0, 0.02); batch-norm scales from N(1, 0.02)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(self, image_size: int = 28, channels: int = 1, z_dim: int = 100, g_width: int = 32):
+        super().__init__()
+        self.z_dim, self.image_size, self.channels = z_dim, image_size, channels
+        self.start, stages = _plan(image_size)
+        widths = [g_width * 2 ** i for i in reversed(range(stages))]  # e.g. [64, 32] for 28 pixels
+        # z (B, z_dim) -> (B, widths[0] * s * s); no bias: batch norm follows
+        self.project = nn.Linear(z_dim, widths[0] * self.start ** 2, bias=False)
+        layers: list[nn.Module] = [nn.BatchNorm2d(widths[0]), nn.ReLU(True)]  # widths[0] x s x s
+        for cin, cout in zip(widths, widths[1:]):
+            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]  # channels x size x size
+        self.net = nn.Sequential(*layers)
+        init_dcgan(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.project(z).view(len(z), -1, self.start, self.start)
+        return self.net(x)
+
+
+class DCGANDiscriminator(nn.Module):
+    def __init__(self, image_size: int = 28, channels: int = 1, d_width: int = 32):
+        super().__init__()
+        start, stages = _plan(image_size)
+        widths = [d_width * 2 ** i for i in range(stages)]  # e.g. [32, 64] for 28 pixels
+        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        for cin, cout in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, True)]
+        self.features = nn.Sequential(*layers)  # widths[-1] x s x s
+        self.head = nn.Linear(widths[-1] * start ** 2, 1)  # one logit per image
+        init_dcgan(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1)).squeeze(1)

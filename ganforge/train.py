@@ -1,0 +1,313 @@
+"""The training loop: D and G take turns, the run folder records the contest.
+
+train(cfg) makes a run folder and trains until the budget is spent; train(resume=RUN_DIR)
+continues a run exactly where its latest checkpoint left it. One loop iteration:
+  1. a batch of real images x and of noise z; forgeries G(z);
+  2. D step: D's loss on x (target: real) and on G(z) (target: fake), one Adam step on D;
+  3. G step: G's loss on D(G(z)) with D frozen, one Adam step on G.
+Stats stay on the device and are read every `log_every` steps, the loop's only sync points.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ganforge.checkpoint import (load_checkpoint, load_module_state, optimizer_from_checkpoint,
+                                 optimizer_to_checkpoint, pack_state, save_checkpoint, unpack_state)
+from ganforge.config import TrainConfig
+from ganforge.data import ImageData, load_data, to_float
+from ganforge.errors import GanforgeError
+from ganforge.losses import d_loss, g_loss
+from ganforge.models import build_discriminator, build_generator, model_spec
+from ganforge.plots import plot_curves, plot_progress, read_stats
+from ganforge.sampling import noise, sample, save_grid
+
+BUDGET_KEYS = ("steps", "epochs", "minutes")
+STAT_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
+
+
+def new_run_dir(runs_dir: Path, cfg: TrainConfig) -> Path:
+    """runs/<NNNNN>-<model>-<data>/, numbered after the highest run already there."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    numbers = [int(m.group(1)) for p in runs_dir.iterdir() if (m := re.match(r"(\d{5})-", p.name))]
+    data = cfg.data if not cfg.data.startswith("folder:") else "folder-" + Path(cfg.data[7:]).name
+    data = re.sub(r"[^A-Za-z0-9_.-]+", "_", data)
+    run_dir = runs_dir / f"{max(numbers, default=-1) + 1:05d}-{cfg.model}-{data}"
+    run_dir.mkdir()
+    return run_dir
+
+
+def load_training_data(cfg: TrainConfig) -> ImageData:
+    return load_data(cfg.data, cfg.image_size, cfg.channels, data_dir=cfg.data_dir, download=cfg.download,
+                     folder_labels=cfg.folder_labels)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The data order of one epoch: a permutation fixed by (seed, epoch), so resuming needs no state."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+class _StopFlag:
+    """Ctrl-C sets a flag that the loop reads between steps; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.set = False
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+        tqdm.write("stopping after this step and saving a checkpoint (Ctrl-C again to abort without saving)")
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._previous)
+
+
+class Trainer:
+    """Everything a run holds: data, both networks, their optimizers, the RNGs and the counters."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, data: ImageData):
+        self.cfg, self.run_dir, self.data = cfg, run_dir, data
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        random.seed(cfg.seed)
+        self.spec = model_spec(cfg, data.shape)
+        self.G, self.D = build_generator(self.spec), build_discriminator(self.spec)
+        self.memory_format = torch.channels_last if cfg.channels_last and cfg.model == "dcgan" else torch.contiguous_format
+        self.G.to(memory_format=self.memory_format)
+        self.D.to(memory_format=self.memory_format)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
+        self.noise_rng = torch.Generator().manual_seed(cfg.seed + 1)  # the training z's
+        self.fixed_seed = cfg.seed + 2  # the panels' z's, the same every epoch
+        # D's targets; one-sided smoothing moves only the real target towards the fake one
+        self.real_target = cfg.real_label + cfg.label_smoothing * (cfg.fake_label - cfg.real_label)
+        self.step = self.epoch = self.batch_in_epoch = self.images_seen = 0
+        self.seconds = 0.0
+        self.steps_per_epoch = len(data) // cfg.batch_size
+        if self.steps_per_epoch == 0:
+            raise GanforgeError(f"the data holds {len(data)} images, fewer than one batch "
+                                f"(batch_size={cfg.batch_size}); use --set batch_size=N with N <= {len(data)}")
+
+    # --- one step of the game
+    def train_step(self, real: torch.Tensor) -> list[torch.Tensor]:
+        cfg = self.cfg
+        z = torch.randn(len(real), cfg.z_dim, generator=self.noise_rng)
+        fake = self.G(z)
+        # D step: raise D's score on real images, lower it on forgeries (G is not updated)
+        real_logits, fake_logits = self.D(real), self.D(fake.detach())
+        loss_d = d_loss(real_logits, fake_logits, self.real_target, cfg.fake_label)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        # G step: make the updated D score forgeries as real; D's weights need no gradients here
+        self.D.requires_grad_(False)
+        loss_g = g_loss(self.D(fake), cfg.loss, cfg.real_label, cfg.fake_label)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.D.requires_grad_(True)
+        with torch.no_grad():
+            d_real, d_fake = torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()
+        return [loss_d.detach(), loss_g.detach(), d_real, d_fake]
+
+    def stop_step(self) -> int | None:
+        limits = [s for s in (self.cfg.steps, self.cfg.epochs and math.ceil(self.cfg.epochs * self.steps_per_epoch))
+                  if s]
+        return min(limits) if limits else None
+
+    def budget_spent(self) -> bool:
+        stop = self.stop_step()
+        return bool((stop is not None and self.step >= stop)
+                    or (self.cfg.minutes is not None and self.seconds >= 60 * self.cfg.minutes))
+
+    # --- the loop
+    def fit(self, progress: bool = True) -> bool:
+        """Train until the budget is spent or Ctrl-C; returns True when stopped by Ctrl-C."""
+        cfg, data = self.cfg, self.data
+        images = data.images
+        stats_path = self.run_dir / "stats.jsonl"
+        self._truncate_stats(stats_path)
+        if self.step == 0:
+            self.write_panel()
+        bar = tqdm(total=self.stop_step(), initial=self.step, unit="step", disable=not progress,
+                   dynamic_ncols=True, desc=self.run_dir.name)
+        sums = torch.zeros(len(STAT_KEYS))
+        logged_seconds, logged_images = self.seconds, self.images_seen  # at the last stats line
+        interrupted = False
+        with _StopFlag() as stop, open(stats_path, "a") as stats_file:
+            while not self.budget_spent() and not interrupted:
+                order = epoch_order(len(data), cfg.seed, self.epoch)
+                started = time.perf_counter()
+                while self.batch_in_epoch < self.steps_per_epoch:
+                    idx = order[self.batch_in_epoch * cfg.batch_size:(self.batch_in_epoch + 1) * cfg.batch_size]
+                    real = to_float(images[idx]).contiguous(memory_format=self.memory_format)
+                    sums += torch.stack(self.train_step(real))
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    self.images_seen += len(idx)
+                    now = time.perf_counter()
+                    self.seconds += now - started
+                    started = now
+                    bar.update()
+                    if self.step % cfg.log_every == 0:
+                        rate = (self.images_seen - logged_images) / max(self.seconds - logged_seconds, 1e-9)
+                        self._log(stats_file, sums / cfg.log_every, bar, rate)
+                        sums.zero_()
+                        logged_seconds, logged_images = self.seconds, self.images_seen
+                    if stop.set or self.budget_spent():
+                        interrupted = stop.set
+                        break
+                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                        self.save()
+                if self.batch_in_epoch == self.steps_per_epoch:  # a whole epoch is done
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    self.write_panel()
+                    self.save()
+                    self.write_figures()  # panels and checkpoints are not counted as training time
+        bar.close()
+        if self.batch_in_epoch:  # stopped inside an epoch: a panel of where it stands
+            self.write_panel(self.epoch + 1)
+        self.save()
+        self.write_figures()
+        return interrupted
+
+    def _log(self, stats_file, means: torch.Tensor, bar, rate: float) -> None:
+        values = dict(zip(STAT_KEYS, (round(v, 5) for v in means.tolist())))
+        record = {"step": self.step, "epoch": round(self.images_seen / len(self.data), 4),
+                  "images_seen": self.images_seen, **values, "seconds": round(self.seconds, 2),
+                  "images_per_s": round(rate, 1)}
+        stats_file.write(json.dumps(record) + "\n")
+        stats_file.flush()
+        bar.set_postfix(d_loss=f"{values['d_loss']:.3f}", g_loss=f"{values['g_loss']:.3f}",
+                        **{"D(x)": f"{values['d_real']:.2f}", "D(G(z))": f"{values['d_fake']:.2f}"},
+                        img_s=f"{rate:.0f}", refresh=False)
+        if self.tensorboard:
+            for key, value in record.items():
+                if key != "step":
+                    self.tensorboard.add_scalar(key, value, self.step)
+
+    def _truncate_stats(self, path: Path) -> None:
+        """On resume, drop stats logged after the checkpoint: they will be logged again."""
+        if path.is_file():
+            kept = [s for s in read_stats(path) if s["step"] <= self.step]
+            path.write_text("".join(json.dumps(s) + "\n" for s in kept))
+
+    # --- outputs
+    tensorboard = None
+
+    def write_panel(self, epoch: int | None = None) -> Path:
+        epoch = self.epoch if epoch is None else epoch
+        path = self.run_dir / "samples" / f"epoch_{epoch:04d}.png"
+        path.parent.mkdir(exist_ok=True)
+        images = sample(self.G, self.cfg.n_samples, self.fixed_seed)
+        save_grid(images, path)
+        if self.tensorboard:
+            self.tensorboard.add_images("samples", images.add(1).div(2), self.step)
+        return path
+
+    def write_figures(self) -> None:
+        plot_curves(read_stats(self.run_dir / "stats.jsonl"), self.run_dir / "curves.png",
+                    title=f"{self.run_dir.name}: the contest")
+        plot_progress(sorted((self.run_dir / "samples").glob("epoch_*.png")), self.run_dir / "progress.png")
+
+    # --- checkpoints
+    def save(self) -> Path:
+        tensors = {**pack_state("G", self.G.state_dict()), **pack_state("D", self.D.state_dict()),
+                   "rng/torch": torch.get_rng_state(), "rng/noise": self.noise_rng.get_state()}
+        opt_g_tensors, opt_g_meta = optimizer_to_checkpoint("opt_g", self.opt_g)
+        opt_d_tensors, opt_d_meta = optimizer_to_checkpoint("opt_d", self.opt_d)
+        np_state = np.random.get_state()
+        meta = {
+            "model_spec": self.spec, "config": self.cfg.to_dict(),
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "images_seen": self.images_seen,
+            "seconds": self.seconds, "opt_g": opt_g_meta, "opt_d": opt_d_meta,
+            "rng": {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+                    "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]},
+        }
+        return save_checkpoint(self.run_dir / "checkpoints", self.step, {**tensors, **opt_g_tensors, **opt_d_tensors},
+                               meta, keep=self.cfg.keep_checkpoints)
+
+    def restore(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+        if meta["model_spec"] != self.spec:
+            raise GanforgeError(f"checkpoint model {meta['model_spec']} does not match the config's {self.spec}")
+        load_module_state(self.G, unpack_state("G", tensors), "G")
+        load_module_state(self.D, unpack_state("D", tensors), "D")
+        optimizer_from_checkpoint("opt_g", self.opt_g, tensors, meta["opt_g"])
+        optimizer_from_checkpoint("opt_d", self.opt_d, tensors, meta["opt_d"])
+        torch.set_rng_state(tensors["rng/torch"])
+        self.noise_rng.set_state(tensors["rng/noise"])
+        kind, keys, *rest = meta["rng"]["numpy"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+        version, internal, gauss = meta["rng"]["python"]
+        random.setstate((version, tuple(internal), gauss))
+        self.step, self.epoch = meta["step"], meta["epoch"]
+        self.batch_in_epoch, self.images_seen, self.seconds = meta["batch_in_epoch"], meta["images_seen"], meta["seconds"]
+
+
+def train(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", resume: str | Path | None = None,
+          budget: dict | None = None, progress: bool = True) -> Path:
+    """Train a GAN and return its run folder.
+
+    cfg: a new run's config (ignored with `resume`). resume: a run folder to continue from its
+    latest checkpoint; `budget` ({"steps": .., "epochs": .., "minutes": ..}) then replaces its budget.
+    """
+    meta = tensors = None
+    if resume is not None:
+        run_dir = Path(resume).expanduser()
+        meta, tensors = load_checkpoint(run_dir)
+        cfg = TrainConfig.from_dict(meta["config"])
+        if budget and any(v is not None for v in budget.values()):
+            cfg = dataclasses.replace(cfg, **{k: budget.get(k) for k in BUDGET_KEYS}).validate()
+    else:
+        cfg = (cfg or TrainConfig()).validate()
+        if budget:
+            cfg = dataclasses.replace(cfg, **{k: v for k, v in budget.items() if v is not None}).validate()
+    data = load_training_data(cfg)
+    if resume is None:
+        run_dir = new_run_dir(Path(runs_dir), cfg)
+    trainer = Trainer(cfg, run_dir, data)
+    if meta is not None:
+        trainer.restore(meta, tensors)
+        if trainer.budget_spent():
+            print(f"{run_dir}: already trained to step {trainer.step}, its budget; "
+                  "pass --steps, --epochs or --minutes to go further", file=sys.stderr)
+            return run_dir
+    (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "model_spec": trainer.spec}, indent=1) + "\n")
+    if cfg.tensorboard:
+        trainer.tensorboard = _tensorboard_writer(run_dir)
+    try:
+        interrupted = trainer.fit(progress=progress)
+    finally:
+        if trainer.tensorboard:
+            trainer.tensorboard.close()
+    if interrupted:
+        print(f"interrupted at step {trainer.step}; checkpoint saved. Resume with:\n"
+              f"  ganforge train --resume {run_dir}", file=sys.stderr)
+    return run_dir
+
+
+def _tensorboard_writer(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise GanforgeError("--tensorboard needs the tensorboard package: pip install 'ganforge[tensorboard]'") from None
+    return SummaryWriter(str(run_dir / "tensorboard"))

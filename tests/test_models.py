@@ -1,0 +1,33 @@
+import pytest
+import torch
+
+from ganforge.errors import GanforgeError
+from ganforge.models import build_discriminator, build_generator
+from ganforge.models.dcgan import DCGANGenerator
+
+
+@pytest.mark.parametrize("model", ["mlp", "dcgan"])
+@pytest.mark.parametrize("size", [28, 32, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_output_shapes(model, size, channels):
+    spec = {"model": model, "image_size": size, "channels": channels, "z_dim": 12}
+    spec |= {"g_width": 4, "d_width": 4} if model == "dcgan" else {"g_hidden": 16, "d_hidden": 8, "d_pieces": 2}
+    G, D = build_generator(spec), build_discriminator(spec)
+    x = G(torch.randn(3, 12))
+    assert x.shape == (3, channels, size, size)
+    assert x.min() >= -1 and x.max() <= 1
+    assert D(x).shape == (3,)
+
+
+def test_dcgan_initialisation_follows_the_paper():
+    G = DCGANGenerator(64, 3, 100, 64)
+    conv = G.net[3].weight  # a transposed convolution
+    assert conv.mean().item() == pytest.approx(0, abs=1e-3)
+    assert conv.std().item() == pytest.approx(0.02, rel=0.05)
+    bn = G.net[0].weight
+    assert bn.mean().item() == pytest.approx(1, abs=0.01)
+
+
+def test_unsupported_size_is_a_clear_error():
+    with pytest.raises(GanforgeError, match="28, 32 and 64"):
+        DCGANGenerator(48, 1)

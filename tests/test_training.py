@@ -1,0 +1,126 @@
+import json
+
+import pytest
+import torch
+
+from conftest import skip_or_fail, tiny_config
+from ganforge.checkpoint import find_checkpoint, load_checkpoint, load_generator, save_checkpoint
+from ganforge.errors import GanforgeError
+from ganforge.sampling import sample
+from ganforge.train import train
+
+
+def _weights(run_dir):
+    _, tensors = load_checkpoint(run_dir)
+    return {k: v for k, v in tensors.items() if k.startswith(("G/", "D/", "opt_"))}
+
+
+def test_run_folder_holds_everything(tmp_path):
+    run = train(tiny_config(steps=50), runs_dir=tmp_path, progress=False)  # 39 steps an epoch: one epoch end
+    assert run.name == "00000-dcgan-digits"
+    config = json.loads((run / "config.json").read_text())
+    assert config["steps"] == 50 and config["model_spec"]["image_size"] == 28
+    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in stats] == list(range(5, 51, 5))
+    for key in ("epoch", "images_seen", "d_loss", "g_loss", "d_real", "d_fake", "seconds"):
+        assert all(key in s for s in stats)
+    assert stats[-1]["images_seen"] == 50 * 256
+    assert all(0 <= s["d_real"] <= 1 and 0 <= s["d_fake"] <= 1 for s in stats)
+    panels = sorted(p.name for p in (run / "samples").iterdir())
+    assert panels == ["epoch_0000.png", "epoch_0001.png", "epoch_0002.png"]  # start, epoch 1, partway into 2
+    for name in ("progress.png", "curves.png"):
+        assert (run / name).stat().st_size > 5000
+    assert find_checkpoint(run).name == "step-00000050.json"
+    assert train(tiny_config(steps=5), runs_dir=tmp_path, progress=False).name == "00001-dcgan-digits"
+
+
+@pytest.mark.parametrize("model", ["dcgan", "mlp"])
+def test_resume_is_bit_exact(tmp_path, model):
+    """40 steps straight == 20 steps, stop (inside an epoch), resume to 40 (across an epoch end)."""
+    extra = {"mlp_g_hidden": 32, "mlp_d_hidden": 16, "mlp_d_pieces": 2} if model == "mlp" else {}
+    straight = train(tiny_config(model=model, steps=40, **extra), runs_dir=tmp_path / "a", progress=False)
+    half = train(tiny_config(model=model, steps=20, **extra), runs_dir=tmp_path / "b", progress=False)
+    meta, _ = load_checkpoint(half)
+    assert meta["batch_in_epoch"] == 20 and meta["epoch"] == 0  # stopped inside the first epoch
+    resumed = train(resume=half, budget={"steps": 40}, progress=False)
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys() and len(a) > 10
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    stats = [json.loads(line)["step"] for line in (resumed / "stats.jsonl").read_text().splitlines()]
+    assert stats == list(range(5, 41, 5))  # no duplicate lines after the resume
+
+
+def test_resume_differs_without_the_rng_state(tmp_path):
+    """The check above can fail: a resume that drops the noise RNG gives other weights."""
+    straight = train(tiny_config(steps=30), runs_dir=tmp_path / "a", progress=False)
+    half = train(tiny_config(steps=15), runs_dir=tmp_path / "b", progress=False)
+    meta, tensors = load_checkpoint(half)
+    tensors["rng/noise"] = torch.Generator().manual_seed(123).get_state()
+    save_checkpoint(half / "checkpoints", meta["step"], tensors,
+                    {k: v for k, v in meta.items() if k not in ("format", "format_version", "ganforge_version",
+                                                                "step", "tensors", "sha256")})
+    resumed = train(resume=half, budget={"steps": 30}, progress=False)
+    assert not torch.equal(_weights(straight)["G/project.weight"], _weights(resumed)["G/project.weight"])
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
+    a = _weights(train(tiny_config(steps=6), runs_dir=tmp_path, progress=False))
+    b = _weights(train(tiny_config(steps=6), runs_dir=tmp_path, progress=False))
+    c = _weights(train(tiny_config(steps=6, seed=1), runs_dir=tmp_path, progress=False))
+    assert torch.equal(a["G/project.weight"], b["G/project.weight"])
+    assert not torch.equal(a["G/project.weight"], c["G/project.weight"])
+
+
+def test_checkpoint_round_trip_rebuilds_g(tmp_path):
+    run = train(tiny_config(steps=5, image_size=32, channels=3), runs_dir=tmp_path, progress=False)
+    G, meta = load_generator(run)
+    assert meta["step"] == 5 and meta["model_spec"]["channels"] == 3
+    x = sample(G, 4, seed=3)
+    assert x.shape == (4, 3, 32, 32)
+    assert torch.equal(x, sample(G, 4, seed=3)) and not torch.equal(x, sample(G, 4, seed=4))
+
+
+def test_damaged_or_foreign_checkpoints_are_refused(tmp_path):
+    run = train(tiny_config(steps=5), runs_dir=tmp_path, progress=False)
+    tensors_file = next((run / "checkpoints").glob("*.safetensors"))
+    blob = bytearray(tensors_file.read_bytes())
+    blob[-1] ^= 0xFF
+    tensors_file.write_bytes(bytes(blob))
+    with pytest.raises(GanforgeError, match="damaged"):
+        load_generator(run)
+    pickle = tmp_path / "model.pt"
+    pickle.write_bytes(b"whatever")
+    with pytest.raises(GanforgeError, match="never unpickles"):
+        load_generator(pickle)
+
+
+def test_wrong_shape_names_the_tensor(tmp_path):
+    run = train(tiny_config(steps=5), runs_dir=tmp_path, progress=False)
+    meta, tensors = load_checkpoint(run)
+    meta["model_spec"]["g_width"] = 4  # the file's tensors are for width 8
+    path = find_checkpoint(run)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(GanforgeError, match=r"G: tensor '[\w.]+' has shape .*, the model expects"):
+        load_generator(run)
+
+
+def test_one_sided_label_smoothing_and_inverted_labels_train(tmp_path):
+    run = train(tiny_config(steps=10, real_label=0.0, fake_label=1.0, label_smoothing=0.1),
+                runs_dir=tmp_path, progress=False)
+    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert stats[-1]["d_real"] < stats[-1]["d_fake"]  # D near 0 means real in this convention
+
+
+def test_tensorboard_events(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        skip_or_fail("tensorboard is not installed (pip install 'ganforge[tensorboard]')")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = train(tiny_config(steps=10, tensorboard=True), runs_dir=tmp_path, progress=False)
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("d_loss")] == [5, 10]
+    assert events.Tags()["images"] == ["samples"]
