@@ -143,10 +143,16 @@ def optimizer_to_checkpoint(prefix: str, opt: torch.optim.Optimizer) -> tuple[di
 
 
 def optimizer_from_checkpoint(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    params = [p for group in opt.param_groups for p in group["params"]]
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith(prefix + "/"):
             idx, name = key[len(prefix) + 1:].split("/", 1)
+            param = params[int(idx)]
+            if value.shape == param.shape:
+                # in the parameter's memory layout (e.g. channels_last): fused optimizers walk
+                # parameter and state memory side by side, so their layouts must agree
+                value = torch.empty_like(param).copy_(value)
             state.setdefault(int(idx), {})[name] = value
     for key, value in meta["scalars"].items():
         idx, name = key.split("/", 1)

@@ -94,7 +94,7 @@ def _make_folder(root: Path) -> None:
     Image.new("RGB", (80, 60), (200, 10, 10)).save(root / "cats" / "red.jpg")
     Image.new("L", (64, 64), 128).save(root / "cats" / "gray.png")
     rgba = Image.new("RGBA", (40, 40), (0, 0, 255, 255))
-    rgba.putpixel((0, 0), (0, 0, 0, 0))  # a transparent pixel
+    rgba.paste((0, 0, 0, 0), (0, 0, 20, 40))  # left half transparent
     rgba.save(root / "dogs" / "alpha.png")
     Image.new("P", (30, 50)).save(root / "dogs" / "deep" / "palette.bmp")
     (root / "dogs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
@@ -112,7 +112,8 @@ def test_folder_of_mixed_images(tmp_path, capsys):
     red = data.images[data.labels == 0][0]  # files are sorted: cats/gray.png, cats/red.jpg
     assert red[:, 16, 16].tolist() == [128, 128, 128]
     assert data.images[data.labels == 0][1][:, 16, 16].tolist() == pytest.approx([200, 10, 10], abs=3)
-    assert data.images[2][:, 0, 0].tolist() == [255, 255, 255]  # transparent -> white
+    assert data.images[2][:, 16, 4].tolist() == [255, 255, 255]  # transparent -> white
+    assert data.images[2][:, 16, 28].tolist() == [0, 0, 255]
 
 
 def test_folder_grayscale_and_cache(tmp_path, monkeypatch):

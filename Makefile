@@ -1,0 +1,26 @@
+# The two quick-start commands: `make demo` (set up, train the default GAN) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch and torchvision: the releases these machines keep on disk (a CUDA build that runs on the CPU)
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test test-fast setup
+
+$(BIN)/ganforge: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/ganforge
+
+demo: setup
+	$(BIN)/ganforge train
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
