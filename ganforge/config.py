@@ -31,12 +31,12 @@ class TrainConfig:
 
     # --- the game
     loss: str = "non-saturating"  # non-saturating (G maximises log D(G(z))) or minimax (G minimises log(1 - D(G(z))))
-    real_label: float = 1.0  # D's target for real images; 0 gives the convention "near 0 means real"
-    fake_label: float = 0.0  # D's target for forgeries
+    real_label: float = 1.0  # D's target for real images; 0 gives the convention "D near 0 means real"
+    fake_label: float | None = None  # D's target for forgeries; None: 1 - real_label
     label_smoothing: float = 0.0  # one-sided: real target moves this far towards the fake one
 
     # --- optimisation (Adam with the DCGAN paper's settings)
-    batch_size: int = 64
+    batch_size: int = 32  # small batches: more updates per minute, which is what a CPU budget lacks
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5
@@ -80,6 +80,8 @@ class TrainConfig:
         for key in ("beta1", "beta2"):
             if not 0 <= getattr(self, key) < 1:
                 raise bad(key, "must be in [0, 1)")
+        if self.fake_label is None:
+            self.fake_label = 1.0 - self.real_label
         for key in ("real_label", "fake_label"):
             if not 0 <= getattr(self, key) <= 1:
                 raise bad(key, "must be in [0, 1]")

@@ -84,7 +84,7 @@ class Trainer:
     """Everything a run holds: data, both networks, their optimizers, the RNGs and the counters."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, data: ImageData):
-        self.cfg, self.run_dir, self.data = cfg, run_dir, data
+        self.cfg, self.run_dir, self.data = cfg.validate(), run_dir, data
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         random.seed(cfg.seed)
@@ -103,6 +103,7 @@ class Trainer:
         self.real_target = cfg.real_label + cfg.label_smoothing * (cfg.fake_label - cfg.real_label)
         self.step = self.epoch = self.batch_in_epoch = self.images_seen = 0
         self.seconds = 0.0
+        self.saved_step = None  # the step of the newest checkpoint on disk
         self.steps_per_epoch = len(data) // cfg.batch_size
         if self.steps_per_epoch == 0:
             raise GanforgeError(f"the data holds {len(data)} images, fewer than one batch "
@@ -150,8 +151,8 @@ class Trainer:
         if self.step == 0:
             self.write_panel()
         bar = tqdm(total=self.stop_step(), initial=self.step, unit="step", disable=not progress,
-                   dynamic_ncols=True, desc=self.run_dir.name)
-        sums = torch.zeros(len(STAT_KEYS))
+                   dynamic_ncols=True, desc=self.run_dir.name + (f" ({cfg.minutes:g} min)" if cfg.minutes else ""))
+        sums, summed = torch.zeros(len(STAT_KEYS)), 0  # stats since the last line, on the device
         logged_seconds, logged_images = self.seconds, self.images_seen  # at the last stats line
         interrupted = False
         with _StopFlag() as stop, open(stats_path, "a") as stats_file:
@@ -162,6 +163,7 @@ class Trainer:
                     idx = order[self.batch_in_epoch * cfg.batch_size:(self.batch_in_epoch + 1) * cfg.batch_size]
                     real = to_float(images[idx]).contiguous(memory_format=self.memory_format)
                     sums += torch.stack(self.train_step(real))
+                    summed += 1
                     self.step += 1
                     self.batch_in_epoch += 1
                     self.images_seen += len(idx)
@@ -171,8 +173,9 @@ class Trainer:
                     bar.update()
                     if self.step % cfg.log_every == 0:
                         rate = (self.images_seen - logged_images) / max(self.seconds - logged_seconds, 1e-9)
-                        self._log(stats_file, sums / cfg.log_every, bar, rate)
+                        self._log(stats_file, sums / summed, bar, rate)
                         sums.zero_()
+                        summed = 0
                         logged_seconds, logged_images = self.seconds, self.images_seen
                     if stop.set or self.budget_spent():
                         interrupted = stop.set
@@ -232,7 +235,10 @@ class Trainer:
         plot_progress(sorted((self.run_dir / "samples").glob("epoch_*.png")), self.run_dir / "progress.png")
 
     # --- checkpoints
-    def save(self) -> Path:
+    def save(self) -> None:
+        if self.saved_step == self.step:
+            return
+        self.saved_step = self.step
         tensors = {**pack_state("G", self.G.state_dict()), **pack_state("D", self.D.state_dict()),
                    "rng/torch": torch.get_rng_state(), "rng/noise": self.noise_rng.get_state()}
         opt_g_tensors, opt_g_meta = optimizer_to_checkpoint("opt_g", self.opt_g)
@@ -245,7 +251,7 @@ class Trainer:
             "rng": {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
                     "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]},
         }
-        return save_checkpoint(self.run_dir / "checkpoints", self.step, {**tensors, **opt_g_tensors, **opt_d_tensors},
+        save_checkpoint(self.run_dir / "checkpoints", self.step, {**tensors, **opt_g_tensors, **opt_d_tensors},
                                meta, keep=self.cfg.keep_checkpoints)
 
     def restore(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
@@ -263,6 +269,7 @@ class Trainer:
         random.setstate((version, tuple(internal), gauss))
         self.step, self.epoch = meta["step"], meta["epoch"]
         self.batch_in_epoch, self.images_seen, self.seconds = meta["batch_in_epoch"], meta["images_seen"], meta["seconds"]
+        self.saved_step = self.step
 
 
 def train(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", resume: str | Path | None = None,

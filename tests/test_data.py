@@ -145,3 +145,35 @@ def test_folder_labels_need_subfolders(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "loose.png")
     with pytest.raises(GanforgeError, match="subfolder"):
         load_data(f"folder:{tmp_path}", folder_labels=True)
+
+
+def test_download_uses_torchvision_and_then_finds_the_files(tmp_path, monkeypatch):
+    """--download: torchvision's downloader fills DIR/MNIST/raw, where the loader then looks."""
+    import torchvision
+
+    calls = []
+
+    class FakeMNIST:  # stands in for the network: writes what torchvision's downloader would
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            raw = Path(root) / "MNIST" / "raw"
+            raw.mkdir(parents=True, exist_ok=True)
+            prefix = "train" if train else "t10k"
+            _write_idx(raw / f"{prefix}-images-idx3-ubyte", np.zeros((3, 28, 28)), compress=False)
+            _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.array([1, 2, 3]), compress=False)
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)
+    data = load_data("mnist", data_dir=str(tmp_path), download=True)
+    assert calls == [(str(tmp_path), True, True), (str(tmp_path), False, True)]
+    assert data.labels.tolist() == [1, 2, 3]
+
+
+def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    with pytest.raises(GanforgeError, match="download failed"):
+        load_data("fashion-mnist", data_dir=str(tmp_path), download=True)

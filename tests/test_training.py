@@ -106,8 +106,9 @@ def test_wrong_shape_names_the_tensor(tmp_path):
 
 
 def test_one_sided_label_smoothing_and_inverted_labels_train(tmp_path):
-    run = train(tiny_config(steps=10, real_label=0.0, fake_label=1.0, label_smoothing=0.1),
+    run = train(tiny_config(steps=10, real_label=0.0, label_smoothing=0.1),
                 runs_dir=tmp_path, progress=False)
+    assert json.loads((run / "config.json").read_text())["fake_label"] == 1.0  # one option flips both
     stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert stats[-1]["d_real"] < stats[-1]["d_fake"]  # D near 0 means real in this convention
 
