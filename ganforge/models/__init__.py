@@ -5,6 +5,8 @@ The dict (`model_spec`) is stored in every checkpoint, so G can be rebuilt from 
 
 from __future__ import annotations
 
+import inspect
+
 from torch import nn
 
 from ganforge.errors import GanforgeError
@@ -23,19 +25,20 @@ def model_spec(cfg, image_shape: tuple[int, int, int]) -> dict:
     return spec
 
 
+NETWORKS = {"dcgan": (DCGANGenerator, DCGANDiscriminator), "mlp": (MLPGenerator, MLPDiscriminator)}
+
+
+def _build(spec: dict, which: int) -> nn.Module:
+    if spec.get("model") not in NETWORKS:
+        raise GanforgeError(f"unknown model {spec.get('model')!r}; known: {', '.join(NETWORKS)}")
+    cls = NETWORKS[spec["model"]][which]
+    wanted = inspect.signature(cls).parameters  # each network takes its own part of the spec
+    return cls(**{k: v for k, v in spec.items() if k in wanted})
+
+
 def build_generator(spec: dict) -> nn.Module:
-    args = {k: v for k, v in spec.items() if k not in ("model", "d_width", "d_hidden", "d_pieces")}
-    if spec["model"] == "dcgan":
-        return DCGANGenerator(**args)
-    if spec["model"] == "mlp":
-        return MLPGenerator(**args)
-    raise GanforgeError(f"unknown model {spec['model']!r}")
+    return _build(spec, 0)
 
 
 def build_discriminator(spec: dict) -> nn.Module:
-    args = {k: v for k, v in spec.items() if k not in ("model", "z_dim", "g_width", "g_hidden")}
-    if spec["model"] == "dcgan":
-        return DCGANDiscriminator(**args)
-    if spec["model"] == "mlp":
-        return MLPDiscriminator(**args)
-    raise GanforgeError(f"unknown model {spec['model']!r}")
+    return _build(spec, 1)
