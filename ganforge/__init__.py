@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from ganforge.errors import GanforgeError  # noqa: E402
+from ganforge.errors import GanforgeError
 
 __all__ = ["GanforgeError", "__version__"]

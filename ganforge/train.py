@@ -24,15 +24,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ganforge.checkpoint import (load_checkpoint, load_module_state, optimizer_from_checkpoint,
-                                 optimizer_to_checkpoint, pack_state, save_checkpoint, unpack_state)
+from ganforge.checkpoint import (
+    load_checkpoint,
+    load_module_state,
+    optimizer_from_checkpoint,
+    optimizer_to_checkpoint,
+    pack_state,
+    save_checkpoint,
+    unpack_state,
+)
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, load_data, to_float
 from ganforge.errors import GanforgeError
 from ganforge.losses import d_loss, g_loss
 from ganforge.models import build_discriminator, build_generator, model_spec
 from ganforge.plots import plot_curves, plot_progress, read_stats
-from ganforge.sampling import noise, sample, save_grid
+from ganforge.sampling import sample, save_grid
 
 BUDGET_KEYS = ("steps", "epochs", "minutes")
 STAT_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")

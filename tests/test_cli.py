@@ -6,9 +6,9 @@ import time
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 from PIL import Image
 
-from conftest import tiny_config
 from ganforge.checkpoint import find_checkpoint, load_checkpoint
 from ganforge.cli import main
 from ganforge.train import train
@@ -60,7 +60,7 @@ def test_three_channel_npy(tmp_path, capsys):
     (["sample", "model.pkl", "--out", "x.png"], "never unpickles"),
 ])
 def test_bad_input_is_a_clear_error(capsys, tmp_path, argv, message):
-    code, out, err = run_cli(capsys, *argv, *(["--out", str(tmp_path)] if argv[0] == "train" else []))
+    code, _, err = run_cli(capsys, *argv, *(["--out", str(tmp_path)] if argv[0] == "train" else []))
     assert code == 2
     assert message in err and "Traceback" not in err
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import skip_or_fail
 from PIL import Image
 
-from conftest import skip_or_fail
 from ganforge.data import fit, load_data, to_float, to_uint8
 from ganforge.data import folder as folder_module
 from ganforge.data.idx import read_idx

@@ -86,7 +86,7 @@ def test_kid_is_near_zero_for_one_distribution_and_positive_for_shifted_ones():
 def brute_force_mmd2(x, y):
     """Unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, written as plain loops."""
     m, d = len(x), x.shape[1]
-    k = lambda a, b: (a @ b / d + 1) ** 3  # noqa: E731
+    k = lambda a, b: (a @ b / d + 1) ** 3
     xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j)
     yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j)
     xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m))

@@ -2,8 +2,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import skip_or_fail, tiny_config
+
 from ganforge.checkpoint import find_checkpoint, load_checkpoint, load_generator, save_checkpoint
 from ganforge.errors import GanforgeError
 from ganforge.sampling import sample
@@ -97,7 +97,7 @@ def test_damaged_or_foreign_checkpoints_are_refused(tmp_path):
 
 def test_wrong_shape_names_the_tensor(tmp_path):
     run = train(tiny_config(steps=5), runs_dir=tmp_path, progress=False)
-    meta, tensors = load_checkpoint(run)
+    meta, _ = load_checkpoint(run)
     meta["model_spec"]["g_width"] = 4  # the file's tensors are for width 8
     path = find_checkpoint(run)
     path.write_text(json.dumps(meta))

@@ -10,6 +10,7 @@ input, then one linear unit giving a logit. Weights ~ N(0, 0.02), batch-norm sca
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -47,7 +48,7 @@ class DCGANGenerator(nn.Module):
         # z (B, z_dim) -> (B, widths[0] * s * s); no bias: batch norm follows
         self.project = nn.Linear(z_dim, widths[0] * self.start ** 2, bias=False)
         layers: list[nn.Module] = [nn.BatchNorm2d(widths[0]), nn.ReLU(True)]  # widths[0] x s x s
-        for cin, cout in zip(widths, widths[1:]):
+        for cin, cout in pairwise(widths):
             layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]  # channels x size x size
         self.net = nn.Sequential(*layers)
@@ -64,7 +65,7 @@ class DCGANDiscriminator(nn.Module):
         start, stages = _plan(image_size)
         widths = [d_width * 2 ** i for i in range(stages)]  # e.g. [32, 64] for 28 pixels
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
-        for cin, cout in zip(widths, widths[1:]):
+        for cin, cout in pairwise(widths):
             layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, True)]
         self.features = nn.Sequential(*layers)  # widths[-1] x s x s
         self.head = nn.Linear(widths[-1] * start ** 2, 1)  # one logit per image
