@@ -157,7 +157,9 @@ class Trainer:
         self._truncate_stats(stats_path)
         if self.step == 0:
             self.write_panel()
+        # in a log file rather than a terminal, a line every 30 s instead of a redraw 10 times a second
         bar = tqdm(total=self.stop_step(), initial=self.step, unit="step", disable=not progress,
+                   mininterval=0.1 if sys.stderr.isatty() else 30,
                    dynamic_ncols=True, desc=self.run_dir.name + (f" ({cfg.minutes:g} min)" if cfg.minutes else ""))
         sums, summed = torch.zeros(len(STAT_KEYS)), 0  # stats since the last line, on the device
         logged_seconds, logged_images = self.seconds, self.images_seen  # at the last stats line
