@@ -30,9 +30,9 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from ganforge.config import TrainConfig
-from ganforge.data import load_data
+from ganforge.data import load_data, to_float
 from ganforge.sampling import sample
-from ganforge.train import Trainer
+from ganforge.train import Trainer, epoch_order
 
 
 def matmul_flops(device: str, n: int = 2048, repeats: int = 10, rounds: int = 3) -> float:
@@ -114,9 +114,6 @@ def textbook_train(trainer: Trainer, root: Path, steps: int, workers: int) -> fl
 def ganforge_train(trainer: Trainer, steps: int) -> float:
     """images/s of ganforge's step on in-memory uint8 data, one host sync per `log_every` steps."""
     images, cfg = trainer.data.images, trainer.cfg
-    from ganforge.data import to_float
-    from ganforge.train import epoch_order
-
     order = epoch_order(len(images), 0, 0)
     sums = torch.zeros(4)
     for i in range(-3, steps):

@@ -9,6 +9,8 @@ from ganforge import __version__
 from ganforge.errors import GanforgeError
 
 DEFAULT_MINUTES = 3.0  # the budget when none of --steps, --epochs, --minutes is given
+# train's flags that set config fields (default None: not given); a resumed run keeps its own
+RUN_FLAGS = ("model", "data", "image_size", "channels", "data_dir", "download", "folder_labels", "seed", "tensorboard")
 
 
 def _positive_int(text: str) -> int:
@@ -78,10 +80,10 @@ def cmd_train(args) -> int:
     from ganforge.train import train
 
     budget = {"steps": args.steps, "epochs": args.epochs, "minutes": args.minutes}
+    flags = {k: getattr(args, k) for k in RUN_FLAGS}
     if args.resume:
-        changed = [f"--{k.replace('_', '-')}" for k in ("model", "data", "image_size", "channels", "data_dir",
-                                                        "download", "folder_labels", "seed", "tensorboard")
-                   if getattr(args, k) is not None] + (["--set"] if args.overrides else [])
+        changed = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+        changed += ["--set"] if args.overrides else []
         if changed:
             raise GanforgeError(f"--resume continues a run with its own config; only --steps, --epochs or "
                                 f"--minutes may be given with it (got {', '.join(changed)})")
@@ -89,8 +91,6 @@ def cmd_train(args) -> int:
     else:
         if not any(v is not None for v in budget.values()):
             budget["minutes"] = DEFAULT_MINUTES
-        flags = {k: getattr(args, k) for k in ("model", "data", "image_size", "channels", "data_dir", "download",
-                                               "folder_labels", "seed", "tensorboard")}
         cfg = make_config(args.preset, {**flags, **budget}, args.overrides)
         run_dir = train(cfg, runs_dir=args.out, progress=not args.quiet)
     print(run_dir)

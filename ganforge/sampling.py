@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
 from ganforge.data import to_uint8
 from ganforge.errors import GanforgeError
@@ -35,13 +35,6 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -> None
     """Float images in [-1, 1] -> one PNG grid (rows of about sqrt(n))."""
     nrow = nrow or math.ceil(math.sqrt(len(images)))
     save_image(images, path, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
-
-
-def grid_image(images: torch.Tensor, nrow: int | None = None) -> np.ndarray:
-    """Float images in [-1, 1] -> one uint8 (H, W, 3) grid."""
-    nrow = nrow or math.ceil(math.sqrt(len(images)))
-    grid = make_grid(to_uint8(images), nrow=nrow, padding=2)
-    return grid.permute(1, 2, 0).numpy()
 
 
 def write_samples(images: torch.Tensor, path: str | Path) -> Path:

@@ -111,6 +111,7 @@ class Trainer:
         self.step = self.epoch = self.batch_in_epoch = self.images_seen = 0
         self.seconds = 0.0
         self.saved_step = None  # the step of the newest checkpoint on disk
+        self.tensorboard = None  # a SummaryWriter with --tensorboard
         self.steps_per_epoch = len(data) // cfg.batch_size
         if self.steps_per_epoch == 0:
             raise GanforgeError(f"the data holds {len(data)} images, fewer than one batch "
@@ -226,8 +227,6 @@ class Trainer:
             path.write_text("".join(json.dumps(s) + "\n" for s in kept))
 
     # --- outputs
-    tensorboard = None
-
     def write_panel(self, epoch: int | None = None) -> Path:
         epoch = self.epoch if epoch is None else epoch
         path = self.run_dir / "samples" / f"epoch_{epoch:04d}.png"
@@ -285,8 +284,9 @@ def train(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", resume:
           budget: dict | None = None, progress: bool = True) -> Path:
     """Train a GAN and return its run folder.
 
-    cfg: a new run's config (ignored with `resume`). resume: a run folder to continue from its
-    latest checkpoint; `budget` ({"steps": .., "epochs": .., "minutes": ..}) then replaces its budget.
+    cfg: a new run's config, budget included (ignored with `resume`). resume: a run folder to
+    continue from its latest checkpoint; a `budget` ({"steps": .., "epochs": .., "minutes": ..})
+    with any value set then replaces the run's budget.
     """
     meta = tensors = None
     if resume is not None:
@@ -297,8 +297,6 @@ def train(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", resume:
             cfg = dataclasses.replace(cfg, **{k: budget.get(k) for k in BUDGET_KEYS}).validate()
     else:
         cfg = (cfg or TrainConfig()).validate()
-        if budget:
-            cfg = dataclasses.replace(cfg, **{k: v for k, v in budget.items() if v is not None}).validate()
     data = load_training_data(cfg)
     if resume is None:
         run_dir = new_run_dir(Path(runs_dir), cfg)
