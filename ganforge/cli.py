@@ -72,6 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=_positive_int, default=64, help="how many images (default: 64)")
     s.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
     s.add_argument("--out", required=True, metavar="FILE", help="FILE.png (a grid) or FILE.npy (uint8 array)")
+    e = commands.add_parser("eval", help="measure samples against a data set (FID, KID, precision/recall, ...)",
+                            description="Measure a generator's samples, or samples from a file, against a data "
+                            "set, offline: features come from ganforge's own extractors.")
+    e.add_argument("checkpoint", nargs="?", metavar="CKPT_OR_RUN_DIR", help="draw the samples from this generator")
+    e.add_argument("--samples", metavar="FILE.npy|FOLDER", help="evaluate these samples instead of a generator's")
+    e.add_argument("--data", help="the real data (default: the checkpoint's training data)")
+    e.add_argument("--data-dir", metavar="DIR", help="folder holding the IDX files of mnist / fashion-mnist")
+    e.add_argument("--n", type=_positive_int, default=10_000, help="samples to compare (default: 10000)")
+    e.add_argument("--seed", type=int, default=0, help="noise seed for a generator's samples (default: 0)")
+    e.add_argument("--extractor", help="pixels or classifier:<data> (default: classifier:<data>)")
+    e.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    e.add_argument("--cache-dir", metavar="DIR", help="classifiers and real-set features (default: ~/.cache/ganforge)")
+
+    c = commands.add_parser("classifier", help="train ganforge's domain classifier for a data set")
+    c.add_argument("action", choices=["train"])
+    c.add_argument("--data", required=True, help="digits, mnist, fashion-mnist or folder:PATH (with class subfolders)")
+    c.add_argument("--data-dir", metavar="DIR", help="folder holding the IDX files of mnist / fashion-mnist")
+    c.add_argument("--epochs", type=_positive_int, default=6, help="passes over the data (default: 6)")
+    c.add_argument("--cache-dir", metavar="DIR", help="where classifiers are kept (default: ~/.cache/ganforge)")
     return parser
 
 
@@ -106,10 +125,61 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    import json
+    from pathlib import Path
+
+    from ganforge.data import to_uint8
+    from ganforge.metrics.evaluate import evaluate, format_table, load_samples
+
+    if (args.checkpoint is None) == (args.samples is None):
+        raise GanforgeError("give either a checkpoint / run folder or --samples FILE.npy|FOLDER")
+    if args.checkpoint:
+        from ganforge.checkpoint import load_generator
+        from ganforge.sampling import sample
+
+        G, meta = load_generator(args.checkpoint)
+        data = args.data or meta["config"]["data"]
+        images = to_uint8(sample(G, args.n, args.seed))
+    else:
+        if not args.data:
+            raise GanforgeError("--samples needs --data: the real data to compare with")
+        data = args.data
+        images = load_samples(args.samples, *_native_shape(data))
+    root = Path(args.cache_dir) if args.cache_dir else None
+    result = evaluate(images, data, args.extractor or f"classifier:{data}", args.n, args.data_dir, root)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def _native_shape(data: str) -> tuple[int, int]:
+    """(size, channels) that samples given as a folder are brought to: the data's own."""
+    if data.startswith("folder:"):
+        return 64, 3
+    return 28, 1
+
+
+def cmd_classifier(args) -> int:
+    from pathlib import Path
+
+    from ganforge.metrics.classifier import load_classifier, train_classifier
+
+    root = Path(args.cache_dir) if args.cache_dir else None
+    path = train_classifier(args.data, root, epochs=args.epochs, data_dir=args.data_dir)
+    meta = load_classifier(args.data, root)[1]
+    print(f"classifier:{args.data}: held-out accuracy {meta['test_accuracy']:.4f} ({meta['split']}), "
+          f"{meta['seconds']:.0f} s", file=sys.stderr)
+    print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "sample": cmd_sample}[args.command](args)
+        return {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
+                "classifier": cmd_classifier}[args.command](args)
     except GanforgeError as e:
         print(f"ganforge {args.command}: error: {e}", file=sys.stderr)
         return 2

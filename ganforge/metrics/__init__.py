@@ -1,25 +1,2 @@
-"""Sample-quality metrics computed from feature arrays (see `functions`)."""
-
-from ganforge.metrics.functions import (
-    class_histogram_kl,
-    classes_covered,
-    classifier_score,
-    density_coverage,
-    feature_stats,
-    fid,
-    fid_from_stats,
-    kid,
-    precision_recall,
-)
-
-__all__ = [
-    "class_histogram_kl",
-    "classes_covered",
-    "classifier_score",
-    "density_coverage",
-    "feature_stats",
-    "fid",
-    "fid_from_stats",
-    "kid",
-    "precision_recall",
-]
+"""Sample quality: feature extractors (`features`), pure metric functions (`functions`), and the
+evaluation that joins them (`evaluate`)."""

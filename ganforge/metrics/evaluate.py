@@ -1,0 +1,94 @@
+"""Evaluate samples against a data source: features of both, then every metric that applies.
+
+Real-set features are cached by (data, split, extractor, n) in `<cache>/real_features/`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ganforge.data import cache_dir, load_data
+from ganforge.errors import GanforgeError
+from ganforge.metrics import functions as M
+from ganforge.metrics.features import extract, get_extractor
+
+SAMPLE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+def load_samples(path: str | Path, size: int, channels: int) -> torch.Tensor:
+    """Samples from a .npy (uint8 (N, H, W) or (N, H, W, 3)) or a folder of images -> uint8 NCHW."""
+    path = Path(path)
+    if path.is_dir():
+        from ganforge.data.folder import load_folder
+        return load_folder(str(path), size=size, channels=channels).images
+    if path.suffix != ".npy" or not path.is_file():
+        raise GanforgeError(f"{path}: samples must be a .npy file or a folder of images")
+    array = np.load(path, allow_pickle=False)
+    if array.dtype != np.uint8 or array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[-1] not in (1, 3)):
+        raise GanforgeError(f"{path}: expected uint8 (N, H, W) or (N, H, W, 3), got {array.dtype} {array.shape}")
+    images = torch.from_numpy(array)
+    return images[:, None] if images.dim() == 3 else images.permute(0, 3, 1, 2).contiguous()
+
+
+def real_features(data: str, extractor, n: int, size: int, channels: int, data_dir: str | None = None,
+                  root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(features, probabilities, labels) of the first n images of a fixed shuffle of the data's
+    training split, computed once and cached."""
+    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{data}-train-{extractor.name}-{n}-{size}-{channels}")
+    path = (root or cache_dir()) / "real_features" / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            probs = torch.from_numpy(z["probs"]) if z["probs"].size else None
+            return torch.from_numpy(z["features"]), probs, torch.from_numpy(z["labels"])
+    real = load_data(data, size, channels, data_dir=data_dir, folder_labels=data.startswith("folder:"))
+    order = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:n]
+    features, probs = extract(extractor, real.images[order])
+    labels = real.labels[order] if real.labels is not None else torch.zeros(0, dtype=torch.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, features=features.numpy(), labels=labels.numpy(),
+             probs=probs.numpy() if probs is not None else np.zeros(0))
+    tmp.replace(path)
+    return features, probs, labels
+
+
+def evaluate(samples: torch.Tensor, data: str, extractor_name: str, n: int | None = None,
+             data_dir: str | None = None, root: Path | None = None) -> dict:
+    """All metrics of uint8 samples (N, C, H, W) against `data`, with the extractor and counts."""
+    extractor = get_extractor(extractor_name, root)
+    n = min(n or len(samples), len(samples))
+    samples = samples[:n]
+    _, channels, size, _ = samples.shape
+    real, _, real_labels = real_features(data, extractor, n, size, channels, data_dir, root)
+    fake, fake_probs = extract(extractor, samples)
+    kid, kid_std = M.kid(real, fake, subsets=100, subset_size=min(1000, n))
+    precision, recall = M.precision_recall(real, fake)
+    density, coverage = M.density_coverage(real, fake)
+    result = {"extractor": extractor.name, "data": data, "n_fake": len(fake), "n_real": len(real),
+              "fid": M.fid(real, fake), "kid": kid, "kid_std": kid_std, "precision": precision, "recall": recall,
+              "density": density, "coverage": coverage}
+    if fake_probs is not None and extractor.classes and len(real_labels):
+        n_classes = len(extractor.classes)
+        predicted = fake_probs.argmax(1)
+        result |= {"class_kl": M.class_histogram_kl(predicted, torch.bincount(real_labels, minlength=n_classes)),
+                   "classes_covered": M.classes_covered(predicted, n_classes, min_share=0.1 / n_classes),
+                   "n_classes": n_classes, "classifier_score": M.classifier_score(fake_probs)}
+    return result
+
+
+def format_table(result: dict) -> str:
+    """One labelled line per metric: the number, then what it was computed with."""
+    label = f"[{result['extractor']}, {result['n_fake']} fake vs {result['n_real']} real, data {result['data']}]"
+    lines = []
+    for key, value in result.items():
+        if key in ("extractor", "data", "n_fake", "n_real", "n_classes"):
+            continue
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        if key == "classes_covered":
+            text += f" of {result['n_classes']}"
+        lines.append(f"{key:<17}{text:>12}  {label}")
+    return "\n".join(lines)

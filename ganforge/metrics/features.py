@@ -1,0 +1,86 @@
+"""Feature extractors, by name: `pixels` and `classifier:<data>`.
+
+An extractor maps float images in [-1, 1] (N, C, H, W) to features (N, D); a classifier also
+gives class probabilities. `get_extractor(name)` builds one; a missing classifier is trained on
+first use (and says so).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ganforge.errors import GanforgeError
+
+
+class Extractor:
+    name: str
+    classes: list[str] | None = None  # class names when it predicts classes
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def probs(self, images: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+
+class Pixels(Extractor):
+    """Raw pixels, average-pooled to 8x8: a sanity check that needs no training."""
+
+    name = "pixels"
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(images, 8).flatten(1)
+
+
+class Classifier(Extractor):
+    """ganforge's domain classifier: penultimate-layer features and softmax probabilities."""
+
+    def __init__(self, data: str, root: Path | None = None, train_if_missing: bool = True):
+        from ganforge.metrics.classifier import classifier_path, load_classifier, train_classifier
+
+        self.name = f"classifier:{data}"
+        if not classifier_path(data, root).is_file() and train_if_missing:
+            print(f"{self.name}: no trained classifier in the cache yet; training it now (once)", file=sys.stderr)
+            train_classifier(data, root)
+        self.net, self.meta = load_classifier(data, root)
+        self.classes = self.meta["classes"]
+
+    def _fit(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] != self.meta["channels"]:
+            raise GanforgeError(f"{self.name} takes {self.meta['channels']}-channel images, "
+                                f"the samples have {images.shape[1]}")
+        return images
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.body(self._fit(images))
+
+    @torch.no_grad()
+    def probs(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self._fit(images)).softmax(1)
+
+
+def get_extractor(name: str, root: Path | None = None) -> Extractor:
+    if name == "pixels":
+        return Pixels()
+    if name.startswith("classifier:") and len(name) > len("classifier:"):
+        return Classifier(name.removeprefix("classifier:"), root)
+    raise GanforgeError(f"unknown feature extractor {name!r}; choose pixels or classifier:<data> "
+                        "(e.g. classifier:fashion-mnist)")
+
+
+def extract(extractor: Extractor, images: torch.Tensor, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """uint8 or float images -> (features (N, D) float64, probabilities (N, K) or None), in batches."""
+    feats, probs = [], []
+    for i in range(0, len(images), batch):
+        chunk = images[i:i + batch]
+        chunk = chunk.float().div(127.5).sub(1) if chunk.dtype == torch.uint8 else chunk.float()
+        feats.append(extractor.features(chunk).double())
+        p = extractor.probs(chunk)
+        if p is not None:
+            probs.append(p.double())
+    return torch.cat(feats), torch.cat(probs) if probs else None
