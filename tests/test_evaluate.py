@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import skip_or_fail, tiny_config
+
 from ganforge.cli import main
 from ganforge.data import cache_dir, load_data
 from ganforge.errors import GanforgeError
@@ -53,7 +53,7 @@ def test_real_features_are_cached(tmp_path, digits, monkeypatch):
 def test_classifier_is_trained_stored_and_checked(tmp_path, digits):
     path = train_classifier("digits", tmp_path, epochs=2, limit=4000, progress=False)
     assert path == classifier_path("digits", tmp_path) and path.with_suffix(".json").is_file()
-    net, meta = load_classifier("digits", tmp_path)
+    _, meta = load_classifier("digits", tmp_path)
     assert meta["data"] == "digits" and meta["test_accuracy"] > 0.8 and len(meta["sha256"]) == 64
     result = evaluate(digits, "digits", "classifier:digits", root=tmp_path)
     assert result["classes_covered"] == 10 and result["class_kl"] < 0.05

@@ -87,5 +87,5 @@ def _download(name: str, data_dir: str | None) -> None:
     try:
         for train in (True, False):
             dataset(root=str(root), train=train, download=True)
-    except Exception as e:  # network errors come in many types
+    except Exception as e:  # noqa: BLE001 - network errors come in many types
         raise GanforgeError(f"{name}: download failed ({e}). Put the IDX files in --data-dir instead.") from None

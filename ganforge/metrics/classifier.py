@@ -45,7 +45,7 @@ def split_data(spec: str, data_dir: str | None = None, image_size: int | None = 
                channels: int | None = None) -> tuple[ImageData, ImageData, str]:
     """(train, held-out, description): the standard test files for mnist / fashion-mnist,
     otherwise a fixed, seeded 10% of the images."""
-    kwargs = dict(data_dir=data_dir, folder_labels=spec.startswith("folder:"))
+    kwargs = {"data_dir": data_dir, "folder_labels": spec.startswith("folder:")}
     if spec in ("mnist", "fashion-mnist"):
         return (load_data(spec, image_size, channels, **kwargs),
                 load_data(spec, image_size, channels, split="test", **kwargs), "test files")
@@ -54,8 +54,9 @@ def split_data(spec: str, data_dir: str | None = None, image_size: int | None = 
         raise GanforgeError(f"{spec}: a classifier needs labels (folders: one subfolder per class)")
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
     cut = len(data) // 10
-    pick = lambda idx: ImageData(data.images[idx], data.labels[idx], data.classes)  # noqa: E731
-    return pick(order[cut:]), pick(order[:cut]), "a fixed 10% held out (seed 0)"
+    train, held_out = order[cut:], order[:cut]
+    return (ImageData(data.images[train], data.labels[train], data.classes),
+            ImageData(data.images[held_out], data.labels[held_out], data.classes), "a fixed 10% held out (seed 0)")
 
 
 def classifier_path(spec: str, root: Path | None = None) -> Path:
