@@ -10,7 +10,8 @@ from ganforge.errors import GanforgeError
 
 DEFAULT_MINUTES = 3.0  # the budget when none of --steps, --epochs, --minutes is given
 # train's flags that set config fields (default None: not given); a resumed run keeps its own
-RUN_FLAGS = ("model", "data", "image_size", "channels", "data_dir", "download", "folder_labels", "seed", "tensorboard")
+RUN_FLAGS = ("model", "data", "image_size", "channels", "data_dir", "download", "folder_labels", "seed", "eval_every",
+             "tensorboard")
 
 
 def _positive_int(text: str) -> int:
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set any config key, e.g. --set batch_size=128 --set loss=minimax (repeatable)")
     t.add_argument("--out", default="runs", metavar="RUNS_DIR", help="where run folders go (default: runs)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint")
+    t.add_argument("--eval-every", type=_positive_int, metavar="K",
+                   help="every K epochs, measure FID etc. of 2000 samples into stats.jsonl and curves.png")
     t.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -53,6 +53,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between checkpoints besides each epoch end; 0: epoch ends only
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
     n_samples: int = 64  # size of the fixed-noise panel drawn every epoch
+    eval_every: int = 0  # epochs between quality measurements appended to stats.jsonl; 0: none
+    eval_n: int = 2000  # samples (and real images) per measurement
+    eval_extractor: str | None = None  # None: classifier:<data> for labelled data, else pixels
     tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard extra)
     channels_last: bool = True  # NHWC memory layout for conv nets (measured faster on CPU)
 
@@ -93,6 +96,10 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and not value > 0:
                 raise bad(key, "must be positive")
+        if self.eval_every < 0:
+            raise bad("eval_every", "must be 0 or more")
+        if self.eval_n < 10:
+            raise bad("eval_n", "must be at least 10")
         if self.checkpoint_every < 0:
             raise bad("checkpoint_every", "must be 0 or more")
         return self

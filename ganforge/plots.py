@@ -20,10 +20,13 @@ def read_stats(path: Path) -> list[dict]:
 
 def plot_curves(stats: list[dict], out: Path, title: str = "") -> None:
     """D and G losses (top) and D(x), D(G(z)) (bottom) against training steps."""
+    measured = [s for s in stats if "fid" in s]  # quality measurements (--set eval_every=K)
+    stats = [s for s in stats if "d_loss" in s]
     if not stats:
         return
     steps = [s["step"] for s in stats]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    fig, axes = plt.subplots(3 if measured else 2, 1, figsize=(8, 8.5 if measured else 6), sharex=True)
+    top, bottom = axes[0], axes[1]
     top.plot(steps, [s["d_loss"] for s in stats], label="D loss")
     top.plot(steps, [s["g_loss"] for s in stats], label="G loss")
     top.set_ylabel("loss")
@@ -33,9 +36,13 @@ def plot_curves(stats: list[dict], out: Path, title: str = "") -> None:
     bottom.plot(steps, [s["d_fake"] for s in stats], label="D(G(z)), forgeries")
     bottom.set_ylim(-0.02, 1.02)
     bottom.set_ylabel("D's output")
-    bottom.set_xlabel("step")
     bottom.legend()
-    for ax in (top, bottom):
+    if measured:
+        axes[2].plot([s["step"] for s in measured], [s["fid"] for s in measured], "o-", label="FID")
+        axes[2].set_ylabel(f"FID ({measured[-1]['extractor']}, n={measured[-1]['n_fake']})")
+        axes[2].legend()
+    axes[-1].set_xlabel("step")
+    for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=100)

@@ -92,6 +92,11 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, data: ImageData):
         self.cfg, self.run_dir, self.data = cfg.validate(), run_dir, data
+        self.extractor = None  # for --eval-every; built before seeding, as it may train a classifier
+        if cfg.eval_every:
+            from ganforge.metrics.features import get_extractor
+            default = f"classifier:{cfg.data}" if data.labels is not None else "pixels"
+            self.extractor = get_extractor(cfg.eval_extractor or default)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         random.seed(cfg.seed)
@@ -196,6 +201,8 @@ class Trainer:
                     self.epoch += 1
                     self.batch_in_epoch = 0
                     self.write_panel()
+                    if cfg.eval_every and self.epoch % cfg.eval_every == 0:
+                        self.measure(stats_file)
                     self.save()
                     self.write_figures()  # panels and checkpoints are not counted as training time
         bar.close()
@@ -219,6 +226,20 @@ class Trainer:
             for key, value in record.items():
                 if key != "step":
                     self.tensorboard.add_scalar(key, value, self.step)
+
+    def measure(self, stats_file) -> None:
+        """Append a quality measurement of G's samples (FID and friends) to stats.jsonl."""
+        from ganforge.data import to_uint8
+        from ganforge.metrics.evaluate import evaluate
+
+        n = min(self.cfg.eval_n, len(self.data))
+        result = evaluate(to_uint8(sample(self.G, n, seed=self.fixed_seed + 1)), self.cfg.data, self.extractor,
+                          n, self.cfg.data_dir)
+        record = {"step": self.step, "epoch": round(self.images_seen / len(self.data), 4),
+                  "images_seen": self.images_seen, "seconds": round(self.seconds, 2), **result}
+        stats_file.write(json.dumps(record) + "\n")
+        stats_file.flush()
+        tqdm.write(f"epoch {self.epoch}: FID {result['fid']:.3f} ({result['extractor']}, n={n})", file=sys.stderr)
 
     def _truncate_stats(self, path: Path) -> None:
         """On resume, drop stats logged after the checkpoint: they will be logged again."""

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import skip_or_fail, tiny_config
 
+from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
 from ganforge.data import cache_dir, load_data
 from ganforge.errors import GanforgeError
@@ -99,3 +100,15 @@ def test_classifier_reaches_its_accuracy_target(data, target):
         skip_or_fail("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     train_classifier(data, cache_dir(), progress=False)
     assert load_classifier(data, cache_dir())[1]["test_accuracy"] >= target
+
+
+def test_eval_every_measures_during_training_and_stays_exact(tmp_path):
+    cfg = tiny_config(steps=80, eval_every=1, eval_n=200, eval_extractor="pixels")  # 39 steps an epoch
+    run = train(cfg, runs_dir=tmp_path / "a", progress=False)
+    lines = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    measured = [s for s in lines if "fid" in s]
+    assert [s["step"] for s in measured] == [39, 78]
+    assert all(s["extractor"] == "pixels" and s["n_fake"] == 200 and s["fid"] > 0 for s in measured)
+    plain = train(tiny_config(steps=80), runs_dir=tmp_path / "b", progress=False)
+    a = load_checkpoint(run)[1]["G/project.weight"]
+    assert torch.equal(a, load_checkpoint(plain)[1]["G/project.weight"])  # measuring changes nothing

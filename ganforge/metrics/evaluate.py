@@ -14,7 +14,7 @@ import torch
 from ganforge.data import cache_dir, load_data
 from ganforge.errors import GanforgeError
 from ganforge.metrics import functions as M
-from ganforge.metrics.features import extract, get_extractor
+from ganforge.metrics.features import Extractor, extract, get_extractor
 
 SAMPLE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -56,10 +56,11 @@ def real_features(data: str, extractor, n: int, size: int, channels: int, data_d
     return features, probs, labels
 
 
-def evaluate(samples: torch.Tensor, data: str, extractor_name: str, n: int | None = None,
+def evaluate(samples: torch.Tensor, data: str, extractor: str | Extractor, n: int | None = None,
              data_dir: str | None = None, root: Path | None = None) -> dict:
     """All metrics of uint8 samples (N, C, H, W) against `data`, with the extractor and counts."""
-    extractor = get_extractor(extractor_name, root)
+    if isinstance(extractor, str):
+        extractor = get_extractor(extractor, root)
     n = min(n or len(samples), len(samples))
     samples = samples[:n]
     _, channels, size, _ = samples.shape
