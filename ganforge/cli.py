@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     e.add_argument("--cache-dir", metavar="DIR", help="classifiers and real-set features (default: ~/.cache/ganforge)")
 
+    m = commands.add_parser("compare", help="a table of runs' final metrics and compare.png of FID over training",
+                            description="Compare runs trained with --eval-every: their last measurements as a "
+                            "table, and FID against images seen and training seconds in a figure.")
+    m.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    m.add_argument("--out", default="compare.png", metavar="FILE.png", help="the figure (default: compare.png)")
+
     c = commands.add_parser("classifier", help="train ganforge's domain classifier for a data set")
     c.add_argument("action", choices=["train"])
     c.add_argument("--data", required=True, help="digits, mnist, fashion-mnist or folder:PATH (with class subfolders)")
@@ -164,6 +170,35 @@ def _native_shape(data: str) -> tuple[int, int]:
     return 28, 1
 
 
+def cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from ganforge.plots import plot_compare, read_stats
+
+    runs = {}
+    for run in args.runs:
+        if not (Path(run) / "stats.jsonl").is_file():
+            raise GanforgeError(f"{run}: no stats.jsonl; is it a run folder?")
+        stats = read_stats(Path(run) / "stats.jsonl")
+        measured = [s for s in stats if "fid" in s]
+        if not measured:
+            raise GanforgeError(f"{run}: no quality measurements; train with --eval-every K")
+        runs[Path(run).name] = measured
+    if len({m[-1]["extractor"] for m in runs.values()}) > 1:
+        raise GanforgeError("the runs were measured with different extractors; their numbers are not comparable")
+    keys = ["fid", "kid", "precision", "recall", "density", "coverage"]
+    print(f"{'run':<32}{'steps':>8}{'images':>10}{'seconds':>9}" + "".join(f"{k:>11}" for k in keys))
+    for name, measured in runs.items():
+        last = measured[-1]
+        print(f"{name:<32}{last['step']:>8}{last['images_seen']:>10}{last['seconds']:>9.0f}"
+              + "".join(f"{last[k]:>11.4f}" for k in keys))
+    extractor = next(iter(runs.values()))[-1]
+    print(f"(last measurement of each run: {extractor['extractor']}, {extractor['n_fake']} samples)")
+    plot_compare(runs, Path(args.out))
+    print(args.out)
+    return 0
+
+
 def cmd_classifier(args) -> int:
     from pathlib import Path
 
@@ -182,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
+                "compare": cmd_compare,
                 "classifier": cmd_classifier}[args.command](args)
     except GanforgeError as e:
         print(f"ganforge {args.command}: error: {e}", file=sys.stderr)

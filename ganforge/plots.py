@@ -65,3 +65,22 @@ def plot_progress(panels: list[Path], out: Path, most: int = 8) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def plot_compare(runs: dict[str, list[dict]], out: Path) -> None:
+    """FID against images seen and against training seconds, one line per run."""
+    fig, (by_images, by_time) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for name, measured in runs.items():
+        fid = [s["fid"] for s in measured]
+        by_images.plot([s["images_seen"] for s in measured], fid, "o-", label=name)
+        by_time.plot([s["seconds"] for s in measured], fid, "o-", label=name)
+    extractor = next(iter(runs.values()))[-1]["extractor"]
+    by_images.set_ylabel(f"FID ({extractor})")
+    by_images.set_xlabel("images seen")
+    by_time.set_xlabel("training seconds")
+    by_images.legend(fontsize="small")
+    for ax in (by_images, by_time):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)

@@ -112,3 +112,19 @@ def test_eval_every_measures_during_training_and_stays_exact(tmp_path):
     plain = train(tiny_config(steps=80), runs_dir=tmp_path / "b", progress=False)
     a = load_checkpoint(run)[1]["G/project.weight"]
     assert torch.equal(a, load_checkpoint(plain)[1]["G/project.weight"])  # measuring changes nothing
+
+
+def test_compare_runs(tmp_path, capsys):
+    cfg = tiny_config(steps=40, eval_every=1, eval_n=100, eval_extractor="pixels")
+    a = train(cfg, runs_dir=tmp_path, progress=False)
+    b = train(tiny_config(steps=40, seed=1, eval_every=1, eval_n=100, eval_extractor="pixels"),
+              runs_dir=tmp_path, progress=False)
+    out = tmp_path / "cmp.png"
+    assert main(["compare", str(a), str(b), "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    fid_a = [s for s in map(json.loads, (a / "stats.jsonl").read_text().splitlines()) if "fid" in s][-1]["fid"]
+    assert a.name in table and b.name in table and f"{fid_a:.4f}" in table
+    assert out.stat().st_size > 5000
+    plain = train(tiny_config(steps=10), runs_dir=tmp_path, progress=False)
+    assert main(["compare", str(plain)]) == 2
+    assert "--eval-every" in capsys.readouterr().err
