@@ -49,7 +49,7 @@ class Classifier(Extractor):
         self.net, self.meta = load_classifier(data, root)
         self.classes = self.meta["classes"]
 
-    def _fit(self, images: torch.Tensor) -> torch.Tensor:
+    def _checked(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[1] != self.meta["channels"]:
             raise GanforgeError(f"{self.name} takes {self.meta['channels']}-channel images, "
                                 f"the samples have {images.shape[1]}")
@@ -57,11 +57,11 @@ class Classifier(Extractor):
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net.body(self._fit(images))
+        return self.net.body(self._checked(images))
 
     @torch.no_grad()
     def probs(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(self._fit(images)).softmax(1)
+        return self.net(self._checked(images)).softmax(1)
 
 
 def get_extractor(name: str, root: Path | None = None) -> Extractor:
