@@ -84,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", metavar="DIR", help="folder holding the IDX files of mnist / fashion-mnist")
     e.add_argument("--n", type=_positive_int, default=10_000, help="samples to compare (default: 10000)")
     e.add_argument("--seed", type=int, default=0, help="noise seed for a generator's samples (default: 0)")
-    e.add_argument("--extractor", help="pixels or classifier:<data> (default: classifier:<data>)")
+    e.add_argument("--extractor", help="classifier:<data> (the default), inception or pixels")
+    e.add_argument("--inception-weights", metavar="FILE.pth",
+                   help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth for --extractor inception "
+                   "(default: $GANFORGE_INCEPTION_WEIGHTS, else <cache-dir>/inception/)")
     e.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     e.add_argument("--cache-dir", metavar="DIR", help="classifiers and real-set features (default: ~/.cache/ganforge)")
 
@@ -140,23 +143,31 @@ def cmd_eval(args) -> int:
 
     from ganforge.data import to_uint8
     from ganforge.metrics.evaluate import evaluate, format_table, load_samples
+    from ganforge.metrics.features import get_extractor
 
     if (args.checkpoint is None) == (args.samples is None):
         raise GanforgeError("give either a checkpoint / run folder or --samples FILE.npy|FOLDER")
     if args.checkpoint:
         from ganforge.checkpoint import load_generator
-        from ganforge.sampling import sample
 
         G, meta = load_generator(args.checkpoint)
         data = args.data or meta["config"]["data"]
+    elif not args.data:
+        raise GanforgeError("--samples needs --data: the real data to compare with")
+    else:
+        data = args.data
+    root = Path(args.cache_dir) if args.cache_dir else None
+    name = args.extractor or f"classifier:{data}"
+    if args.inception_weights and name != "inception":
+        raise GanforgeError("--inception-weights goes with --extractor inception")
+    extractor = get_extractor(name, root, args.inception_weights)
+    if args.checkpoint:
+        from ganforge.sampling import sample
+
         images = to_uint8(sample(G, args.n, args.seed))
     else:
-        if not args.data:
-            raise GanforgeError("--samples needs --data: the real data to compare with")
-        data = args.data
         images = load_samples(args.samples, *_native_shape(data))
-    root = Path(args.cache_dir) if args.cache_dir else None
-    result = evaluate(images, data, args.extractor or f"classifier:{data}", args.n, args.data_dir, root)
+    result = evaluate(images, data, extractor, args.n, args.data_dir, root)
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

@@ -1,4 +1,4 @@
-"""Feature extractors, by name: `pixels` and `classifier:<data>`.
+"""Feature extractors, by name: `pixels`, `classifier:<data>` and `inception`.
 
 An extractor maps float images in [-1, 1] (N, C, H, W) to features (N, D); a classifier also
 gives class probabilities. `get_extractor(name)` builds one; a missing classifier is trained on
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from ganforge.errors import GanforgeError
 
@@ -64,19 +65,24 @@ class Classifier(Extractor):
         return self.net(self._checked(images)).softmax(1)
 
 
-def get_extractor(name: str, root: Path | None = None) -> Extractor:
+def get_extractor(name: str, root: Path | None = None, inception_weights: str | Path | None = None) -> Extractor:
     if name == "pixels":
         return Pixels()
+    if name == "inception":
+        from ganforge.metrics.inception import Inception
+
+        return Inception(inception_weights, root)
     if name.startswith("classifier:") and len(name) > len("classifier:"):
         return Classifier(name.removeprefix("classifier:"), root)
-    raise GanforgeError(f"unknown feature extractor {name!r}; choose pixels or classifier:<data> "
-                        "(e.g. classifier:fashion-mnist)")
+    raise GanforgeError(f"unknown feature extractor {name!r}; choose pixels, inception or "
+                        "classifier:<data> (e.g. classifier:fashion-mnist)")
 
 
-def extract(extractor: Extractor, images: torch.Tensor, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor | None]:
+def extract(extractor: Extractor, images: torch.Tensor, batch: int = 100) -> tuple[torch.Tensor, torch.Tensor | None]:
     """uint8 or float images -> (features (N, D) float64, probabilities (N, K) or None), in batches."""
     feats, probs = [], []
-    for i in range(0, len(images), batch):
+    starts = range(0, len(images), batch)
+    for i in tqdm(starts, desc=f"features ({extractor.name})", unit="batch", leave=False, disable=len(starts) < 20):
         chunk = images[i:i + batch]
         chunk = chunk.float().div(127.5).sub(1) if chunk.dtype == torch.uint8 else chunk.float()
         feats.append(extractor.features(chunk).double())
