@@ -8,7 +8,6 @@ each labelled with its extractor and sample counts.
 
 import argparse
 import json
-from pathlib import Path
 
 from ganforge.checkpoint import load_generator
 from ganforge.config import make_config

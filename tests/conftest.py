@@ -16,8 +16,8 @@ def skip_or_fail(reason: str):
 
 def tiny_config(**changes) -> TrainConfig:
     """A DCGAN small enough to train a few dozen steps in a second or two."""
-    values = dict(model="dcgan", data="digits", g_width=8, d_width=8, z_dim=16, batch_size=256,
-                  log_every=5, n_samples=16, steps=10)
+    values = {"model": "dcgan", "data": "digits", "g_width": 8, "d_width": 8, "z_dim": 16, "batch_size": 256,
+              "log_every": 5, "n_samples": 16, "steps": 10}
     values.update(changes)
     return TrainConfig(**values).validate()
 
