@@ -168,8 +168,9 @@ def optimizer_from_checkpoint(prefix: str, opt: torch.optim.Optimizer, tensors: 
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def load_generator(path: str | Path) -> tuple[nn.Module, dict]:
-    """Rebuild G from a checkpoint alone -> (G in eval mode, checkpoint meta)."""
+def load_generator(path: str | Path, ema: bool = True) -> tuple[nn.Module, dict]:
+    """Rebuild G from a checkpoint alone -> (G in eval mode, checkpoint meta). With `ema`, the
+    exponential moving average of G's weights when the run kept one; otherwise the raw G."""
     from ganforge.models import build_generator
 
     meta, tensors = load_checkpoint(path)
@@ -177,5 +178,7 @@ def load_generator(path: str | Path) -> tuple[nn.Module, dict]:
         G = build_generator(meta["model_spec"])
     except (KeyError, TypeError) as e:
         raise GanforgeError(f"{path}: checkpoint has no usable model_spec ({e})") from None
-    load_module_state(G, unpack_state("G", tensors), "G")
+    which = "G_ema" if ema and any(k.startswith("G_ema/") for k in tensors) else "G"
+    load_module_state(G, unpack_state(which, tensors), which)
+    meta["generator"] = which
     return G.eval(), meta

@@ -6,12 +6,14 @@ import argparse
 import sys
 
 from ganforge import __version__
+from ganforge.config import MODELS
 from ganforge.errors import GanforgeError
+from ganforge.losses import LOSSES
 
 DEFAULT_MINUTES = 3.0  # the budget when none of --steps, --epochs, --minutes is given
 # train's flags that set config fields (default None: not given); a resumed run keeps its own
-RUN_FLAGS = ("model", "data", "image_size", "channels", "data_dir", "download", "folder_labels", "seed", "eval_every",
-             "tensorboard")
+RUN_FLAGS = ("model", "loss", "data", "image_size", "channels", "data_dir", "download", "folder_labels", "seed",
+             "eval_every", "tensorboard")
 
 
 def _positive_int(text: str) -> int:
@@ -44,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Train a GAN. The run folder (config.json, stats.jsonl, samples/, "
                             "progress.png, curves.png, checkpoints/) is printed at the end. Ctrl-C saves a "
                             "checkpoint; --resume RUN_DIR continues exactly.")
-    t.add_argument("--model", choices=["mlp", "dcgan"], help="network pair (default: dcgan)")
+    t.add_argument("--model", choices=MODELS, help="network pair (default: dcgan; cgan: class-conditional DCGAN)")
+    t.add_argument("--loss", choices=LOSSES, help="the game's losses (default: non-saturating); penalties, "
+                   "n_critic, spectral_norm, diffaugment, ema_decay: see --set")
     t.add_argument("--data", metavar="SOURCE",
                    help="digits (bundled, default), mnist, fashion-mnist or folder:PATH")
     t.add_argument("--image-size", type=int, choices=[28, 32, 64], help="default: the data's own size, 64 for folders")
@@ -72,9 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = commands.add_parser("sample", help="draw samples from a checkpoint or run folder",
                             description="Draw samples from a trained generator.")
     s.add_argument("checkpoint", metavar="CKPT_OR_RUN_DIR", help="a run folder (its latest checkpoint) or a checkpoint")
-    s.add_argument("--n", type=_positive_int, default=64, help="how many images (default: 64)")
+    s.add_argument("--n", type=_positive_int, help="how many images (default: 64; with --grid-by-class, 8 per row)")
     s.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
     s.add_argument("--out", required=True, metavar="FILE", help="FILE.png (a grid) or FILE.npy (uint8 array)")
+    s.add_argument("--label", metavar="CLASS", help="class-conditional models: draw this class (index or name)")
+    s.add_argument("--grid-by-class", action="store_true",
+                   help="class-conditional models: one row per class, --n images per row sharing their noise")
+    s.add_argument("--no-ema", action="store_true", help="the raw generator instead of its moving average")
     e = commands.add_parser("eval", help="measure samples against a data set (FID, KID, precision/recall, ...)",
                             description="Measure a generator's samples, or samples from a file, against a data "
                             "set, offline: features come from ganforge's own extractors.")
@@ -84,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", metavar="DIR", help="folder holding the IDX files of mnist / fashion-mnist")
     e.add_argument("--n", type=_positive_int, default=10_000, help="samples to compare (default: 10000)")
     e.add_argument("--seed", type=int, default=0, help="noise seed for a generator's samples (default: 0)")
+    e.add_argument("--no-ema", action="store_true", help="the raw generator instead of its moving average")
     e.add_argument("--extractor", help="classifier:<data> (the default), inception or pixels")
     e.add_argument("--inception-weights", metavar="FILE.pth",
                    help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth for --extractor inception "
@@ -129,12 +138,39 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from ganforge.checkpoint import load_generator
-    from ganforge.sampling import sample, write_samples
+    from pathlib import Path
 
-    G, _ = load_generator(args.checkpoint)
-    print(write_samples(sample(G, args.n, args.seed), args.out))
+    from ganforge.checkpoint import load_generator
+    from ganforge.sampling import class_grid, sample, save_grid, write_samples
+
+    G, meta = load_generator(args.checkpoint, ema=not args.no_ema)
+    if args.grid_by_class:
+        if args.label is not None:
+            raise GanforgeError("--grid-by-class draws every class; leave out --label")
+        per_class = args.n or 8
+        images = class_grid(G, per_class, args.seed)
+        if args.out.lower().endswith(".png"):
+            save_grid(images, Path(args.out), nrow=per_class)
+            print(args.out)
+            return 0
+    else:
+        label = _class_index(args.label, meta["model_spec"]) if args.label is not None else None
+        images = sample(G, args.n or 64, args.seed, label)
+    print(write_samples(images, args.out))
     return 0
+
+
+def _class_index(label: str, spec: dict) -> int:
+    """A class given by index or by name -> its index."""
+    names = spec.get("class_names")
+    if not names:
+        raise GanforgeError("--label needs a class-conditional model (--model cgan); this one draws no classes")
+    if label in names:
+        return names.index(label)
+    if label.isdigit() and int(label) < len(names):
+        return int(label)
+    raise GanforgeError(f"unknown class {label!r}; this model's classes: "
+                        + ", ".join(f"{i}={name}" for i, name in enumerate(names)))
 
 
 def cmd_eval(args) -> int:
@@ -150,7 +186,7 @@ def cmd_eval(args) -> int:
     if args.checkpoint:
         from ganforge.checkpoint import load_generator
 
-        G, meta = load_generator(args.checkpoint)
+        G, meta = load_generator(args.checkpoint, ema=not args.no_ema)
         data = args.data or meta["config"]["data"]
     elif not args.data:
         raise GanforgeError("--samples needs --data: the real data to compare with")
@@ -161,13 +197,15 @@ def cmd_eval(args) -> int:
     if args.inception_weights and name != "inception":
         raise GanforgeError("--inception-weights goes with --extractor inception")
     extractor = get_extractor(name, root, args.inception_weights)
+    labels = None
     if args.checkpoint:
-        from ganforge.sampling import sample
+        from ganforge.sampling import default_labels, sample
 
-        images = to_uint8(sample(G, args.n, args.seed))
+        labels = default_labels(G, args.n)
+        images = to_uint8(sample(G, args.n, args.seed, labels))
     else:
         images = load_samples(args.samples, *_native_shape(data))
-    result = evaluate(images, data, extractor, args.n, args.data_dir, root)
+    result = evaluate(images, data, extractor, args.n, args.data_dir, root, requested_labels=labels)
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

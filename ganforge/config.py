@@ -7,13 +7,15 @@ import types
 import typing
 from dataclasses import dataclass, fields
 
+from ganforge.augment import parse_policy
 from ganforge.errors import GanforgeError
+from ganforge.losses import LOSSES, TARGET_LOSSES
 
 
 @dataclass
 class TrainConfig:
     # --- what to train
-    model: str = "dcgan"  # mlp (Goodfellow et al. 2014) or dcgan (Radford et al. 2015)
+    model: str = "dcgan"  # mlp (Goodfellow et al. 2014), dcgan (Radford et al. 2015) or cgan (class-conditional DCGAN)
     data: str = "digits"  # digits, mnist, fashion-mnist or folder:PATH
     data_dir: str | None = None  # where the IDX files of mnist / fashion-mnist lie
     download: bool = False  # let torchvision download mnist / fashion-mnist (needs the network)
@@ -28,12 +30,20 @@ class TrainConfig:
     mlp_g_hidden: int = 1200  # MLP: units of G's two ReLU layers (the 2014 paper's MNIST model)
     mlp_d_hidden: int = 240  # MLP: maxout units of D's two layers
     mlp_d_pieces: int = 5  # MLP: pieces per maxout unit
+    d_norm: str | None = None  # DCGAN D: batch, layer or none; None: none with spectral_norm, layer for wgan-gp, else batch
+    spectral_norm: bool = False  # spectral normalisation of every D weight (Miyato et al. 2018)
 
     # --- the game
-    loss: str = "non-saturating"  # non-saturating (G maximises log D(G(z))) or minimax (G minimises log(1 - D(G(z))))
+    loss: str = "non-saturating"  # non-saturating, minimax, lsgan, hinge, wgan or wgan-gp (see losses.py)
     real_label: float = 1.0  # D's target for real images; 0 gives the convention "D near 0 means real"
     fake_label: float | None = None  # D's target for forgeries; None: 1 - real_label
     label_smoothing: float = 0.0  # one-sided: real target moves this far towards the fake one
+    n_critic: int | None = None  # D steps per G step; None: 5 for wgan and wgan-gp (as in their papers), else 1
+    clip: float = 0.01  # wgan: D's weights are clipped to [-clip, clip] after each D step
+    gp_weight: float = 10.0  # wgan-gp: weight of the gradient penalty
+    r1_gamma: float = 0.0  # R1 penalty (gamma / 2) E||grad D(x)||^2 on real images, with any loss; 0: off
+    diffaugment: str = ""  # DiffAugment policy for small data, e.g. color,translation,cutout; empty: off
+    ema_decay: float | None = 0.999  # EMA of G's weights, used for samples and evaluation; None: no EMA
 
     # --- optimisation (Adam with the DCGAN paper's settings)
     batch_size: int = 32  # small batches: more updates per minute, which is what a CPU budget lacks
@@ -43,7 +53,7 @@ class TrainConfig:
     beta2: float = 0.999
 
     # --- budget: the first one reached stops training; all count from the start of the run
-    steps: int | None = None  # G updates
+    steps: int | None = None  # iterations: one batch each, a D step and (every n_critic) a G step
     epochs: float | None = None  # passes over the data
     minutes: float | None = None  # training wall-clock time
 
@@ -92,6 +102,28 @@ class TrainConfig:
             raise bad("real_label", "must differ from fake_label")
         if not 0 <= self.label_smoothing < 0.5:
             raise bad("label_smoothing", "must be in [0, 0.5)")
+        if self.loss not in TARGET_LOSSES and (self.real_label, self.fake_label, self.label_smoothing) != (1, 0, 0):
+            raise bad("loss", "has no targets: real_label, fake_label and label_smoothing apply to "
+                      f"{', '.join(TARGET_LOSSES)} only")
+        if self.n_critic is None:
+            self.n_critic = 5 if self.loss in ("wgan", "wgan-gp") else 1
+        if self.d_norm is None:
+            self.d_norm = "none" if self.spectral_norm else "layer" if self.loss == "wgan-gp" else "batch"
+        if self.d_norm not in D_NORMS:
+            raise bad("d_norm", f"choose one of {', '.join(D_NORMS)}")
+        if self.n_critic < 1:
+            raise bad("n_critic", "must be at least 1")
+        for key in ("clip", "gp_weight"):
+            if not getattr(self, key) > 0:
+                raise bad(key, "must be positive")
+        if self.r1_gamma < 0:
+            raise bad("r1_gamma", "must be 0 or more")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise bad("ema_decay", "must be in [0, 1), or none for no EMA")
+        try:
+            parse_policy(self.diffaugment)
+        except ValueError as e:
+            raise bad("diffaugment", str(e)) from None
         for key in ("steps", "epochs", "minutes"):
             value = getattr(self, key)
             if value is not None and not value > 0:
@@ -115,8 +147,8 @@ class TrainConfig:
         return cls(**values).validate()
 
 
-MODELS = ("mlp", "dcgan")
-LOSSES = ("non-saturating", "minimax")
+MODELS = ("mlp", "dcgan", "cgan")
+D_NORMS = ("batch", "layer", "none")
 DATA_SOURCES = ("digits", "mnist", "fashion-mnist")
 IMAGE_SIZES = (28, 32, 64)
 

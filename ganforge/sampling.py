@@ -20,15 +20,41 @@ def noise(n: int, z_dim: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample(G: nn.Module, n: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
-    """n images from G (floats in [-1, 1], NCHW), from the noise of `seed`; G in eval mode."""
+def _generate(G: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 256) -> torch.Tensor:
     was_training = G.training
     G.eval()
     device = next(G.parameters()).device
-    z = noise(n, G.z_dim, seed)
-    out = torch.cat([G(z[i:i + batch_size].to(device)).float().cpu() for i in range(0, n, batch_size)])
+    out = []
+    for i in range(0, len(z), batch_size):
+        extra = (labels[i:i + batch_size].to(device),) if labels is not None else ()
+        out.append(G(z[i:i + batch_size].to(device), *extra).float().cpu())
     G.train(was_training)
-    return out
+    return torch.cat(out)
+
+
+def default_labels(G: nn.Module, n: int) -> torch.Tensor | None:
+    """The labels a conditional G draws n samples with when none are asked for: every class in turn."""
+    return torch.arange(n) % G.n_classes if getattr(G, "n_classes", 0) else None
+
+
+def sample(G: nn.Module, n: int, seed: int = 0, labels: torch.Tensor | int | None = None) -> torch.Tensor:
+    """n images from G (floats in [-1, 1], NCHW), from the noise of `seed`; G in eval mode.
+    A conditional G draws the given class(es), by default every class in turn."""
+    n_classes = getattr(G, "n_classes", 0)
+    if labels is not None and not n_classes:
+        raise GanforgeError("this generator is not class-conditional; it takes no label")
+    labels = default_labels(G, n) if labels is None else torch.as_tensor(labels).expand(n)
+    if labels is not None and not ((labels >= 0) & (labels < n_classes)).all():
+        raise GanforgeError(f"labels must be in 0..{n_classes - 1}")
+    return _generate(G, noise(n, G.z_dim, seed), labels)
+
+
+def class_grid(G: nn.Module, per_class: int, seed: int = 0) -> torch.Tensor:
+    """A row of `per_class` images for each class of a conditional G; each column shares its noise."""
+    if not getattr(G, "n_classes", 0):
+        raise GanforgeError("a grid by class needs a class-conditional generator (--model cgan)")
+    z = noise(per_class, G.z_dim, seed).repeat(G.n_classes, 1)
+    return _generate(G, z, torch.arange(G.n_classes).repeat_interleave(per_class))
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -> None:

@@ -1,15 +1,18 @@
 """The training loop: D and G take turns, the run folder records the contest.
 
 train(cfg) makes a run folder and trains until the budget is spent; train(resume=RUN_DIR)
-continues a run exactly where its latest checkpoint left it. One loop iteration:
-  1. a batch of real images x and of noise z; forgeries G(z);
-  2. D step: D's loss on x (target: real) and on G(z) (target: fake), one Adam step on D;
-  3. G step: G's loss on D(G(z)) with D frozen, one Adam step on G.
-Stats stay on the device and are read every `log_every` steps, the loop's only sync points.
+continues a run exactly where its latest checkpoint left it. One loop iteration (a "step"):
+  1. a batch of real images x (and their labels y for a conditional GAN) and of noise z; forgeries G(z);
+  2. D step: D's loss on x (real) and on G(z) (fake), plus any penalty, one Adam step on D;
+  3. every n_critic-th step, G step: G's loss on D(G(z)) with D frozen, one Adam step on G, and
+     the EMA of G's weights moves towards G.
+Images pass through DiffAugment on their way into D when a policy is set. Stats stay on the device
+and are read every `log_every` steps, the loop's only sync points.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ganforge.augment import diff_augment
 from ganforge.checkpoint import (
     load_checkpoint,
     load_module_state,
@@ -36,13 +40,26 @@ from ganforge.checkpoint import (
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, load_data, to_float
 from ganforge.errors import GanforgeError
-from ganforge.losses import d_loss, g_loss
-from ganforge.models import build_discriminator, build_generator, model_spec
+from ganforge.losses import PROBABILITY_LOSSES, d_loss, g_loss, gradient_penalty, r1_penalty
+from ganforge.models import build_discriminator, build_generator, is_conditional, model_spec
 from ganforge.plots import plot_curves, plot_progress, read_stats
-from ganforge.sampling import sample, save_grid
+from ganforge.sampling import class_grid, default_labels, sample, save_grid
 
 BUDGET_KEYS = ("steps", "epochs", "minutes")
 STAT_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for the weights; buffers (batch-norm statistics) copied."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+    for e, m in zip(ema.buffers(), model.buffers()):
+        e.copy_(m)
+
+
+def ema_decay_at(decay: float, g_steps: int) -> float:
+    """The decay after g_steps G updates, warmed up so that early samples do not show the initial weights."""
+    return min(decay, (1 + g_steps) / (10 + g_steps))
 
 
 def new_run_dir(runs_dir: Path, cfg: TrainConfig) -> Path:
@@ -100,11 +117,15 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         random.seed(cfg.seed)
-        self.spec = model_spec(cfg, data.shape)
+        self.spec = model_spec(cfg, data.shape, data.classes)
         self.G, self.D = build_generator(self.spec), build_discriminator(self.spec)
-        self.memory_format = torch.channels_last if cfg.channels_last and cfg.model == "dcgan" else torch.contiguous_format
+        self.conditional = is_conditional(self.G)
+        conv = cfg.model != "mlp"
+        self.memory_format = torch.channels_last if cfg.channels_last and conv else torch.contiguous_format
         self.G.to(memory_format=self.memory_format)
         self.D.to(memory_format=self.memory_format)
+        # the EMA of G: what samples, panels and measurements are drawn from
+        self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if cfg.ema_decay is not None else None
         betas = (cfg.beta1, cfg.beta2)
         # fused Adam: one kernel for all parameters (7x faster than the default loop on a CPU)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, fused=True)
@@ -122,27 +143,56 @@ class Trainer:
             raise GanforgeError(f"the data holds {len(data)} images, fewer than one batch "
                                 f"(batch_size={cfg.batch_size}); use --set batch_size=N with N <= {len(data)}")
 
+    @property
+    def sampler(self) -> torch.nn.Module:
+        """The generator that samples are drawn from: the EMA when there is one."""
+        return self.G_ema if self.G_ema is not None else self.G
+
     # --- one step of the game
-    def train_step(self, real: torch.Tensor) -> list[torch.Tensor]:
+    def train_step(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """One D step and, every n_critic-th step, one G step -> [d_loss, g_loss or 0, D(x), D(G(z)), 1 if G stepped]."""
         cfg = self.cfg
+        extra = (labels,) if self.conditional else ()
+
+        def D(x: torch.Tensor) -> torch.Tensor:  # D's raw output on augmented images
+            return self.D(diff_augment(x, cfg.diffaugment) if cfg.diffaugment else x, *extra)
+
+        g_turn = (self.step + 1) % cfg.n_critic == 0
         z = torch.randn(len(real), cfg.z_dim, generator=self.noise_rng)
-        fake = self.G(z)
+        with torch.set_grad_enabled(g_turn):  # no graph through G on D-only steps
+            fake = self.G(z, *extra)
         # D step: raise D's score on real images, lower it on forgeries (G is not updated)
-        real_logits, fake_logits = self.D(real), self.D(fake.detach())
-        loss_d = d_loss(real_logits, fake_logits, self.real_target, cfg.fake_label)
+        if cfg.r1_gamma:
+            real = real.detach().requires_grad_(True)
+        real_out, fake_out = D(real), D(fake.detach())
+        loss_d = d_loss(real_out, fake_out, self.real_target, cfg.fake_label, cfg.loss)
+        total_d = loss_d
+        if cfg.loss == "wgan-gp":
+            total_d = total_d + cfg.gp_weight * gradient_penalty(D, real, fake)
+        if cfg.r1_gamma:
+            total_d = total_d + cfg.r1_gamma / 2 * r1_penalty(real_out, real)
         self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
+        total_d.backward()
         self.opt_d.step()
-        # G step: make the updated D score forgeries as real; D's weights need no gradients here
-        self.D.requires_grad_(False)
-        loss_g = g_loss(self.D(fake), cfg.loss, cfg.real_label, cfg.fake_label)
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
-        self.D.requires_grad_(True)
-        with torch.no_grad():
-            d_real, d_fake = torch.sigmoid(real_logits).mean(), torch.sigmoid(fake_logits).mean()
-        return [loss_d.detach(), loss_g.detach(), d_real, d_fake]
+        if cfg.loss == "wgan":  # keep the critic Lipschitz by clipping its weights
+            with torch.no_grad():
+                for p in self.D.parameters():
+                    p.clamp_(-cfg.clip, cfg.clip)
+        loss_g = torch.zeros(())
+        if g_turn:
+            # G step: make the updated D score forgeries as real; D's weights need no gradients here
+            self.D.requires_grad_(False)
+            loss_g = g_loss(D(fake), cfg.loss, cfg.real_label, cfg.fake_label)
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.opt_g.step()
+            self.D.requires_grad_(True)
+            if self.G_ema is not None:
+                ema_update(self.G_ema, self.G, ema_decay_at(cfg.ema_decay, (self.step + 1) // cfg.n_critic))
+        with torch.no_grad():  # D's outputs as probabilities where they are logits, else raw scores
+            score = torch.sigmoid if cfg.loss in PROBABILITY_LOSSES else torch.as_tensor
+            d_real, d_fake = score(real_out.detach()).mean(), score(fake_out).mean()
+        return [loss_d.detach(), loss_g.detach(), d_real, d_fake, torch.tensor(float(g_turn))]
 
     def stop_step(self) -> int | None:
         limits = [s for s in (self.cfg.steps, self.cfg.epochs and math.ceil(self.cfg.epochs * self.steps_per_epoch))
@@ -167,7 +217,7 @@ class Trainer:
         bar = tqdm(total=self.stop_step(), initial=self.step, unit="step", disable=not progress,
                    mininterval=0.1 if sys.stderr.isatty() else 30,
                    dynamic_ncols=True, desc=self.run_dir.name + (f" ({cfg.minutes:g} min)" if cfg.minutes else ""))
-        sums, summed = torch.zeros(len(STAT_KEYS)), 0  # stats since the last line, on the device
+        sums, summed = torch.zeros(len(STAT_KEYS) + 1), 0  # stats since the last line (and G steps), on the device
         logged_seconds, logged_images = self.seconds, self.images_seen  # at the last stats line
         interrupted = False
         with _StopFlag() as stop, open(stats_path, "a") as stats_file:
@@ -177,7 +227,8 @@ class Trainer:
                 while self.batch_in_epoch < self.steps_per_epoch:
                     idx = order[self.batch_in_epoch * cfg.batch_size:(self.batch_in_epoch + 1) * cfg.batch_size]
                     real = to_float(images[idx]).contiguous(memory_format=self.memory_format)
-                    sums += torch.stack(self.train_step(real))
+                    labels = data.labels[idx] if self.conditional else None
+                    sums += torch.stack(self.train_step(real, labels))
                     summed += 1
                     self.step += 1
                     self.batch_in_epoch += 1
@@ -188,7 +239,7 @@ class Trainer:
                     bar.update()
                     if self.step % cfg.log_every == 0:
                         rate = (self.images_seen - logged_images) / max(self.seconds - logged_seconds, 1e-9)
-                        self._log(stats_file, sums / summed, bar, rate)
+                        self._log(stats_file, sums, summed, bar, rate)
                         sums.zero_()
                         summed = 0
                         logged_seconds, logged_images = self.seconds, self.images_seen
@@ -212,8 +263,10 @@ class Trainer:
         self.write_figures()
         return interrupted
 
-    def _log(self, stats_file, means: torch.Tensor, bar, rate: float) -> None:
-        values = dict(zip(STAT_KEYS, (round(v, 5) for v in means.tolist())))
+    def _log(self, stats_file, sums: torch.Tensor, summed: int, bar, rate: float) -> None:
+        *totals, g_steps = sums.tolist()
+        means = [t / max(g_steps if key == "g_loss" else summed, 1) for key, t in zip(STAT_KEYS, totals)]
+        values = dict(zip(STAT_KEYS, (round(v, 5) for v in means)))
         record = {"step": self.step, "epoch": round(self.images_seen / len(self.data), 4),
                   "images_seen": self.images_seen, **values, "seconds": round(self.seconds, 2),
                   "images_per_s": round(rate, 1)}
@@ -233,8 +286,9 @@ class Trainer:
         from ganforge.metrics.evaluate import evaluate
 
         n = min(self.cfg.eval_n, len(self.data))
-        result = evaluate(to_uint8(sample(self.G, n, seed=self.fixed_seed + 1)), self.cfg.data, self.extractor,
-                          n, self.cfg.data_dir)
+        labels = default_labels(self.G, n)
+        result = evaluate(to_uint8(sample(self.sampler, n, self.fixed_seed + 1, labels)), self.cfg.data,
+                          self.extractor, n, self.cfg.data_dir, requested_labels=labels)
         record = {"step": self.step, "epoch": round(self.images_seen / len(self.data), 4),
                   "images_seen": self.images_seen, "seconds": round(self.seconds, 2), **result}
         stats_file.write(json.dumps(record) + "\n")
@@ -252,8 +306,13 @@ class Trainer:
         epoch = self.epoch if epoch is None else epoch
         path = self.run_dir / "samples" / f"epoch_{epoch:04d}.png"
         path.parent.mkdir(exist_ok=True)
-        images = sample(self.G, self.cfg.n_samples, self.fixed_seed)
-        save_grid(images, path)
+        if self.conditional:  # a row per class, the same noise down each column
+            per_class = max(self.cfg.n_samples // self.G.n_classes, 1)
+            images = class_grid(self.sampler, per_class, self.fixed_seed)
+            save_grid(images, path, nrow=per_class)
+        else:
+            images = sample(self.sampler, self.cfg.n_samples, self.fixed_seed)
+            save_grid(images, path)
         if self.tensorboard:
             self.tensorboard.add_images("samples", images.add(1).div(2), self.step)
         return path
@@ -270,6 +329,8 @@ class Trainer:
         self.saved_step = self.step
         tensors = {**pack_state("G", self.G.state_dict()), **pack_state("D", self.D.state_dict()),
                    "rng/torch": torch.get_rng_state(), "rng/noise": self.noise_rng.get_state()}
+        if self.G_ema is not None:
+            tensors |= pack_state("G_ema", self.G_ema.state_dict())
         opt_g_tensors, opt_g_meta = optimizer_to_checkpoint("opt_g", self.opt_g)
         opt_d_tensors, opt_d_meta = optimizer_to_checkpoint("opt_d", self.opt_d)
         np_state = np.random.get_state()
@@ -288,6 +349,8 @@ class Trainer:
             raise GanforgeError(f"checkpoint model {meta['model_spec']} does not match the config's {self.spec}")
         load_module_state(self.G, unpack_state("G", tensors), "G")
         load_module_state(self.D, unpack_state("D", tensors), "D")
+        if self.G_ema is not None:
+            load_module_state(self.G_ema, unpack_state("G_ema", tensors), "G_ema")
         optimizer_from_checkpoint("opt_g", self.opt_g, tensors, meta["opt_g"])
         optimizer_from_checkpoint("opt_d", self.opt_d, tensors, meta["opt_d"])
         torch.set_rng_state(tensors["rng/torch"])

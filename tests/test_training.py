@@ -12,7 +12,7 @@ from ganforge.train import train
 
 def _weights(run_dir):
     _, tensors = load_checkpoint(run_dir)
-    return {k: v for k, v in tensors.items() if k.startswith(("G/", "D/", "opt_"))}
+    return {k: v for k, v in tensors.items() if k.startswith(("G/", "G_ema/", "D/", "opt_"))}
 
 
 def test_run_folder_holds_everything(tmp_path):
@@ -34,17 +34,24 @@ def test_run_folder_holds_everything(tmp_path):
     assert train(tiny_config(steps=5), runs_dir=tmp_path, progress=False).name == "00001-dcgan-digits"
 
 
-@pytest.mark.parametrize("model", ["dcgan", "mlp"])
+# the MLP; and a conditional GAN with every stabiliser that draws random numbers or keeps state
+RESUME_CASES = {"dcgan": {}, "mlp": {"mlp_g_hidden": 32, "mlp_d_hidden": 16, "mlp_d_pieces": 2},
+                "cgan": {"loss": "wgan-gp", "n_critic": 3, "r1_gamma": 1.0, "spectral_norm": True,
+                         "diffaugment": "color,translation,cutout"}}
+
+
+@pytest.mark.parametrize("model", RESUME_CASES)
 def test_resume_is_bit_exact(tmp_path, model):
-    """40 steps straight == 20 steps, stop (inside an epoch), resume to 40 (across an epoch end)."""
-    extra = {"mlp_g_hidden": 32, "mlp_d_hidden": 16, "mlp_d_pieces": 2} if model == "mlp" else {}
+    """40 steps straight == 20 steps, stop (inside an epoch), resume to 40 (across an epoch end);
+    G, its EMA, D and both optimizers."""
+    extra = RESUME_CASES[model]
     straight = train(tiny_config(model=model, steps=40, **extra), runs_dir=tmp_path / "a", progress=False)
     half = train(tiny_config(model=model, steps=20, **extra), runs_dir=tmp_path / "b", progress=False)
     meta, _ = load_checkpoint(half)
     assert meta["batch_in_epoch"] == 20 and meta["epoch"] == 0  # stopped inside the first epoch
     resumed = train(resume=half, budget={"steps": 40}, progress=False)
     a, b = _weights(straight), _weights(resumed)
-    assert a.keys() == b.keys() and len(a) > 10
+    assert a.keys() == b.keys() and len(a) > 10 and any(k.startswith("G_ema/") for k in a)
     for key in a:
         assert torch.equal(a[key], b[key]), key
     stats = [json.loads(line)["step"] for line in (resumed / "stats.jsonl").read_text().splitlines()]
@@ -101,7 +108,7 @@ def test_wrong_shape_names_the_tensor(tmp_path):
     meta["model_spec"]["g_width"] = 4  # the file's tensors are for width 8
     path = find_checkpoint(run)
     path.write_text(json.dumps(meta))
-    with pytest.raises(GanforgeError, match=r"G: tensor '[\w.]+' has shape .*, the model expects"):
+    with pytest.raises(GanforgeError, match=r"G(_ema)?: tensor '[\w.]+' has shape .*, the model expects"):
         load_generator(run)
 
 

@@ -57,8 +57,11 @@ def real_features(data: str, extractor, n: int, size: int, channels: int, data_d
 
 
 def evaluate(samples: torch.Tensor, data: str, extractor: str | Extractor, n: int | None = None,
-             data_dir: str | None = None, root: Path | None = None) -> dict:
-    """All metrics of uint8 samples (N, C, H, W) against `data`, with the extractor and counts."""
+             data_dir: str | None = None, root: Path | None = None,
+             requested_labels: torch.Tensor | None = None) -> dict:
+    """All metrics of uint8 samples (N, C, H, W) against `data`, with the extractor and counts.
+    With the classes a conditional G was asked for (`requested_labels`) and a classifier, also the
+    share of samples classified as their requested class, overall and per class."""
     if isinstance(extractor, str):
         extractor = get_extractor(extractor, root)
     n = min(n or len(samples), len(samples))
@@ -78,6 +81,12 @@ def evaluate(samples: torch.Tensor, data: str, extractor: str | Extractor, n: in
         result |= {"class_kl": M.class_histogram_kl(predicted, torch.bincount(real_labels, minlength=n_classes)),
                    "classes_covered": M.classes_covered(predicted, n_classes, min_share=0.1 / n_classes),
                    "n_classes": n_classes, "classifier_score": M.classifier_score(fake_probs)}
+        if requested_labels is not None:
+            hit = (predicted == requested_labels[:n]).double()
+            per_class = torch.zeros(n_classes, dtype=torch.double).index_add_(0, requested_labels[:n], hit)
+            asked = torch.bincount(requested_labels[:n], minlength=n_classes).clamp(min=1)
+            result |= {"label_accuracy": hit.mean().item(),
+                       "label_accuracy_per_class": dict(zip(extractor.classes, (per_class / asked).tolist()))}
     return result
 
 
@@ -86,10 +95,12 @@ def format_table(result: dict) -> str:
     label = f"[{result['extractor']}, {result['n_fake']} fake vs {result['n_real']} real, data {result['data']}]"
     lines = []
     for key, value in result.items():
-        if key in ("extractor", "data", "n_fake", "n_real", "n_classes"):
+        if key in ("extractor", "data", "n_fake", "n_real", "n_classes", "label_accuracy_per_class"):
             continue
         text = f"{value:.4f}" if isinstance(value, float) else str(value)
         if key == "classes_covered":
             text += f" of {result['n_classes']}"
         lines.append(f"{key:<17}{text:>12}  {label}")
+    for name, value in result.get("label_accuracy_per_class", {}).items():
+        lines.append(f"  {name:<15}{value:>12.4f}  (share classified as the class asked for)")
     return "\n".join(lines)

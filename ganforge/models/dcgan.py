@@ -3,8 +3,12 @@
 G: z -> linear projection to a (w * 2^(k-1)) x s x s block (s = 7 for 28 pixels, else 4), then k
 transposed 4x4 stride-2 convolutions, each halving the channels, the last giving the image
 through Tanh. Batch norm and ReLU everywhere but at the output.
-D mirrors it: k 4x4 stride-2 convolutions with LeakyReLU(0.2), batch norm everywhere but at the
-input, then one linear unit giving a logit. Weights ~ N(0, 0.02), batch-norm scales ~ N(1, 0.02).
+D mirrors it: k 4x4 stride-2 convolutions with LeakyReLU(0.2), a normalisation everywhere but at
+the input (batch norm as in the paper; layer norm for gradient penalties, which batch norm breaks;
+none), then one linear unit giving a logit. Weights ~ N(0, 0.02), norm scales ~ N(1, 0.02).
+
+The conditional pair (cGAN): G joins a learned class embedding to z; D is a projection
+discriminator (Miyato & Koyama 2018): D(x, y) = head(h) + <embed(y), h>, with h D's features of x.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ def init_dcgan(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
@@ -59,17 +63,54 @@ class DCGANGenerator(nn.Module):
         return self.net(x)
 
 
+D_NORMS = {"batch": nn.BatchNorm2d, "layer": lambda c: nn.GroupNorm(1, c), "none": None}
+
+
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, image_size: int = 28, channels: int = 1, d_width: int = 32):
+    def __init__(self, image_size: int = 28, channels: int = 1, d_width: int = 32, d_norm: str = "batch"):
         super().__init__()
         start, stages = _plan(image_size)
         widths = [d_width * 2 ** i for i in range(stages)]  # e.g. [32, 64] for 28 pixels
+        norm = D_NORMS[d_norm]
         layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
         for cin, cout in pairwise(widths):
-            layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, True)]
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=norm is None)]
+            layers += [norm(cout)] if norm else []
+            layers += [nn.LeakyReLU(0.2, True)]
         self.features = nn.Sequential(*layers)  # widths[-1] x s x s
         self.head = nn.Linear(widths[-1] * start ** 2, 1)  # one logit per image
         init_dcgan(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1)).squeeze(1)
+
+
+EMBED_DIM = 32  # length of the cGAN generator's class embedding
+
+
+class CGANGenerator(DCGANGenerator):
+    """DCGAN generator of G(z, y): the class embedding is joined to z before the projection."""
+
+    def __init__(self, image_size: int = 28, channels: int = 1, z_dim: int = 100, g_width: int = 32,
+                 n_classes: int = 10):
+        super().__init__(image_size, channels, z_dim + EMBED_DIM, g_width)
+        self.z_dim, self.n_classes = z_dim, n_classes
+        self.embed = nn.Embedding(n_classes, EMBED_DIM)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.cat([z, self.embed(y)], dim=1))
+
+
+class CGANDiscriminator(DCGANDiscriminator):
+    """Projection discriminator: D(x, y) = head(h) + <embed(y), h> with h = D's flattened features of x."""
+
+    def __init__(self, image_size: int = 28, channels: int = 1, d_width: int = 32, d_norm: str = "batch",
+                 n_classes: int = 10):
+        super().__init__(image_size, channels, d_width, d_norm)
+        self.n_classes = n_classes
+        self.embed = nn.Embedding(n_classes, self.head.in_features)
+        nn.init.normal_(self.embed.weight, 0.0, 0.02)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.features(x).flatten(1)
+        return self.head(h).squeeze(1) + (self.embed(y) * h).sum(1)

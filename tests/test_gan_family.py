@@ -1,0 +1,192 @@
+"""Losses, penalties, spectral norm, DiffAugment, EMA and the class-conditional GAN."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from ganforge.augment import color, cutout, diff_augment, translation
+from ganforge.checkpoint import load_checkpoint, load_generator
+from ganforge.cli import main
+from ganforge.config import TrainConfig, make_config
+from ganforge.errors import GanforgeError
+from ganforge.losses import LOSSES, d_loss, g_loss, gradient_penalty, r1_penalty
+from ganforge.models import build_discriminator, build_generator
+from ganforge.sampling import class_grid, sample
+from ganforge.train import ema_update, train
+
+
+def _linear_d(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 1), torch.nn.Flatten(0))
+
+
+@pytest.mark.parametrize("kind", LOSSES)
+def test_each_loss_d_step_separates_and_g_step_fools(kind):
+    D = _linear_d()
+    real, fake = torch.randn(64, 16) + 0.5, torch.randn(64, 16) - 0.5
+    before = D(real).mean().item(), D(fake).mean().item()
+    opt = torch.optim.SGD(D.parameters(), lr=0.05)
+    d_loss(D(real), D(fake), kind=kind).backward()
+    opt.step()
+    after = D(real).mean().item(), D(fake).mean().item()
+    assert after[0] > before[0] and after[1] < before[1]  # D's score rose on real, fell on forgeries
+
+    fake = fake.clone().requires_grad_()
+    g_loss(D(fake), kind).backward()
+    with torch.no_grad():
+        assert D(fake - 0.1 * fake.grad).mean() > D(fake).mean()  # a G step raises D's score on forgeries
+
+
+def test_gradient_penalty_on_a_linear_critic_is_analytic():
+    w = torch.randn(3 * 4 * 4)
+
+    def critic(x):
+        return x.flatten(1) @ w + 0.3
+
+    real, fake = torch.randn(8, 3, 4, 4), torch.randn(8, 3, 4, 4)
+    expected = (w.norm() - 1) ** 2  # the gradient is w at every interpolate
+    assert gradient_penalty(critic, real, fake).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_r1_penalty_on_a_quadratic_d_is_analytic():
+    a = torch.rand(2, 5, 5) + 0.5
+    x = torch.randn(16, 2, 5, 5, requires_grad=True)
+    out = (a * x.square()).flatten(1).sum(1)  # D(x) = sum a x^2, grad = 2 a x
+    expected = (2 * a * x.detach()).flatten(1).square().sum(1).mean()
+    penalty = r1_penalty(out, x)
+    assert penalty.item() == pytest.approx(expected.item(), rel=1e-5)
+    penalty.backward()  # trainable: the penalty has a gradient
+    assert x.grad is not None
+
+
+def test_spectral_norm_keeps_the_largest_singular_value_near_one():
+    spec = {"model": "dcgan", "image_size": 28, "channels": 1, "d_width": 8, "d_norm": "none",
+            "spectral_norm": True}
+    D = build_discriminator(spec)
+    layers = [m for m in D.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == 3
+    with torch.no_grad():
+        for m in layers:
+            m.parametrizations.weight.original.mul_(100)  # raw weights far from norm 1
+    for _ in range(30):  # power iteration converges over forward passes in training mode
+        D(torch.randn(4, 1, 28, 28))
+    for m in layers:
+        assert torch.linalg.matrix_norm(m.weight.flatten(1), 2).item() == pytest.approx(1.0, abs=0.05)
+        assert torch.linalg.matrix_norm(m.parametrizations.weight.original.flatten(1), 2) > 10
+
+
+def test_ema_update_decay_zero_copies_and_decay_one_stays():
+    torch.manual_seed(0)
+    G = build_generator({"model": "dcgan", "image_size": 28, "channels": 1, "z_dim": 8, "g_width": 4})
+    G(torch.randn(4, 8))  # batch-norm statistics move
+    ema, fixed = copy.deepcopy(G), copy.deepcopy(G)
+    for p in G.parameters():
+        p.data.add_(1.0)
+    start = copy.deepcopy(fixed.state_dict())
+    ema_update(ema, G, 0.0)
+    ema_update(fixed, G, 1.0)
+    for key, value in G.state_dict().items():
+        assert torch.equal(ema.state_dict()[key], value), key
+    for name, p in fixed.named_parameters():
+        assert torch.equal(p, start[name]), name
+    half = copy.deepcopy(G)
+    ema_update(half, fixed, 0.5)
+    assert torch.allclose(half.project.weight, (G.project.weight + fixed.project.weight) / 2)
+
+
+def test_diffaugment_moves_pixels_and_passes_gradients():
+    torch.manual_seed(0)
+    x = torch.arange(2 * 8 * 8, dtype=torch.float).view(2, 1, 8, 8)
+    shifted = translation(x)
+    rows_kept = [(shifted[i] == x[i]).all().item() for i in range(2)]
+    assert shifted.shape == x.shape and not all(rows_kept)
+    # every value that survives the shift is a value of the same image
+    for i in range(2):
+        assert set(shifted[i].flatten().tolist()) - {0.0} <= set(x[i].flatten().tolist())
+    holes = (cutout(torch.ones(64, 1, 16, 16)) == 0).flatten(1).sum(1).float()
+    assert holes.max() == 64 and holes.min() > 0  # an 8x8 square, clipped when it hangs over an edge
+    assert not torch.equal(color(torch.zeros(4, 3, 4, 4)), torch.zeros(4, 3, 4, 4))
+    y = torch.randn(4, 3, 16, 16, requires_grad=True)
+    diff_augment(y, "color,translation,cutout").sum().backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0
+
+
+def test_config_defaults_follow_the_loss():
+    assert make_config(overrides={"loss": "wgan"}).n_critic == 5
+    assert make_config(overrides={"loss": "wgan-gp"}).d_norm == "layer"  # batch norm breaks the penalty
+    assert make_config(pairs=["spectral_norm=true"]).d_norm == "none"
+    assert make_config().n_critic == 1 and make_config().d_norm == "batch"
+    with pytest.raises(GanforgeError, match="has no targets"):
+        make_config(overrides={"loss": "hinge"}, pairs=["real_label=0"])
+    with pytest.raises(GanforgeError, match="diffaugment"):
+        make_config(pairs=["diffaugment=rotate"])
+
+
+def test_wgan_clips_d_and_n_critic_spaces_g_steps(tmp_path):
+    run = train(tiny_config(loss="wgan", steps=10), runs_dir=tmp_path, progress=False)
+    _, tensors = load_checkpoint(run)
+    d_weights = [v for k, v in tensors.items() if k.startswith("D/") and "running" not in k and "num_batches" not in k]
+    assert max(v.abs().max().item() for v in d_weights) <= 0.01 + 1e-7
+    steps = {k: v for k, v in tensors.items() if k.endswith("/step") and k.startswith("opt_")}
+    assert {v.item() for k, v in steps.items() if k.startswith("opt_d/")} == {10}
+    assert {v.item() for k, v in steps.items() if k.startswith("opt_g/")} == {2}  # every 5th step
+    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(s["g_loss"]) for s in stats)
+
+
+def test_cgan_trains_on_labels_and_draws_classes(tmp_path, capsys):
+    run = train(tiny_config(model="cgan", steps=8), runs_dir=tmp_path, progress=False)
+    G, meta = load_generator(run)
+    assert meta["generator"] == "G_ema" and meta["model_spec"]["class_names"][7] == "7"
+    z_grid = class_grid(G, per_class=3, seed=0)
+    assert z_grid.shape == (30, 1, 28, 28)
+    assert not torch.equal(z_grid[0], z_grid[3])  # same noise, class 0 vs class 1: different images
+    assert torch.equal(sample(G, 4, seed=1, labels=7), sample(G, 4, seed=1, labels=torch.full((4,), 7)))
+
+    raw, _ = load_generator(run, ema=False)
+    assert not torch.equal(sample(G, 4, labels=1), sample(raw, 4, labels=1))  # the EMA is the default
+
+    assert main(["sample", str(run), "--label", "7", "--n", "5", "--out", str(tmp_path / "sevens.npy")]) == 0
+    assert np.load(tmp_path / "sevens.npy").shape == (5, 28, 28)
+    assert main(["sample", str(run), "--grid-by-class", "--out", str(tmp_path / "grid.png"), "--no-ema"]) == 0
+    assert (tmp_path / "grid.png").stat().st_size > 1000
+    assert main(["sample", str(run), "--label", "cat", "--out", str(tmp_path / "x.png")]) == 2
+    assert "unknown class 'cat'" in capsys.readouterr().err
+
+
+def test_conditional_options_are_refused_where_they_make_no_sense(tmp_path, capsys):
+    run = train(tiny_config(steps=2), runs_dir=tmp_path, progress=False)
+    assert main(["sample", str(run), "--label", "3", "--out", str(tmp_path / "x.png")]) == 2
+    assert main(["sample", str(run), "--grid-by-class", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "--label needs a class-conditional model" in err and "needs a class-conditional generator" in err
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    from PIL import Image
+    for i in range(4):
+        Image.new("RGB", (32, 32), (i * 60, 0, 0)).save(folder / f"{i}.png")
+    with pytest.raises(GanforgeError, match="needs labelled data"):
+        train(TrainConfig(model="cgan", data=f"folder:{folder}", image_size=32, batch_size=2, steps=1),
+              runs_dir=tmp_path, progress=False)
+
+
+@pytest.mark.slow
+def test_cgan_honours_the_label(tmp_path):
+    """A cGAN trained for two minutes on digits draws the digit it is asked for, by the digits classifier."""
+    from ganforge.data import to_uint8
+    from ganforge.metrics.evaluate import evaluate
+    from ganforge.sampling import default_labels
+
+    cfg = make_config(overrides={"model": "cgan", "minutes": 2.0})
+    run = train(cfg, runs_dir=tmp_path, progress=False)
+    G, _ = load_generator(run)
+    labels = default_labels(G, 1000)
+    result = evaluate(to_uint8(sample(G, 1000, seed=5, labels=labels)), "digits", "classifier:digits",
+                      requested_labels=labels)
+    per_class = result["label_accuracy_per_class"]
+    assert result["label_accuracy"] >= 0.9, per_class
+    assert min(per_class.values()) >= 0.7, per_class
