@@ -1,6 +1,9 @@
 """The same DCGAN trained with each loss for the same wall-clock budget, measured side by side.
 
-    python benchmarks/losses.py --data fashion-mnist --minutes 4
+    python benchmarks/losses.py --data fashion-mnist --minutes 4 [--threads 1]
+
+With `--threads 1` under `taskset -c 0`, every loss gets one core to itself, and the machine's
+other core stays free for other work without disturbing the comparison.
 
 Each loss runs with its own defaults from the config (n_critic 5 for wgan and wgan-gp, layer norm
 in D for wgan-gp) and everything else equal: networks, Adam settings, batch, seed, data. Every
@@ -14,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+import torch
 
 from ganforge.checkpoint import load_generator
 from ganforge.config import make_config
@@ -32,7 +37,10 @@ def main() -> None:
     parser.add_argument("--losses", default=",".join(LOSSES), help="comma-separated (default: all)")
     parser.add_argument("--n", type=int, default=5000, help="samples for the final measurement")
     parser.add_argument("--out", default="runs/losses")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     out = Path(args.out)
     rows, curves = [], {}
@@ -47,7 +55,8 @@ def main() -> None:
         (out / "losses.json").write_text(json.dumps(rows, indent=1) + "\n")  # after each loss: nothing lost
     plot_compare(curves, out / "losses.png")
     first = rows[0]
-    print(f"\n{args.data}, {args.minutes:g} min of training each; final G (EMA) measured with "
+    print(f"\n{args.data}, {args.minutes:g} min of training each on {torch.get_num_threads()} thread(s); "
+          f"final G (EMA) measured with "
           f"{first['extractor']}, {first['n_fake']} fake vs {first['n_real']} real\n")
     print("| loss | steps | images seen | FID | precision | recall |")
     print("|---|---:|---:|---:|---:|---:|")

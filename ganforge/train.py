@@ -319,7 +319,8 @@ class Trainer:
 
     def write_figures(self) -> None:
         plot_curves(read_stats(self.run_dir / "stats.jsonl"), self.run_dir / "curves.png",
-                    title=f"{self.run_dir.name}: the contest")
+                    title=f"{self.run_dir.name}: the contest ({self.cfg.loss})",
+                    probabilities=self.cfg.loss in PROBABILITY_LOSSES)
         plot_progress(sorted((self.run_dir / "samples").glob("epoch_*.png")), self.run_dir / "progress.png")
 
     # --- checkpoints
