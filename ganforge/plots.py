@@ -18,8 +18,9 @@ def read_stats(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_curves(stats: list[dict], out: Path, title: str = "") -> None:
-    """D and G losses (top) and D(x), D(G(z)) (bottom) against training steps."""
+def plot_curves(stats: list[dict], out: Path, title: str = "", probabilities: bool = True) -> None:
+    """D and G losses (top) and D(x), D(G(z)) (bottom) against training steps; D's outputs are
+    probabilities for the cross-entropy losses, raw scores for the others."""
     measured = [s for s in stats if "fid" in s]  # quality measurements (--set eval_every=K)
     stats = [s for s in stats if "d_loss" in s]
     if not stats:
@@ -34,8 +35,9 @@ def plot_curves(stats: list[dict], out: Path, title: str = "") -> None:
     top.set_title(title or "the contest")
     bottom.plot(steps, [s["d_real"] for s in stats], label="D(x), real images")
     bottom.plot(steps, [s["d_fake"] for s in stats], label="D(G(z)), forgeries")
-    bottom.set_ylim(-0.02, 1.02)
-    bottom.set_ylabel("D's output")
+    if probabilities:
+        bottom.set_ylim(-0.02, 1.02)
+    bottom.set_ylabel("D's output" if probabilities else "D's raw score")
     bottom.legend()
     if measured:
         axes[2].plot([s["step"] for s in measured], [s["fid"] for s in measured], "o-", label="FID")
@@ -83,4 +85,30 @@ def plot_compare(runs: dict[str, list[dict]], out: Path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def _show(ax, images, nrow: int, title: str = "") -> None:
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1), pad_value=1)
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+
+
+def plot_arithmetic(columns: list[tuple[str, object, object]], results, out: Path, title: str = "") -> None:
+    """The DCGAN paper's layout: for each term of the expression a column of its exemplars above
+    the image of their average z, then "=" and the grid of results (result z plus small noise).
+    columns: (label, exemplar images (k, C, H, W), average image (1, C, H, W)); results: (9, C, H, W)."""
+    fig = plt.figure(figsize=(2.0 * len(columns) + 4.5, 6.5))
+    grid = fig.add_gridspec(2, len(columns) + 1, height_ratios=[3, 1], width_ratios=[1] * len(columns) + [2.6])
+    for i, (label, exemplars, average) in enumerate(columns):
+        _show(fig.add_subplot(grid[0, i]), exemplars, nrow=1, title=label)
+        _show(fig.add_subplot(grid[1, i]), average, nrow=1, title="average z")
+    _show(fig.add_subplot(grid[:, -1]), results, nrow=3, title="= result (and with small noise)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
     plt.close(fig)
