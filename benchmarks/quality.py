@@ -10,6 +10,8 @@ turn, and the table adds the share of samples classified as the class asked for,
 import argparse
 import json
 
+import torch
+
 from ganforge.checkpoint import load_generator
 from ganforge.config import make_config
 from ganforge.data import to_uint8
@@ -23,9 +25,12 @@ def main() -> None:
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--model", default="dcgan")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--out", default="runs")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = make_config(overrides={"data": args.data, "minutes": args.minutes, "model": args.model})
     run = train(cfg, runs_dir=args.out)
     G, meta = load_generator(run)

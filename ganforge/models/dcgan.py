@@ -89,16 +89,30 @@ EMBED_DIM = 32  # length of the cGAN generator's class embedding
 
 
 class CGANGenerator(DCGANGenerator):
-    """DCGAN generator of G(z, y): the class embedding is joined to z before the projection."""
+    """DCGAN generator of G(z, y): the class embedding is joined to z before the projection, and
+    every batch norm is class-conditional (a per-class scale and shift on top of its own, zero at
+    the start), as in the projection-discriminator paper's generator."""
 
     def __init__(self, image_size: int = 28, channels: int = 1, z_dim: int = 100, g_width: int = 32,
                  n_classes: int = 10):
         super().__init__(image_size, channels, z_dim + EMBED_DIM, g_width)
         self.z_dim, self.n_classes = z_dim, n_classes
         self.embed = nn.Embedding(n_classes, EMBED_DIM)
+        norms = [m.num_features for m in self.net if isinstance(m, nn.BatchNorm2d)]
+        self.gains = nn.ModuleList(nn.Embedding(n_classes, c) for c in norms)
+        self.shifts = nn.ModuleList(nn.Embedding(n_classes, c) for c in norms)
+        for table in (*self.gains, *self.shifts):
+            nn.init.zeros_(table.weight)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return super().forward(torch.cat([z, self.embed(y)], dim=1))
+        x = self.project(torch.cat([z, self.embed(y)], dim=1)).view(len(z), -1, self.start, self.start)
+        norms = iter(zip(self.gains, self.shifts))
+        for layer in self.net:
+            x = layer(x)
+            if isinstance(layer, nn.BatchNorm2d):
+                gain, shift = next(norms)
+                x = x * (1 + gain(y)[:, :, None, None]) + shift(y)[:, :, None, None]
+        return x
 
 
 class CGANDiscriminator(DCGANDiscriminator):
