@@ -16,7 +16,7 @@ from ganforge.losses import LOSSES, TARGET_LOSSES
 class TrainConfig:
     # --- what to train
     model: str = "dcgan"  # mlp (Goodfellow et al. 2014), dcgan (Radford et al. 2015) or cgan (class-conditional DCGAN)
-    data: str = "digits"  # digits, mnist, fashion-mnist or folder:PATH
+    data: str = "digits"  # digits, mnist, fashion-mnist, faces, folder:PATH or celeba:PATH
     data_dir: str | None = None  # where the IDX files of mnist / fashion-mnist lie
     download: bool = False  # let torchvision download mnist / fashion-mnist (needs the network)
     image_size: int | None = None  # 28, 32 or 64; None: the data's own size (28), or 64 for folders
@@ -77,8 +77,8 @@ class TrainConfig:
             raise bad("model", f"unknown model; choose one of {', '.join(MODELS)}")
         if self.loss not in LOSSES:
             raise bad("loss", f"unknown loss; choose one of {', '.join(LOSSES)}")
-        if not (self.data in DATA_SOURCES or self.data.startswith("folder:")):
-            raise bad("data", f"unknown data; choose one of {', '.join(DATA_SOURCES)} or folder:PATH")
+        if not (self.data in DATA_SOURCES or self.data.startswith(("folder:", "celeba:"))):
+            raise bad("data", f"unknown data; choose one of {', '.join(DATA_SOURCES)}, folder:PATH or celeba:PATH")
         if self.image_size is not None and self.image_size not in IMAGE_SIZES:
             raise bad("image_size", f"choose one of {', '.join(map(str, IMAGE_SIZES))}")
         if self.channels is not None and self.channels not in (1, 3):
@@ -149,7 +149,7 @@ class TrainConfig:
 
 MODELS = ("mlp", "dcgan", "cgan")
 D_NORMS = ("batch", "layer", "none")
-DATA_SOURCES = ("digits", "mnist", "fashion-mnist")
+DATA_SOURCES = ("digits", "mnist", "fashion-mnist", "faces")
 IMAGE_SIZES = (28, 32, 64)
 
 # Presets change defaults only; --set and the command-line flags apply on top of them.

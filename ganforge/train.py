@@ -66,7 +66,8 @@ def new_run_dir(runs_dir: Path, cfg: TrainConfig) -> Path:
     """runs/<NNNNN>-<model>-<data>/, numbered after the highest run already there."""
     runs_dir.mkdir(parents=True, exist_ok=True)
     numbers = [int(m.group(1)) for p in runs_dir.iterdir() if (m := re.match(r"(\d{5})-", p.name))]
-    data = cfg.data if not cfg.data.startswith("folder:") else "folder-" + Path(cfg.data[7:]).name
+    kind, sep, path = cfg.data.partition(":")
+    data = f"{kind}-{Path(path).name}" if sep else cfg.data  # folder:/a/b -> folder-b
     data = re.sub(r"[^A-Za-z0-9_.-]+", "_", data)
     run_dir = runs_dir / f"{max(numbers, default=-1) + 1:05d}-{cfg.model}-{data}"
     run_dir.mkdir()

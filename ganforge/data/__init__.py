@@ -1,4 +1,4 @@
-"""Image sources. Each gives uint8 images (N, C, H, W) plus optional integer labels.
+"""Image sources. Each gives uint8 images (N, C, H, W) plus optional integer labels or boolean attributes.
 
 `load_data(cfg)` picks the source named by `cfg.data`, brings the images to the model's size and
 channel count once, and returns an `ImageData`; `to_float` turns a batch into floats in [-1, 1].
@@ -22,15 +22,25 @@ class ImageData:
     labels: torch.Tensor | None = None  # int64 (N,)
     classes: list[str] | None = None  # class names, indexed by label
     skipped: list[str] = field(default_factory=list)  # files that could not be decoded
+    attributes: torch.Tensor | None = None  # bool (N, A): which attributes each image has
+    attribute_names: list[str] | None = None  # A names, one per column of attributes
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels is not None and len(self.labels) != len(self.images):
             raise ValueError("labels and images differ in length")
+        if self.attributes is not None and len(self.attributes) != len(self.images):
+            raise ValueError("attributes and images differ in length")
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def subset(self, index: torch.Tensor) -> ImageData:
+        """The images at `index`, with their labels and attributes."""
+        return ImageData(self.images[index], None if self.labels is None else self.labels[index], self.classes,
+                         attributes=None if self.attributes is None else self.attributes[index],
+                         attribute_names=self.attribute_names)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -75,19 +85,26 @@ def fit(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
 def load_data(spec: str, image_size: int | None = None, channels: int | None = None, *,
               data_dir: str | None = None, download: bool = False, folder_labels: bool = False,
               split: str = "train") -> ImageData:
-    """Load a source by name: digits, mnist, fashion-mnist or folder:PATH."""
+    """Load a source by name: digits, mnist, fashion-mnist, faces, folder:PATH or celeba:PATH."""
     if spec == "digits":
         from ganforge.data.digits import load_digits
         data = load_digits()
     elif spec in ("mnist", "fashion-mnist"):
         from ganforge.data.idx import load_idx
         data = load_idx(spec, split=split, data_dir=data_dir, download=download)
+    elif spec == "faces":
+        from ganforge.data.faces import load_faces
+        data = load_faces()
     elif spec.startswith("folder:"):
         from ganforge.data.folder import load_folder
         return load_folder(spec.removeprefix("folder:"), size=image_size or 64, channels=channels or 3,
                            labels=folder_labels)
+    elif spec.startswith("celeba:"):
+        from ganforge.data.celeba import load_celeba
+        return load_celeba(spec.removeprefix("celeba:"), size=image_size or 64, channels=channels or 3)
     else:
-        raise GanforgeError(f"unknown data {spec!r}; choose digits, mnist, fashion-mnist or folder:PATH")
+        raise GanforgeError(f"unknown data {spec!r}; choose digits, mnist, fashion-mnist, faces, folder:PATH "
+                            f"or celeba:PATH")
     size = image_size or data.images.shape[-1]
     data.images = fit(data.images, size, channels or data.images.shape[1])
     return data
