@@ -51,7 +51,10 @@ def main() -> None:
         result = evaluate(to_uint8(sample(G, args.n, seed=0)), args.data, f"classifier:{args.data}", args.n)
         rows.append({"loss": loss, "run": run.name, "steps": meta["step"], "images_seen": meta["images_seen"],
                      "seconds": round(meta["seconds"]), **result})
-        curves[loss] = [s for s in read_stats(run / "stats.jsonl") if "fid" in s]
+        # the curve ends at the budget: the final G measured like the epochs were (eval_n samples)
+        last = evaluate(to_uint8(sample(G, cfg.eval_n, seed=1)), args.data, f"classifier:{args.data}", cfg.eval_n)
+        curves[loss] = [s for s in read_stats(run / "stats.jsonl") if "fid" in s] + [
+            {**last, "images_seen": meta["images_seen"], "seconds": meta["seconds"]}]
         (out / "losses.json").write_text(json.dumps(rows, indent=1) + "\n")  # after each loss: nothing lost
     plot_compare(curves, out / "losses.png")
     first = rows[0]
