@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ganforge import __version__
 from ganforge.config import MODELS
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=LOSSES, help="the game's losses (default: non-saturating); penalties, "
                    "n_critic, spectral_norm, diffaugment, ema_decay: see --set")
     t.add_argument("--data", metavar="SOURCE",
-                   help="digits (bundled, default), mnist, fashion-mnist or folder:PATH")
+                   help="digits (bundled, default), mnist, fashion-mnist, faces (drawn here), folder:PATH or celeba:PATH")
     t.add_argument("--image-size", type=int, choices=[28, 32, 64], help="default: the data's own size, 64 for folders")
     t.add_argument("--channels", type=int, choices=[1, 3], help="default: the data's own (folders: 3)")
     t.add_argument("--data-dir", metavar="DIR", help="folder holding the IDX files of mnist / fashion-mnist")
@@ -106,11 +107,59 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("runs", nargs="+", metavar="RUN_DIR")
     m.add_argument("--out", default="compare.png", metavar="FILE.png", help="the figure (default: compare.png)")
 
+    i = commands.add_parser("interpolate", help="a walk in z space from one seed's z to another's",
+                            description="Images along the line (or great circle, --slerp) between two z vectors.")
+    i.add_argument("checkpoint", metavar="CKPT_OR_RUN_DIR")
+    i.add_argument("--from", dest="from_seed", type=int, required=True, metavar="SEED", help="the start's noise seed")
+    i.add_argument("--to", dest="to_seed", type=int, required=True, metavar="SEED", help="the end's noise seed")
+    i.add_argument("--steps", type=_positive_int, default=10, help="images, both ends included (default: 10)")
+    i.add_argument("--slerp", action="store_true", help="spherical interpolation instead of a straight line")
+    i.add_argument("--label", metavar="CLASS", help="class-conditional models: the class to draw (default: the first)")
+    i.add_argument("--out", required=True, metavar="FILE", help="strip.png (a row) or anim.gif (there and back)")
+    i.add_argument("--no-ema", action="store_true", help="the raw generator instead of its moving average")
+
+    a = commands.add_parser("arithmetic", help="vector arithmetic on concepts: 'A - B + C'",
+                            description="Average each concept's z vectors, combine them as the expression "
+                            "says, and draw the result, laid out as in the DCGAN paper. A concept is a list of "
+                            "seeds (3,17,42), an attribute query answered by sampling G and keeping what the "
+                            "attribute classifier scores highest (smiling&long_hair&!beard), or images to invert "
+                            "(images:a.png,b.png,c.png).")
+    a.add_argument("checkpoint", metavar="CKPT_OR_RUN_DIR")
+    a.add_argument("expression", help="concept names joined by + and -, e.g. 'A - B + C'")
+    a.add_argument("--concept", action="append", default=[], metavar="NAME=SEEDS|QUERY|images:FILES",
+                   help="what a name in the expression stands for (repeatable)")
+    a.add_argument("--k", type=_positive_int, default=3, help="exemplars per query concept (default: 3, at least 3)")
+    a.add_argument("--pool", type=_positive_int, default=2000, help="samples a query picks from (default: 2000)")
+    a.add_argument("--noise", type=float, default=0.25, help="scale of the noise around the result (default: 0.25)")
+    a.add_argument("--seed", type=int, default=0, help="first seed of the query pool and of the noise (default: 0)")
+    a.add_argument("--out", required=True, metavar="FILE.png", help="the figure")
+    a.add_argument("--json", metavar="FILE", help="also write the concepts' seeds and scores as JSON")
+    a.add_argument("--attributes-of", metavar="DATA", help="whose attribute classifier answers queries "
+                   "(default: the checkpoint's training data)")
+    a.add_argument("--cache-dir", metavar="DIR", help="where classifiers are kept (default: ~/.cache/ganforge)")
+    a.add_argument("--no-ema", action="store_true", help="the raw generator instead of its moving average")
+
+    v = commands.add_parser("invert", help="find the z whose image matches a given image",
+                            description="Optimise z so that G(z) matches the image: pixel error plus the "
+                            "error of a ganforge classifier's features when one is cached for the data, with a "
+                            "Gaussian prior on z, from several random starts. Writes the image and its "
+                            "reconstruction side by side, and z as .npy.")
+    v.add_argument("checkpoint", metavar="CKPT_OR_RUN_DIR")
+    v.add_argument("image", help="an image file (resized and centre-cropped to G's size)")
+    v.add_argument("--steps", type=_positive_int, default=300, help="optimisation steps (default: 300)")
+    v.add_argument("--restarts", type=_positive_int, default=4, help="random starts (default: 4)")
+    v.add_argument("--out", required=True, metavar="FILE.png", help="image | reconstruction; z goes to FILE.npy")
+    v.add_argument("--cache-dir", metavar="DIR", help="where classifiers are kept (default: ~/.cache/ganforge)")
+    v.add_argument("--no-ema", action="store_true", help="the raw generator instead of its moving average")
+
     c = commands.add_parser("classifier", help="train ganforge's domain classifier for a data set")
     c.add_argument("action", choices=["train"])
-    c.add_argument("--data", required=True, help="digits, mnist, fashion-mnist or folder:PATH (with class subfolders)")
+    c.add_argument("--attributes", action="store_true",
+                   help="a multi-label classifier of the data's attributes (faces, celeba:PATH) instead of classes")
+    c.add_argument("--data", required=True, help="digits, mnist, fashion-mnist, folder:PATH (with class subfolders); "
+                   "with --attributes: faces or celeba:PATH")
     c.add_argument("--data-dir", metavar="DIR", help="folder holding the IDX files of mnist / fashion-mnist")
-    c.add_argument("--epochs", type=_positive_int, default=6, help="passes over the data (default: 6)")
+    c.add_argument("--epochs", type=_positive_int, help="passes over the data (default: 6; 10 with --attributes)")
     c.add_argument("--cache-dir", metavar="DIR", help="where classifiers are kept (default: ~/.cache/ganforge)")
     return parser
 
@@ -138,8 +187,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from pathlib import Path
-
     from ganforge.checkpoint import load_generator
     from ganforge.sampling import class_grid, sample, save_grid, write_samples
 
@@ -175,7 +222,6 @@ def _class_index(label: str, spec: dict) -> int:
 
 def cmd_eval(args) -> int:
     import json
-    from pathlib import Path
 
     from ganforge.data import to_uint8
     from ganforge.metrics.evaluate import evaluate, format_table, load_samples
@@ -214,14 +260,12 @@ def cmd_eval(args) -> int:
 
 def _native_shape(data: str) -> tuple[int, int]:
     """(size, channels) that samples given as a folder are brought to: the data's own."""
-    if data.startswith("folder:"):
+    if data == "faces" or data.startswith(("folder:", "celeba:")):
         return 64, 3
     return 28, 1
 
 
 def cmd_compare(args) -> int:
-    from pathlib import Path
-
     from ganforge.plots import plot_compare, read_stats
 
     runs = {}
@@ -249,16 +293,155 @@ def cmd_compare(args) -> int:
 
 
 def cmd_classifier(args) -> int:
-    from pathlib import Path
-
     from ganforge.metrics.classifier import load_classifier, train_classifier
 
     root = Path(args.cache_dir) if args.cache_dir else None
-    path = train_classifier(args.data, root, epochs=args.epochs, data_dir=args.data_dir)
-    meta = load_classifier(args.data, root)[1]
-    print(f"classifier:{args.data}: held-out accuracy {meta['test_accuracy']:.4f} ({meta['split']}), "
+    path = train_classifier(args.data, root, epochs=args.epochs, data_dir=args.data_dir, attributes=args.attributes)
+    meta = load_classifier(args.data, root, args.attributes)[1]
+    for name, acc in meta.get("attribute_accuracy", {}).items():
+        print(f"  {name:<14}{acc:.4f}", file=sys.stderr)
+    what = "worst attribute's held-out accuracy" if args.attributes else "held-out accuracy"
+    print(f"classifier:{args.data}: {what} {meta['test_accuracy']:.4f} ({meta['split']}), "
           f"{meta['seconds']:.0f} s", file=sys.stderr)
     print(path)
+    return 0
+
+
+def _one_label(G, label: str | None, meta: dict, n: int):
+    """The labels for n images of a conditional G: --label's class (default: the first); None otherwise."""
+    import torch
+
+    if not getattr(G, "n_classes", 0):
+        if label is not None:
+            _class_index(label, meta["model_spec"])  # raises: this model draws no classes
+        return None
+    return torch.full((n,), _class_index(label, meta["model_spec"]) if label is not None else 0)
+
+
+def cmd_interpolate(args) -> int:
+    from ganforge.checkpoint import load_generator
+    from ganforge.latent import path, seed_noise
+    from ganforge.sampling import generate, save_gif, save_grid
+
+    G, meta = load_generator(args.checkpoint, ema=not args.no_ema)
+    ends = seed_noise([args.from_seed, args.to_seed], G.z_dim)
+    images = generate(G, path(ends[0], ends[1], args.steps, args.slerp), _one_label(G, args.label, meta, args.steps))
+    out = Path(args.out)
+    if out.suffix.lower() == ".gif":
+        save_gif(images, out)
+    elif out.suffix.lower() == ".png":
+        save_grid(images, out, nrow=args.steps)
+    else:
+        raise GanforgeError(f"{out}: the output must end in .png (a strip) or .gif (an animation)")
+    print(out)
+    return 0
+
+
+def _load_image(path: str, G):
+    """An image file -> float (C, H, W) in [-1, 1] at G's size and channels."""
+    import torch
+
+    from ganforge.data import to_float
+    from ganforge.data.folder import decode
+
+    try:
+        array = decode(Path(path), G.image_size, G.channels)
+    except FileNotFoundError:
+        raise GanforgeError(f"{path}: no such file") from None
+    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for files it cannot read
+        raise GanforgeError(f"{path}: not an image Pillow can read ({type(e).__name__}: {e})") from None
+    return to_float(torch.tensor(array))
+
+
+def cmd_arithmetic(args) -> int:
+    import json
+    import re
+
+    import torch
+
+    from ganforge.checkpoint import load_generator
+    from ganforge.latent import Concept, around, combine, invert, parse_expression, query_concept, seed_noise
+    from ganforge.metrics.classifier import attribute_scorer
+    from ganforge.plots import plot_arithmetic
+    from ganforge.sampling import generate
+
+    G, meta = load_generator(args.checkpoint, ema=not args.no_ema)
+    if getattr(G, "n_classes", 0):
+        raise GanforgeError("arithmetic works on unconditional generators (dcgan, mlp)")
+    terms = parse_expression(args.expression)
+    root = Path(args.cache_dir) if args.cache_dir else None
+    classifier = None
+    concepts: dict[str, Concept] = {}
+    for given in args.concept:
+        name, sep, value = given.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            raise GanforgeError(f"--concept {given!r}: expected NAME=SEEDS, NAME=QUERY or NAME=images:FILES")
+        if re.fullmatch(r"\d+(,\d+)*", value):
+            seeds = [int(x) for x in value.split(",")]
+            z = seed_noise(seeds, G.z_dim)
+            concept = Concept(name, z, "seeds", seeds, images=generate(G, z))
+        elif value.startswith("images:"):
+            zs = [invert(G, _load_image(f, G), progress=True)[0] for f in value.removeprefix("images:").split(",")]
+            z = torch.stack(zs)
+            concept = Concept(name, z, "images " + value.removeprefix("images:"), images=generate(G, z))
+        else:
+            classifier = classifier or attribute_scorer(args.attributes_of or meta["config"]["data"], root)
+            concept = query_concept(G, *classifier, value, args.k, args.pool, args.seed, name)
+        if len(concept.z) < 3:
+            raise GanforgeError(f"--concept {name}: a concept averages at least 3 z vectors (as in the DCGAN "
+                                f"paper), got {len(concept.z)}")
+        concepts[name] = concept
+    result_z = combine(terms, concepts)
+    results = generate(G, around(result_z, 9, args.noise, args.seed))
+    columns = [(f"{'+' if sign > 0 else '−'} {name}: {concepts[name].source}", concepts[name].images,
+                generate(G, concepts[name].mean.unsqueeze(0))) for sign, name in terms]
+    plot_arithmetic(columns, results, Path(args.out), title=args.expression)
+    if args.json:
+        record = {"expression": args.expression, "noise": args.noise,
+                  "concepts": {n: {"source": c.source, "seeds": c.seeds, "scores": c.scores} for n, c in concepts.items()},
+                  "result_z": result_z.tolist()}
+        if classifier:
+            logits = classifier[0](results)
+            record["result_attributes"] = [[a for a, on in zip(classifier[1], row) if on] for row in (logits > 0).tolist()]
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+    print(args.out)
+    return 0
+
+
+def cmd_invert(args) -> int:
+    import numpy as np
+    import torch
+
+    from ganforge.checkpoint import load_generator
+    from ganforge.latent import invert
+    from ganforge.metrics.classifier import classifier_path, load_classifier, resize_to
+    from ganforge.sampling import generate, save_grid
+
+    G, meta = load_generator(args.checkpoint, ema=not args.no_ema)
+    if getattr(G, "n_classes", 0):
+        raise GanforgeError("invert works on unconditional generators (dcgan, mlp)")
+    target = _load_image(args.image, G)
+    root = Path(args.cache_dir) if args.cache_dir else None
+    data = meta["config"]["data"]
+    features = None
+    for attributes in (True, False):  # a cached classifier of the data gives the feature loss
+        if classifier_path(data, root, attributes).is_file():
+            net, info = load_classifier(data, root, attributes)
+            net.requires_grad_(False)
+            if info["channels"] == G.channels:
+                def features(x, net=net, size=info["image_size"]):
+                    return net.body(resize_to(x, size))
+                break
+    if features is None:
+        print(f"no classifier of {data} cached: pixel loss only (train one with `ganforge classifier train`)",
+              file=sys.stderr)
+    z, mse = invert(G, target, args.steps, args.restarts, features=features, progress=True)
+    out = Path(args.out)
+    save_grid(torch.stack([target, generate(G, z.unsqueeze(0))[0]]), out, nrow=2)
+    np.save(out.with_suffix(".npy"), z.numpy())
+    print(f"pixel MSE {mse:.4f} (images in [-1, 1]); z in {out.with_suffix('.npy')}", file=sys.stderr)
+    print(out)
     return 0
 
 
@@ -266,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
-                "compare": cmd_compare,
-                "classifier": cmd_classifier}[args.command](args)
+                "compare": cmd_compare, "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic,
+                "invert": cmd_invert, "classifier": cmd_classifier}[args.command](args)
     except GanforgeError as e:
         print(f"ganforge {args.command}: error: {e}", file=sys.stderr)
         return 2

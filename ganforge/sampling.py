@@ -20,7 +20,8 @@ def noise(n: int, z_dim: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _generate(G: nn.Module, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 256) -> torch.Tensor:
+def generate(G: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
+    """G(z[, labels]) in eval mode, in batches, on the CPU: floats in [-1, 1]."""
     was_training = G.training
     G.eval()
     device = next(G.parameters()).device
@@ -46,7 +47,7 @@ def sample(G: nn.Module, n: int, seed: int = 0, labels: torch.Tensor | int | Non
     labels = default_labels(G, n) if labels is None else torch.as_tensor(labels).expand(n)
     if labels is not None and not ((labels >= 0) & (labels < n_classes)).all():
         raise GanforgeError(f"labels must be in 0..{n_classes - 1}")
-    return _generate(G, noise(n, G.z_dim, seed), labels)
+    return generate(G, noise(n, G.z_dim, seed), labels)
 
 
 def class_grid(G: nn.Module, per_class: int, seed: int = 0) -> torch.Tensor:
@@ -54,7 +55,7 @@ def class_grid(G: nn.Module, per_class: int, seed: int = 0) -> torch.Tensor:
     if not getattr(G, "n_classes", 0):
         raise GanforgeError("a grid by class needs a class-conditional generator (--model cgan)")
     z = noise(per_class, G.z_dim, seed).repeat(G.n_classes, 1)
-    return _generate(G, z, torch.arange(G.n_classes).repeat_interleave(per_class))
+    return generate(G, z, torch.arange(G.n_classes).repeat_interleave(per_class))
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -> None:
@@ -76,3 +77,14 @@ def write_samples(images: torch.Tensor, path: str | Path) -> Path:
         array = to_uint8(images).permute(0, 2, 3, 1).numpy()
         np.save(path, array[..., 0] if array.shape[-1] == 1 else array)
     return path
+
+
+def save_gif(images: torch.Tensor, path: Path, frame_ms: int = 120, scale: int = 4) -> None:
+    """Float images in [-1, 1] -> an animated GIF that plays them forth and back, each enlarged `scale` times."""
+    from PIL import Image
+
+    frames = [Image.fromarray(a.squeeze(-1)).resize((a.shape[1] * scale, a.shape[0] * scale), Image.NEAREST)
+              for a in to_uint8(images).permute(0, 2, 3, 1).numpy()]
+    frames += frames[-2:0:-1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
