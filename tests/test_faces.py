@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from ganforge.data import ImageData, cache_dir, load_data
-from ganforge.data import celeba as celeba_module
 from ganforge.data import faces as faces_module
+from ganforge.data import folder as folder_module
 from ganforge.data.faces import ATTRIBUTES, draw_face, draw_faces
 from ganforge.errors import GanforgeError
 
@@ -144,7 +144,7 @@ def test_celeba_layout(tmp_path, monkeypatch):
     def no_decoding(*args):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(celeba_module, "decode", no_decoding)
+    monkeypatch.setattr(folder_module, "decode", no_decoding)
     again = load_data(f"celeba:{folder}", 32)  # the celeba folder itself also works
     assert torch.equal(again.images, data.images) and torch.equal(again.attributes, data.attributes)
 

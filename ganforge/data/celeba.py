@@ -8,15 +8,13 @@ listed images that are missing or cannot be decoded are skipped and reported.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ganforge.data import ImageData, cache_dir
-from ganforge.data.folder import REPORT_FIRST, _cache_key, decode
+from ganforge.data.folder import _cache_key, decode_files, report_skipped
 from ganforge.errors import GanforgeError
 
 ATTRIBUTE_FILE = "list_attr_celeba.txt"
@@ -80,27 +78,14 @@ def load_celeba(path: str, size: int = 64, channels: int = 3) -> ImageData:
         with np.load(cache) as npz:
             images, kept, undecodable = npz["images"], npz["kept"], list(npz["skipped"])
     else:
-        images = np.empty((len(present), channels, size, size), dtype=np.uint8)
-        kept, undecodable = [], []
-        for j, i in enumerate(tqdm(present, desc="decoding celeba", unit="img", leave=False,
-                                   disable=len(present) < 200)):
-            try:
-                images[len(kept)] = decode(files[i], size, channels)
-            except Exception as e:  # noqa: BLE001 - Pillow raises many types for broken files
-                undecodable.append(f"{files[i]} ({type(e).__name__}: {e})"[:300])
-                continue
-            kept.append(j)  # a position in present, which the cache key fixes
-        images, kept = images[:len(kept)].copy(), np.array(kept, dtype=np.int64)
+        # kept: positions in present, which the cache key fixes
+        images, kept, undecodable = decode_files([files[i] for i in present], size, channels, "decoding celeba")
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp.npz")
         np.savez(tmp, images=images, kept=kept, skipped=np.array(undecodable, dtype=str))
         tmp.replace(cache)
     skipped += undecodable
-    if skipped:
-        shown = "\n".join(f"  {p}" for p in skipped[:REPORT_FIRST])
-        more = f"\n  ... and {len(skipped) - REPORT_FIRST} more" if len(skipped) > REPORT_FIRST else ""
-        print(f"celeba:{path}: skipped {len(skipped)} of {len(files)} listed image(s) that are missing or could "
-              f"not be decoded:\n{shown}{more}", file=sys.stderr)
+    report_skipped(f"celeba:{path}", skipped, f"{len(files)} listed image(s) that are missing or could not be decoded")
     if len(images) == 0:
         raise GanforgeError(f"celeba:{path}: none of the {len(files)} listed image(s) could be decoded")
     return ImageData(torch.from_numpy(images), skipped=[str(p) for p in skipped],

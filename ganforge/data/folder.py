@@ -80,28 +80,38 @@ def load_folder(path: str, size: int = 64, channels: int = 3, labels: bool = Fal
         tmp = cache.with_suffix(".tmp.npz")
         np.savez(tmp, images=images, labels=label_ids, skipped=np.array(skipped, dtype=str))
         tmp.replace(cache)
-    if skipped:
-        shown = "\n".join(f"  {p}" for p in skipped[:REPORT_FIRST])
-        more = f"\n  ... and {len(skipped) - REPORT_FIRST} more" if len(skipped) > REPORT_FIRST else ""
-        print(f"folder:{path}: skipped {len(skipped)} of {len(files)} file(s) that could not be decoded:\n"
-              f"{shown}{more}", file=sys.stderr)
+    report_skipped(f"folder:{path}", skipped, f"{len(files)} file(s) that could not be decoded")
     if len(images) == 0:
         raise GanforgeError(f"folder:{path}: none of the {len(files)} image file(s) could be decoded")
     return ImageData(torch.from_numpy(images), torch.from_numpy(label_ids) if labels else None, classes,
                      skipped=[str(p) for p in skipped])
 
 
-def _decode_all(root: Path, files: list[Path], size: int, channels: int, classes: list[str] | None):
+def decode_files(files: list[Path], size: int, channels: int, desc: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode files -> (uint8 images (K, C, size, size), indices into files of the K decoded, skipped files)."""
     images = np.empty((len(files), channels, size, size), dtype=np.uint8)
-    label_ids = np.zeros(len(files), dtype=np.int64)
-    skipped, n = [], 0
-    for p in tqdm(files, desc=f"decoding {root.name}", unit="img", leave=False, disable=len(files) < 200):
+    kept, skipped = [], []
+    for i, p in enumerate(tqdm(files, desc=desc, unit="img", leave=False, disable=len(files) < 200)):
         try:
-            images[n] = decode(p, size, channels)
+            images[len(kept)] = decode(p, size, channels)
         except Exception as e:  # noqa: BLE001 - Pillow raises many types for broken files
             skipped.append(f"{p} ({type(e).__name__}: {e})"[:300])
             continue
-        if classes is not None:
-            label_ids[n] = classes.index(p.relative_to(root).parts[0])
-        n += 1
-    return images[:n].copy(), label_ids[:n].copy(), skipped
+        kept.append(i)
+    return images[:len(kept)].copy(), np.array(kept, dtype=np.int64), skipped
+
+
+def report_skipped(source: str, skipped: list[str], what: str) -> None:
+    """Name the first few files that were skipped, on stderr."""
+    if skipped:
+        shown = "\n".join(f"  {p}" for p in skipped[:REPORT_FIRST])
+        more = f"\n  ... and {len(skipped) - REPORT_FIRST} more" if len(skipped) > REPORT_FIRST else ""
+        print(f"{source}: skipped {len(skipped)} of {what}:\n{shown}{more}", file=sys.stderr)
+
+
+def _decode_all(root: Path, files: list[Path], size: int, channels: int, classes: list[str] | None):
+    images, kept, skipped = decode_files(files, size, channels, f"decoding {root.name}")
+    label_ids = np.zeros(len(kept), dtype=np.int64)
+    if classes is not None:
+        label_ids[:] = [classes.index(files[i].relative_to(root).parts[0]) for i in kept]
+    return images, label_ids, skipped
