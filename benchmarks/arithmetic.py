@@ -38,16 +38,19 @@ from ganforge.train import train
 
 TARGETS = ["smiling", "glasses", "hat", "sunglasses"]
 IDENTITIES = ["long_hair", "beard", "bald", "moustache"]
+EXCLUSIVE = [{"hat", "bald"}, {"long_hair", "bald"}]  # never on one face in the data
 EXEMPLARS = (1, 3, 10)
 
 
 def triplets(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    """n random (t, s, u) whose queries all describe faces that exist: t goes with s (in A) and with u (the result)."""
     rng = random.Random(seed)
     out = []
     while len(out) < n:
         t = rng.choice(TARGETS)
         s, u = rng.sample(IDENTITIES, 2)
-        out.append((t, s, u))
+        if {t, s} not in EXCLUSIVE and {t, u} not in EXCLUSIVE:
+            out.append((t, s, u))
     return out
 
 
