@@ -89,9 +89,9 @@ def plot_compare(runs: dict[str, list[dict]], out: Path) -> None:
 
 
 def _show(ax, images, nrow: int, title: str = "") -> None:
-    from torchvision.utils import make_grid
-
     import textwrap
+
+    from torchvision.utils import make_grid
 
     grid = make_grid(images, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1), pad_value=1)
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
