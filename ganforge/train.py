@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ganforge.augment import diff_augment
+from ganforge.augment import AUGMENTATIONS, parse_policy
 from ganforge.checkpoint import (
     load_checkpoint,
     load_module_state,
@@ -127,6 +127,7 @@ class Trainer:
         self.D.to(memory_format=self.memory_format)
         # the EMA of G: what samples, panels and measurements are drawn from
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if cfg.ema_decay is not None else None
+        self.augmentations = [AUGMENTATIONS[name] for name in parse_policy(cfg.diffaugment)]  # parsed once
         betas = (cfg.beta1, cfg.beta2)
         # fused Adam: one kernel for all parameters (7x faster than the default loop on a CPU)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, fused=True)
@@ -156,7 +157,9 @@ class Trainer:
         extra = (labels,) if self.conditional else ()
 
         def D(x: torch.Tensor) -> torch.Tensor:  # D's raw output on augmented images
-            return self.D(diff_augment(x, cfg.diffaugment) if cfg.diffaugment else x, *extra)
+            for augment in self.augmentations:
+                x = augment(x)
+            return self.D(x, *extra)
 
         g_turn = (self.step + 1) % cfg.n_critic == 0
         z = torch.randn(len(real), cfg.z_dim, generator=self.noise_rng)
