@@ -1,4 +1,5 @@
-"""Image sources. Each gives uint8 images (N, C, H, W) plus optional integer labels or boolean attributes.
+"""Image sources. Each gives uint8 images (N, C, H, W) plus optional integer labels, boolean attributes or
+captions (text describing each image, for text-to-image models).
 
 `load_data(cfg)` picks the source named by `cfg.data`, brings the images to the model's size and
 channel count once, and returns an `ImageData`; `to_float` turns a batch into floats in [-1, 1].
@@ -24,6 +25,7 @@ class ImageData:
     skipped: list[str] = field(default_factory=list)  # files that could not be decoded
     attributes: torch.Tensor | None = None  # bool (N, A): which attributes each image has
     attribute_names: list[str] | None = None  # A names, one per column of attributes
+    captions: list[list[str]] | None = None  # per image, one or more captions describing it
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -32,15 +34,23 @@ class ImageData:
             raise ValueError("labels and images differ in length")
         if self.attributes is not None and len(self.attributes) != len(self.images):
             raise ValueError("attributes and images differ in length")
+        if self.captions is not None and len(self.captions) != len(self.images):
+            raise ValueError("captions and images differ in length")
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, index: torch.Tensor) -> ImageData:
-        """The images at `index`, with their labels and attributes."""
+        """The images at `index` (a bool mask or integer indices), with their labels, attributes and captions."""
+        captions = None
+        if self.captions is not None:
+            positions = torch.as_tensor(index)
+            if positions.dtype == torch.bool:
+                positions = positions.nonzero().flatten()
+            captions = [self.captions[i] for i in positions.flatten().tolist()]
         return ImageData(self.images[index], None if self.labels is None else self.labels[index], self.classes,
                          attributes=None if self.attributes is None else self.attributes[index],
-                         attribute_names=self.attribute_names)
+                         attribute_names=self.attribute_names, captions=captions)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -85,7 +95,9 @@ def fit(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
 def load_data(spec: str, image_size: int | None = None, channels: int | None = None, *,
               data_dir: str | None = None, download: bool = False, folder_labels: bool = False,
               split: str = "train") -> ImageData:
-    """Load a source by name: digits, mnist, fashion-mnist, faces, folder:PATH or celeba:PATH."""
+    """Load a source by name: digits, mnist, fashion-mnist, faces, folder:PATH or celeba:PATH, or a captioned
+    one for text-to-image models: captions:PATH (see captions.py), faces-captions or fashion-mnist-captions.
+    """
     if spec == "digits":
         from ganforge.data.digits import load_digits
         data = load_digits()
@@ -95,6 +107,12 @@ def load_data(spec: str, image_size: int | None = None, channels: int | None = N
     elif spec == "faces":
         from ganforge.data.faces import load_faces
         data = load_faces()
+    elif spec == "faces-captions":
+        from ganforge.data.captions import load_faces_captions
+        data = load_faces_captions(split=split)
+    elif spec == "fashion-mnist-captions":
+        from ganforge.data.captions import load_fashion_captions
+        data = load_fashion_captions(split=split, data_dir=data_dir, download=download)
     elif spec.startswith("folder:"):
         from ganforge.data.folder import load_folder
         return load_folder(spec.removeprefix("folder:"), size=image_size or 64, channels=channels or 3,
@@ -102,9 +120,13 @@ def load_data(spec: str, image_size: int | None = None, channels: int | None = N
     elif spec.startswith("celeba:"):
         from ganforge.data.celeba import load_celeba
         return load_celeba(spec.removeprefix("celeba:"), size=image_size or 64, channels=channels or 3)
+    elif spec.startswith("captions:"):
+        from ganforge.data.captions import load_captions
+        return load_captions(spec.removeprefix("captions:"), size=image_size or 64, channels=channels or 3,
+                             split=split)
     else:
-        raise GanforgeError(f"unknown data {spec!r}; choose digits, mnist, fashion-mnist, faces, folder:PATH "
-                            f"or celeba:PATH")
+        raise GanforgeError(f"unknown data {spec!r}; choose digits, mnist, fashion-mnist, faces, folder:PATH, "
+                            f"celeba:PATH, or with captions: captions:PATH, faces-captions or fashion-mnist-captions")
     size = image_size or data.images.shape[-1]
     data.images = fit(data.images, size, channels or data.images.shape[1])
     return data
