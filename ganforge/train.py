@@ -37,7 +37,7 @@ from ganforge.checkpoint import (
     save_checkpoint,
     unpack_state,
 )
-from ganforge.config import TrainConfig
+from ganforge.config import TEXT_MODELS, TrainConfig
 from ganforge.data import ImageData, load_data, to_float
 from ganforge.errors import GanforgeError
 from ganforge.losses import PROBABILITY_LOSSES, d_loss, g_loss, gradient_penalty, r1_penalty
@@ -75,6 +75,9 @@ def new_run_dir(runs_dir: Path, cfg: TrainConfig) -> Path:
 
 
 def load_training_data(cfg: TrainConfig) -> ImageData:
+    if cfg.model in TEXT_MODELS:
+        from ganforge.train_text import load_captioned_data
+        return load_captioned_data(cfg)
     return load_data(cfg.data, cfg.image_size, cfg.channels, data_dir=cfg.data_dir, download=cfg.download,
                      folder_labels=cfg.folder_labels)
 
@@ -118,9 +121,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         random.seed(cfg.seed)
-        self.spec = model_spec(cfg, data.shape, data.classes)
+        self.spec = self.make_spec()
         self.G, self.D = build_generator(self.spec), build_discriminator(self.spec)
         self.conditional = is_conditional(self.G)
+        self.noise_dim = self.G.z_dim  # length of the noise drawn per forgery
         conv = cfg.model != "mlp"
         self.memory_format = torch.channels_last if cfg.channels_last and conv else torch.contiguous_format
         self.G.to(memory_format=self.memory_format)
@@ -150,26 +154,43 @@ class Trainer:
         """The generator that samples are drawn from: the EMA when there is one."""
         return self.G_ema if self.G_ema is not None else self.G
 
+    # --- what a model family changes: its networks' arguments, its condition, its forgeries
+    def make_spec(self) -> dict:
+        return model_spec(self.cfg, self.data.shape, self.data.classes)
+
+    def condition(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """What G and D are conditioned on for the images at idx: their labels for a cGAN, else nothing."""
+        return self.data.labels[idx] if self.conditional else None
+
+    def forge(self, z: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """-> (G's forgeries, a regulariser added to G's loss)."""
+        return self.G(z, *(() if cond is None else (cond,))), 0.0
+
+    def mismatch(self, cond: torch.Tensor | None) -> torch.Tensor | None:
+        """Conditions that do not match the real images, shown to D as negatives; None: no such term."""
+        return None
+
     # --- one step of the game
-    def train_step(self, real: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def train_step(self, real: torch.Tensor, cond: torch.Tensor | None = None) -> list[torch.Tensor]:
         """One D step and, every n_critic-th step, one G step -> [d_loss, g_loss or 0, D(x), D(G(z)), 1 if G stepped]."""
         cfg = self.cfg
-        extra = (labels,) if self.conditional else ()
 
-        def D(x: torch.Tensor) -> torch.Tensor:  # D's raw output on augmented images
+        def D(x: torch.Tensor, cond: torch.Tensor | None = cond) -> torch.Tensor:  # D's output on augmented images
             for augment in self.augmentations:
                 x = augment(x)
-            return self.D(x, *extra)
+            return self.D(x, *(() if cond is None else (cond,)))
 
         g_turn = (self.step + 1) % cfg.n_critic == 0
-        z = torch.randn(len(real), cfg.z_dim, generator=self.noise_rng)
+        z = torch.randn(len(real), self.noise_dim, generator=self.noise_rng)
         with torch.set_grad_enabled(g_turn):  # no graph through G on D-only steps
-            fake = self.G(z, *extra)
+            fake, g_extra = self.forge(z, cond)
         # D step: raise D's score on real images, lower it on forgeries (G is not updated)
         if cfg.r1_gamma:
             real = real.detach().requires_grad_(True)
         real_out, fake_out = D(real), D(fake.detach())
-        loss_d = d_loss(real_out, fake_out, self.real_target, cfg.fake_label, cfg.loss)
+        wrong = self.mismatch(cond)  # matching-aware D: real images with the wrong condition are negatives too
+        negatives = fake_out if wrong is None else torch.cat([fake_out, D(real.detach(), wrong)])
+        loss_d = d_loss(real_out, negatives, self.real_target, cfg.fake_label, cfg.loss)
         total_d = loss_d
         if cfg.loss == "wgan-gp":
             total_d = total_d + cfg.gp_weight * gradient_penalty(D, real, fake)
@@ -186,7 +207,7 @@ class Trainer:
         if g_turn:
             # G step: make the updated D score forgeries as real; D's weights need no gradients here
             self.D.requires_grad_(False)
-            loss_g = g_loss(D(fake), cfg.loss, cfg.real_label, cfg.fake_label)
+            loss_g = g_loss(D(fake), cfg.loss, cfg.real_label, cfg.fake_label) + g_extra
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             self.opt_g.step()
@@ -231,8 +252,7 @@ class Trainer:
                 while self.batch_in_epoch < self.steps_per_epoch:
                     idx = order[self.batch_in_epoch * cfg.batch_size:(self.batch_in_epoch + 1) * cfg.batch_size]
                     real = to_float(images[idx]).contiguous(memory_format=self.memory_format)
-                    labels = data.labels[idx] if self.conditional else None
-                    sums += torch.stack(self.train_step(real, labels))
+                    sums += torch.stack(self.train_step(real, self.condition(idx)))
                     summed += 1
                     self.step += 1
                     self.batch_in_epoch += 1
@@ -336,18 +356,24 @@ class Trainer:
                    "rng/torch": torch.get_rng_state(), "rng/noise": self.noise_rng.get_state()}
         if self.G_ema is not None:
             tensors |= pack_state("G_ema", self.G_ema.state_dict())
+        extra_tensors, extra_meta = self.extra_state()
         opt_g_tensors, opt_g_meta = optimizer_to_checkpoint("opt_g", self.opt_g)
         opt_d_tensors, opt_d_meta = optimizer_to_checkpoint("opt_d", self.opt_d)
         np_state = np.random.get_state()
         meta = {
             "model_spec": self.spec, "config": self.cfg.to_dict(),
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "images_seen": self.images_seen,
-            "seconds": self.seconds, "opt_g": opt_g_meta, "opt_d": opt_d_meta,
+            "seconds": self.seconds, "opt_g": opt_g_meta, "opt_d": opt_d_meta, **extra_meta,
             "rng": {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
                     "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]},
         }
-        save_checkpoint(self.run_dir / "checkpoints", self.step, {**tensors, **opt_g_tensors, **opt_d_tensors},
-                               meta, keep=self.cfg.keep_checkpoints)
+        save_checkpoint(self.run_dir / "checkpoints", self.step,
+                        {**tensors, **extra_tensors, **opt_g_tensors, **opt_d_tensors}, meta,
+                        keep=self.cfg.keep_checkpoints)
+
+    def extra_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """What a model family adds to its checkpoints besides the networks, optimizers and RNGs."""
+        return {}, {}
 
     def restore(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
         if meta["model_spec"] != self.spec:
@@ -386,10 +412,17 @@ def train(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", resume:
             cfg = dataclasses.replace(cfg, **{k: budget.get(k) for k in BUDGET_KEYS}).validate()
     else:
         cfg = (cfg or TrainConfig()).validate()
-    data = load_training_data(cfg)
-    if resume is None:
-        run_dir = new_run_dir(Path(runs_dir), cfg)
-    trainer = Trainer(cfg, run_dir, data)
+    if cfg.model in TEXT_MODELS:
+        from ganforge.train_text import TextTrainer, resolve_stage1
+        if resume is None:
+            cfg = resolve_stage1(cfg)
+        data = load_training_data(cfg)
+        run_dir = run_dir if resume is not None else new_run_dir(Path(runs_dir), cfg)
+        trainer = TextTrainer(cfg, run_dir, data, None if meta is None else (meta, tensors))
+    else:
+        data = load_training_data(cfg)
+        run_dir = run_dir if resume is not None else new_run_dir(Path(runs_dir), cfg)
+        trainer = Trainer(cfg, run_dir, data)
     if meta is not None:
         trainer.restore(meta, tensors)
         if trainer.budget_spent():

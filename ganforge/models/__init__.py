@@ -13,6 +13,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from ganforge.errors import GanforgeError
 from ganforge.models.dcgan import CGANDiscriminator, CGANGenerator, DCGANDiscriminator, DCGANGenerator
 from ganforge.models.mlp import MLPDiscriminator, MLPGenerator
+from ganforge.models.stackgan import StageIGenerator, StageIIGenerator, TextDiscriminator
 
 
 def model_spec(cfg, image_shape: tuple[int, int, int], classes: list[str] | None = None) -> dict:
@@ -33,7 +34,8 @@ def model_spec(cfg, image_shape: tuple[int, int, int], classes: list[str] | None
 
 
 NETWORKS = {"dcgan": (DCGANGenerator, DCGANDiscriminator), "mlp": (MLPGenerator, MLPDiscriminator),
-            "cgan": (CGANGenerator, CGANDiscriminator)}
+            "cgan": (CGANGenerator, CGANDiscriminator), "stackgan1": (StageIGenerator, TextDiscriminator),
+            "stackgan2": (StageIIGenerator, TextDiscriminator)}
 
 
 def _build(spec: dict, which: int) -> nn.Module:

@@ -1,0 +1,247 @@
+"""Text encoders: captions -> fixed-length embeddings for the text-to-image models.
+
+`builtin` (the default) is ganforge's own: a word vocabulary built from the training captions
+(<pad> = 0, <unk> = 1 for words it has not seen), word embeddings, and a bidirectional GRU whose
+states are mean- and max-pooled into one vector. Before the GAN trains, it is pretrained on the
+training pairs with a matching loss, as StackGAN's char-CNN-RNN was: a symmetric contrastive loss
+(InfoNCE) pulls each caption's embedding towards a small conv encoder's embedding of its image
+and away from the other images of the batch. Then it is frozen. A few hundred steps on a CPU.
+`minilm` is all-MiniLM-L6-v2's sentence embedding, from the optional package (ganforge[text]).
+
+Both sit behind `TextEncoder`, which L2-normalises the embeddings and caches them per caption
+(in memory; for minilm also on disk, as its weights never change). Its state travels in the
+checkpoint (vocabulary in the JSON, weights in safetensors), so a checkpoint alone draws from text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ganforge.checkpoint import load_module_state, pack_state, unpack_state, write_atomic
+from ganforge.data import cache_dir, fit, to_float
+from ganforge.errors import GanforgeError
+
+ENCODERS = ("builtin", "minilm")
+MAX_WORDS = 32  # words read per caption; the rest are cut
+_TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words and numbers; hyphenated words and contractions stay whole ("t-shirt", "isn't")."""
+    return _TOKEN.findall(text.lower())
+
+
+class Vocabulary:
+    PAD, UNK = 0, 1
+
+    def __init__(self, words: list[str]):
+        self.words = ["<pad>", "<unk>", *words]
+        self.index = {w: i for i, w in enumerate(self.words)}
+
+    @classmethod
+    def build(cls, captions: list[str], max_size: int = 10_000) -> Vocabulary:
+        """The most frequent words of the captions (ties by spelling, so the order is fixed)."""
+        counts = Counter(w for c in captions for w in tokenize(c))
+        return cls([w for w, _ in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))[:max_size]])
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def unknown(self, text: str) -> list[str]:
+        return [w for w in tokenize(text) if w not in self.index]
+
+    def encode(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> word ids (N, L) padded with <pad>, and lengths (N,) (at least 1: an empty caption is one <unk>)."""
+        rows = [[self.index.get(w, self.UNK) for w in tokenize(c)][:MAX_WORDS] or [self.UNK] for c in captions]
+        ids = torch.full((len(rows), max(map(len, rows), default=1)), self.PAD, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)] = torch.tensor(row)
+        return ids, torch.tensor([len(r) for r in rows])
+
+
+class GRUTextEncoder(nn.Module):
+    """word ids -> embeddings, a bidirectional GRU, masked mean and max over the words, a linear layer."""
+
+    def __init__(self, vocab_size: int, dim: int = 128, word_dim: int = 64, hidden: int = 64):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=Vocabulary.PAD)
+        self.rnn = nn.GRU(word_dim, hidden, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(4 * hidden, dim)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(self.embed(ids), lengths, batch_first=True, enforce_sorted=False)
+        h, _ = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True)  # (N, L, 2 hidden)
+        mask = (torch.arange(h.shape[1])[None, :] < lengths[:, None]).unsqueeze(-1)
+        mean = (h * mask).sum(1) / lengths[:, None]
+        top = h.masked_fill(~mask, float("-inf")).amax(1)
+        return self.out(torch.cat([mean, top], 1))
+
+
+class ImageEncoder(nn.Module):
+    """The image side of the matching loss: three stride-2 convs, global average pool, a linear layer."""
+
+    def __init__(self, channels: int, dim: int = 128, width: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.BatchNorm2d(4 * width), nn.LeakyReLU(0.2, True),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TextEncoder:
+    """A frozen text encoder with a per-caption cache: `encode(captions)` -> float32 (N, dim), unit length."""
+
+    def __init__(self, name: str, vocab: Vocabulary | None = None, net: GRUTextEncoder | None = None):
+        if name not in ENCODERS:
+            raise GanforgeError(f"unknown text encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+        self.name, self.vocab, self.net = name, vocab, net
+        self._cache: dict[str, torch.Tensor] = {}
+        if name == "minilm":
+            from ganforge.models.minilm import DIM, load_minilm
+            self.minilm, self.dim = load_minilm(), DIM
+            self._cache = _read_disk_cache()
+        else:
+            self.net.eval().requires_grad_(False)
+            self.dim = self.net.out.out_features
+
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of `text` the encoder has never seen (always none for minilm, which reads sub-words)."""
+        return self.vocab.unknown(text) if self.vocab is not None else []
+
+    @torch.no_grad()
+    def encode(self, captions: list[str], progress: bool = False) -> torch.Tensor:
+        new = list(dict.fromkeys(c for c in captions if c not in self._cache))
+        if new:
+            if self.name == "minilm":
+                vectors = self.minilm.encode(new, progress=progress)
+            else:
+                with tqdm(total=len(new), desc="encoding captions", unit="caption", unit_scale=True, leave=False,
+                          disable=not progress or len(new) < 20_000) as bar:
+                    vectors = []
+                    for i in range(0, len(new), 4096):
+                        vectors.append(self._encode_builtin(new[i:i + 4096]))
+                        bar.update(len(vectors[-1]))
+                    vectors = torch.cat(vectors)
+            self._cache.update(zip(new, F.normalize(vectors.float(), dim=1)))
+            if self.name == "minilm":
+                _write_disk_cache(self._cache)
+        if not captions:
+            return torch.empty(0, self.dim)
+        return torch.stack([self._cache[c] for c in captions])
+
+    def _encode_builtin(self, captions: list[str]) -> torch.Tensor:
+        return self.net(*self.vocab.encode(captions))
+
+    # --- in checkpoints: the vocabulary and settings in the JSON, the weights under text/
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        if self.name == "minilm":
+            return {}, {"encoder": "minilm"}
+        return pack_state("text", self.net.state_dict()), {
+            "encoder": "builtin", "words": self.vocab.words[2:], "dim": self.dim,
+            "word_dim": self.net.embed.embedding_dim, "hidden": self.net.rnn.hidden_size}
+
+    @classmethod
+    def from_state(cls, meta: dict, tensors: dict[str, torch.Tensor]) -> TextEncoder:
+        try:
+            if meta["encoder"] == "minilm":
+                return cls("minilm")
+            vocab = Vocabulary(list(meta["words"]))
+            net = GRUTextEncoder(len(vocab), meta["dim"], meta["word_dim"], meta["hidden"])
+        except (KeyError, TypeError) as e:
+            raise GanforgeError(f"checkpoint's text encoder settings are incomplete ({e})") from None
+        load_module_state(net, unpack_state("text", tensors), "text encoder")
+        return cls("builtin", vocab, net)
+
+
+def pretrain_builtin(images: torch.Tensor, captions: list[list[str]], dim: int = 128, steps: int = 600,
+                     batch_size: int = 128, seed: int = 0, progress: bool = True) -> tuple[TextEncoder, float]:
+    """Train the builtin encoder with the matching loss on (image, one of its captions) pairs.
+
+    images: uint8 (N, C, H, W); read at 32 pixels at most. Returns the frozen encoder and its
+    matching loss on up to 512 held-out pairs (log 512 = 6.2 for an encoder that knows nothing).
+    """
+    vocab = Vocabulary.build([c for cs in captions for c in cs])
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        text_net, image_net = GRUTextEncoder(len(vocab), dim), ImageEncoder(images.shape[1], dim)
+    small = fit(images, min(images.shape[-1], 32), images.shape[1])
+    # the caption pool: every (image, caption) pair, as ids into one table of distinct captions
+    table = list(dict.fromkeys(c for cs in captions for c in cs))
+    where = {c: i for i, c in enumerate(table)}
+    pair_image = torch.tensor([i for i, cs in enumerate(captions) for _ in cs])
+    pair_text = torch.tensor([where[c] for cs in captions for c in cs])
+    held = torch.randperm(len(pair_image), generator=gen)
+    held, train = held[:min(512, len(held) // 5)], held[min(512, len(held) // 5):]
+    temperature = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    opt = torch.optim.Adam([*text_net.parameters(), *image_net.parameters(), temperature], lr=2e-3)
+
+    def logits(pairs: torch.Tensor) -> torch.Tensor:
+        t = F.normalize(text_net(*vocab.encode([table[j] for j in pair_text[pairs].tolist()])), dim=1)
+        v = F.normalize(image_net(to_float(small[pair_image[pairs]])), dim=1)
+        return t @ v.T * temperature.exp().clamp(max=100)
+
+    bar = tqdm(range(steps), desc="pretraining the text encoder", unit="step", disable=not progress, leave=False)
+    for _ in bar:
+        pairs = train[torch.randint(len(train), (min(batch_size, len(train)),), generator=gen)]
+        out = logits(pairs)
+        # the same caption or image can occur twice in a batch: those pairs count as matches too
+        match = ((pair_text[pairs][:, None] == pair_text[pairs][None, :])
+                 | (pair_image[pairs][:, None] == pair_image[pairs][None, :])).float()
+        target = match / match.sum(1, keepdim=True)
+        loss = (F.cross_entropy(out, target) + F.cross_entropy(out.T, target.T)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    text_net.eval()
+    with torch.no_grad():
+        held_loss = F.cross_entropy(logits(held), torch.arange(len(held))).item()
+    return TextEncoder("builtin", vocab, text_net), held_loss
+
+
+# --- the on-disk cache of minilm embeddings: one safetensors file of vectors, one JSON list of their captions
+def _disk_cache_paths():
+    folder = cache_dir() / "text"
+    return folder / "minilm.safetensors", folder / "minilm.json"
+
+
+def _read_disk_cache() -> dict[str, torch.Tensor]:
+    """Nothing is lost if the cache is missing or damaged: embeddings are then computed again."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    vectors_path, index_path = _disk_cache_paths()
+    try:
+        captions = json.loads(index_path.read_text())
+        vectors = load_file(vectors_path)["vectors"]
+        if len(vectors) != len(captions):
+            raise ValueError("length mismatch")
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, SafetensorError) as e:  # a damaged cache is rebuilt, never trusted
+        print(f"ignoring the damaged text-embedding cache {index_path.parent} ({e})", file=sys.stderr)
+        return {}
+    return dict(zip(captions, vectors))
+
+
+def _write_disk_cache(cache: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save
+
+    vectors_path, index_path = _disk_cache_paths()
+    vectors_path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(vectors_path, save({"vectors": torch.stack(list(cache.values())).contiguous()}))
+    write_atomic(index_path, json.dumps(list(cache)).encode())

