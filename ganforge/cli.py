@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ganforge import __version__
-from ganforge.config import IMAGE_SIZES, MODELS, TEXT_ENCODERS
+from ganforge.config import IMAGE_SIZES, MODELS, PRECISIONS, TEXT_ENCODERS
 from ganforge.errors import GanforgeError
 from ganforge.losses import LOSSES
 
@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="every K epochs, measure FID etc. of 2000 samples into stats.jsonl and curves.png")
     t.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--device", help="auto (default: CUDA when present, else the CPU), cpu, cuda or cuda:N")
+    t.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), bf16, or fp16 (CUDA, loss-scaled)")
+    t.add_argument("--compile", action="store_true", default=None, help="torch.compile G and D")
+    t.add_argument("--nproc", type=_positive_int, metavar="N", help="train in N processes on this machine "
+                   "(DistributedDataParallel through torchrun; --set batch_size is per process)")
 
     s = commands.add_parser("sample", help="draw samples from a checkpoint or run folder",
                             description="Draw samples from a trained generator.")
@@ -184,25 +189,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
+    import os
+
     from ganforge.config import make_config
+    from ganforge.distributed import launch
     from ganforge.train import train
 
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # become torchrun's N workers
+        return launch(args.nproc, _without_nproc(args.argv))
     budget = {"steps": args.steps, "epochs": args.epochs, "minutes": args.minutes}
     flags = {k: getattr(args, k) for k in RUN_FLAGS}
+    runtime = {"device": args.device, "precision": args.precision, "compile": args.compile}
     if args.resume:
         changed = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
         changed += ["--set"] if args.overrides else []
         if changed:
-            raise GanforgeError(f"--resume continues a run with its own config; only --steps, --epochs or "
-                                f"--minutes may be given with it (got {', '.join(changed)})")
-        run_dir = train(resume=args.resume, budget=budget, progress=not args.quiet)
+            raise GanforgeError(f"--resume continues a run with its own config; only --steps, --epochs, "
+                                f"--minutes, --device, --precision, --compile or --nproc may be given with it "
+                                f"(got {', '.join(changed)})")
+        run_dir = train(resume=args.resume, budget=budget, progress=not args.quiet, runtime=runtime)
     else:
         if not any(v is not None for v in budget.values()):
             budget["minutes"] = DEFAULT_MINUTES
-        cfg = make_config(args.preset, {**flags, **budget}, args.overrides)
+        cfg = make_config(args.preset, {**flags, **budget, **runtime}, args.overrides)
         run_dir = train(cfg, runs_dir=args.out, progress=not args.quiet)
-    print(run_dir)
+    if os.environ.get("RANK", "0") == "0":
+        print(run_dir)
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 def cmd_sample(args) -> int:
@@ -495,6 +520,7 @@ def cmd_t2i(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
                 "compare": cmd_compare, "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -37,6 +38,7 @@ class TrainConfig:
     mlp_g_hidden: int = 1200  # MLP: units of G's two ReLU layers (the 2014 paper's MNIST model)
     mlp_d_hidden: int = 240  # MLP: maxout units of D's two layers
     mlp_d_pieces: int = 5  # MLP: pieces per maxout unit
+    mlp_d_dropout: bool = True  # MLP: D's dropout (0.2 on the input, 0.5 after each maxout layer), as in the paper
     d_norm: str | None = None  # DCGAN D: batch, layer or none; None: none with spectral_norm, layer for wgan-gp, else batch
     spectral_norm: bool = False  # spectral normalisation of every D weight (Miyato et al. 2018)
 
@@ -85,12 +87,22 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard extra)
     channels_last: bool = True  # NHWC memory layout for conv nets (measured faster on CPU)
 
+    # --- where and how (a resume may change these)
+    device: str = "auto"  # auto (CUDA when present, else the CPU), cpu, cuda or cuda:N
+    precision: str = "fp32"  # fp32, bf16 or fp16 (CUDA only; with loss scaling): autocast for the forward passes
+    compile: bool = False  # torch.compile G and D (falls back with a warning where no compiler is found)
+    sync_bn: bool = False  # several CUDA processes: batch norm statistics over all of them (SyncBatchNorm)
+
     def validate(self) -> TrainConfig:
         def bad(key: str, why: str) -> GanforgeError:
             return GanforgeError(f"{key}={getattr(self, key)!r}: {why}")
 
         if self.model not in MODELS:
             raise bad("model", f"unknown model; choose one of {', '.join(MODELS)}")
+        if self.precision not in PRECISIONS:
+            raise bad("precision", f"choose one of {', '.join(PRECISIONS)}")
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise bad("device", "choose auto, cpu, cuda or cuda:N")
         if self.text_encoder not in TEXT_ENCODERS:
             raise bad("text_encoder", f"choose one of {', '.join(TEXT_ENCODERS)}")
         for key in ("text_dim", "text_pretrain_steps", "c_dim", "res_blocks"):
@@ -180,6 +192,7 @@ class TrainConfig:
 TEXT_MODELS = ("stackgan1", "stackgan2")
 MODELS = ("mlp", "dcgan", "cgan", *TEXT_MODELS)
 TEXT_ENCODERS = ("builtin", "minilm")
+PRECISIONS = ("fp32", "bf16", "fp16")
 D_NORMS = ("batch", "layer", "none")
 DATA_SOURCES = ("digits", "mnist", "fashion-mnist", "faces", "faces-captions", "fashion-mnist-captions")
 IMAGE_SIZES = (28, 32, 56, 64, 128)

@@ -84,21 +84,24 @@ def g_loss(fake_out: torch.Tensor, kind: str = "non-saturating", real_target: fl
     return LOSSES[kind][1](fake_out, real_target, fake_target)
 
 
-def _input_gradient(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """d sum(out) / dx with the graph kept, so that a penalty on the gradient can be trained."""
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-    return grad.flatten(1)
+def _input_gradient(out: torch.Tensor, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """d sum(out) / dx with the graph kept, so that a penalty on the gradient can be trained.
+
+    Under fp16 loss scaling, `scale` is the scaler's factor: the gradient is taken of the scaled sum,
+    so that it does not underflow in half precision, and divided by the factor again (in fp32)."""
+    (grad,) = torch.autograd.grad(out.float().sum() * scale, x, create_graph=True)
+    return grad.float().flatten(1) / scale
 
 
 def gradient_penalty(D: Callable, real: torch.Tensor, fake: torch.Tensor,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+                     generator: torch.Generator | None = None, scale: float = 1.0) -> torch.Tensor:
     """WGAN-GP: E[(||grad D(x_hat)||_2 - 1)^2] at x_hat = eps x + (1 - eps) G(z), eps ~ U(0, 1) per image."""
     eps = torch.rand(len(real), 1, 1, 1, generator=generator).to(real)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    return (_input_gradient(D(x_hat), x_hat).norm(dim=1) - 1).square().mean()
+    return (_input_gradient(D(x_hat), x_hat, scale).norm(dim=1) - 1).square().mean()
 
 
-def r1_penalty(real_out: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+def r1_penalty(real_out: torch.Tensor, real: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """R1: E[||grad D(x)||^2] over real images x (which must require grad), from D's outputs on them;
     the trainer multiplies it by gamma / 2 and reuses the same outputs for D's loss."""
-    return _input_gradient(real_out, real).square().sum(1).mean()
+    return _input_gradient(real_out, real, scale).square().sum(1).mean()

@@ -84,7 +84,8 @@ class TextToImage:
                  batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> (Stage-I images, Stage-II images or None): n per caption, caption after caption, in [-1, 1].
         The n noises of `seed` are the same for every caption, or with same_noise=False all differ."""
-        text = self.encoder.encode(captions).repeat_interleave(n, dim=0)
+        device = next(self.stage1.parameters()).device
+        text = self.encoder.encode(captions).repeat_interleave(n, dim=0).to(device)
         z = noise(n, self.noise_dim, seed).repeat(len(captions), 1) if same_noise else \
             noise(n * len(captions), self.noise_dim, seed)
         nets = [net for net in (self.stage1, self.stage2) if net is not None]
@@ -93,11 +94,11 @@ class TextToImage:
             net.eval()
         coarse, fine = [], []
         for i in range(0, len(z), batch_size):
-            zi, ti = z[i:i + batch_size], text[i:i + batch_size]
+            zi, ti = z[i:i + batch_size].to(device), text[i:i + batch_size]
             c = self.stage1(zi[:, :self.stage1.z_dim], ti)
-            coarse.append(c)
+            coarse.append(c.float().cpu())
             if self.stage2 is not None:
-                fine.append(self.stage2(c, zi[:, self.stage1.z_dim:], ti))
+                fine.append(self.stage2(c, zi[:, self.stage1.z_dim:], ti).float().cpu())
         for net, mode in zip(nets, modes):
             net.train(mode)
         return torch.cat(coarse), torch.cat(fine) if fine else None

@@ -12,6 +12,7 @@ and are read every `log_every` steps, the loop's only sync points.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -21,6 +22,7 @@ import re
 import signal
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,18 @@ from ganforge.checkpoint import (
 )
 from ganforge.config import TEXT_MODELS, TrainConfig
 from ganforge.data import ImageData, load_data, to_float
+from ganforge.distributed import (
+    SINGLE,
+    Group,
+    any_rank,
+    broadcast,
+    broadcast_buffers,
+    compiler_missing,
+    mean_over_ranks,
+    resolve_device,
+    setup,
+    teardown,
+)
 from ganforge.errors import GanforgeError
 from ganforge.losses import PROBABILITY_LOSSES, d_loss, g_loss, gradient_penalty, r1_penalty
 from ganforge.models import build_discriminator, build_generator, is_conditional, model_spec
@@ -47,6 +61,7 @@ from ganforge.sampling import class_grid, default_labels, sample, save_grid
 
 BUDGET_KEYS = ("steps", "epochs", "minutes")
 STAT_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
+SYNC_EVERY = 10  # steps between the points where several processes agree on Ctrl-C and the clock
 
 
 @torch.no_grad()
@@ -111,8 +126,13 @@ class _StopFlag:
 class Trainer:
     """Everything a run holds: data, both networks, their optimizers, the RNGs and the counters."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, data: ImageData):
-        self.cfg, self.run_dir, self.data = cfg.validate(), run_dir, data
+    def __init__(self, cfg: TrainConfig, run_dir: Path, data: ImageData, group: Group = SINGLE):
+        self.cfg, self.run_dir, self.data, self.group = cfg.validate(), run_dir, data, group
+        self.device = resolve_device(cfg.device, group.local_rank)
+        if cfg.precision == "fp16" and self.device.type != "cuda":
+            raise GanforgeError("precision=fp16 needs a CUDA device; on a CPU train in fp32 (or bf16)")
+        if cfg.sync_bn and group.enabled and self.device.type != "cuda":
+            raise GanforgeError("sync_bn needs CUDA devices (NCCL); on CPUs each process normalises its own batch")
         self.extractor = None  # for --eval-every; built before seeding, as it may train a classifier
         if cfg.eval_every:
             from ganforge.metrics.features import get_extractor
@@ -127,8 +147,11 @@ class Trainer:
         self.noise_dim = self.G.z_dim  # length of the noise drawn per forgery
         conv = cfg.model != "mlp"
         self.memory_format = torch.channels_last if cfg.channels_last and conv else torch.contiguous_format
-        self.G.to(memory_format=self.memory_format)
-        self.D.to(memory_format=self.memory_format)
+        if cfg.sync_bn and group.enabled:  # batch statistics over every rank's batch
+            self.G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
+            self.D = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
+        self.G.to(self.device, memory_format=self.memory_format)
+        self.D.to(self.device, memory_format=self.memory_format)
         # the EMA of G: what samples, panels and measurements are drawn from
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if cfg.ema_decay is not None else None
         self.augmentations = [AUGMENTATIONS[name] for name in parse_policy(cfg.diffaugment)]  # parsed once
@@ -136,6 +159,13 @@ class Trainer:
         # fused Adam: one kernel for all parameters (7x faster than the default loop on a CPU)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, fused=True)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, fused=True)
+        # mixed precision: autocast to bf16 or fp16; fp16 losses are scaled so small gradients survive
+        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        self.G_train, self.D_train, self.D_frozen = self._wrap()
+        if group.rank:  # other augmentation and penalty draws on each rank; the weights start equal
+            torch.manual_seed(cfg.seed * 1_000_003 + 7919 * group.rank)
         self.noise_rng = torch.Generator().manual_seed(cfg.seed + 1)  # the training z's
         self.fixed_seed = cfg.seed + 2  # the panels' z's, the same every epoch
         # D's targets; one-sided smoothing moves only the real target towards the fake one
@@ -144,10 +174,34 @@ class Trainer:
         self.seconds = 0.0
         self.saved_step = None  # the step of the newest checkpoint on disk
         self.tensorboard = None  # a SummaryWriter with --tensorboard
-        self.steps_per_epoch = len(data) // cfg.batch_size
+        self.global_batch = cfg.batch_size * group.world  # each rank takes batch_size of it
+        self.steps_per_epoch = len(data) // self.global_batch
         if self.steps_per_epoch == 0:
-            raise GanforgeError(f"the data holds {len(data)} images, fewer than one batch "
-                                f"(batch_size={cfg.batch_size}); use --set batch_size=N with N <= {len(data)}")
+            raise GanforgeError(f"the data holds {len(data)} images, fewer than one batch of {self.global_batch} "
+                                f"(batch_size={cfg.batch_size} x {group.world} processes); use --set batch_size=N")
+
+    def _wrap(self) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
+        """(G, D) as trained: in DistributedDataParallel across processes, compiled with --compile; and D
+        for the G step, unwrapped (D is not updated there, so its gradients need no averaging)."""
+        G, D, D_frozen = self.G, self.D, self.D
+        if self.group.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # gradients as views into the all-reduce buckets: no copy, and no layout mismatch with channels_last
+            G, D = (DistributedDataParallel(net, device_ids=ids, gradient_as_bucket_view=True) for net in (G, D))
+        if self.cfg.compile:
+            why = compiler_missing(self.device)
+            if why:
+                tqdm.write(f"warning: --compile: {why}; training without it", file=sys.stderr)
+            else:
+                G = torch.compile(G)
+                # penalties on D's input gradient need a double backward, which compiled graphs lack
+                if self.cfg.loss != "wgan-gp" and not self.cfg.r1_gamma:
+                    D, D_frozen = torch.compile(D), torch.compile(D_frozen)
+        return G, D, D_frozen
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     @property
     def sampler(self) -> torch.nn.Module:
@@ -160,11 +214,11 @@ class Trainer:
 
     def condition(self, idx: torch.Tensor) -> torch.Tensor | None:
         """What G and D are conditioned on for the images at idx: their labels for a cGAN, else nothing."""
-        return self.data.labels[idx] if self.conditional else None
+        return self.data.labels[idx].to(self.device) if self.conditional else None
 
     def forge(self, z: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | float]:
         """-> (G's forgeries, a regulariser added to G's loss)."""
-        return self.G(z, *(() if cond is None else (cond,))), 0.0
+        return self.G_train(z, *(() if cond is None else (cond,))), 0.0
 
     def mismatch(self, cond: torch.Tensor | None) -> torch.Tensor | None:
         """Conditions that do not match the real images, shown to D as negatives; None: no such term."""
@@ -175,49 +229,58 @@ class Trainer:
         """One D step and, every n_critic-th step, one G step -> [d_loss, g_loss or 0, D(x), D(G(z)), 1 if G stepped]."""
         cfg = self.cfg
 
-        def D(x: torch.Tensor, cond: torch.Tensor | None = cond) -> torch.Tensor:  # D's output on augmented images
-            for augment in self.augmentations:
+        def D(x: torch.Tensor, cond: torch.Tensor | None = cond, net: torch.nn.Module = self.D_train) -> torch.Tensor:
+            for augment in self.augmentations:  # D's output on augmented images
                 x = augment(x)
-            return self.D(x, *(() if cond is None else (cond,)))
+            return net(x, *(() if cond is None else (cond,)))
 
         g_turn = (self.step + 1) % cfg.n_critic == 0
-        z = torch.randn(len(real), self.noise_dim, generator=self.noise_rng)
-        with torch.set_grad_enabled(g_turn):  # no graph through G on D-only steps
-            fake, g_extra = self.forge(z, cond)
+        # every rank draws the whole batch's noise and takes its share: the same z's as one process
+        B, rank = len(real), self.group.rank
+        z = torch.randn(B * self.group.world, self.noise_dim, generator=self.noise_rng)[rank * B:(rank + 1) * B]
+        with torch.set_grad_enabled(g_turn), self.autocast():  # no graph through G on D-only steps
+            fake, g_extra = self.forge(z.to(self.device), cond)
         # D step: raise D's score on real images, lower it on forgeries (G is not updated)
         if cfg.r1_gamma:
             real = real.detach().requires_grad_(True)
-        real_out, fake_out = D(real), D(fake.detach())
-        wrong = self.mismatch(cond)  # matching-aware D: real images with the wrong condition are negatives too
-        negatives = fake_out if wrong is None else torch.cat([fake_out, D(real.detach(), wrong)])
-        loss_d = d_loss(real_out, negatives, self.real_target, cfg.fake_label, cfg.loss)
-        total_d = loss_d
-        if cfg.loss == "wgan-gp":
-            total_d = total_d + cfg.gp_weight * gradient_penalty(D, real, fake)
-        if cfg.r1_gamma:
-            total_d = total_d + cfg.r1_gamma / 2 * r1_penalty(real_out, real)
+        with self.autocast():
+            real_out, fake_out = D(real), D(fake.detach())
+            wrong = self.mismatch(cond)  # matching-aware D: real images with the wrong condition are negatives too
+            negatives = fake_out if wrong is None else torch.cat([fake_out, D(real.detach(), wrong)])
+            loss_d = d_loss(real_out.float(), negatives.float(), self.real_target, cfg.fake_label, cfg.loss)
+            total_d = loss_d
+            # the penalties differentiate D itself (not a DDP or compiled wrapper), scaled like the loss
+            scale = self.scaler_d.get_scale() if self.scaler_d.is_enabled() else 1.0
+            if cfg.loss == "wgan-gp":
+                total_d = total_d + cfg.gp_weight * gradient_penalty(partial(D, net=self.D), real, fake, scale=scale)
+            if cfg.r1_gamma:
+                out = real_out if self.D_train is self.D else D(real, net=self.D)
+                total_d = total_d + cfg.r1_gamma / 2 * r1_penalty(out, real, scale)
         self.opt_d.zero_grad(set_to_none=True)
-        total_d.backward()
-        self.opt_d.step()
+        self.scaler_d.scale(total_d).backward()
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
         if cfg.loss == "wgan":  # keep the critic Lipschitz by clipping its weights
             with torch.no_grad():
                 for p in self.D.parameters():
                     p.clamp_(-cfg.clip, cfg.clip)
-        loss_g = torch.zeros(())
+        loss_g = torch.zeros((), device=self.device)
         if g_turn:
             # G step: make the updated D score forgeries as real; D's weights need no gradients here
             self.D.requires_grad_(False)
-            loss_g = g_loss(D(fake), cfg.loss, cfg.real_label, cfg.fake_label) + g_extra
+            with self.autocast():
+                loss_g = g_loss(D(fake, net=self.D_frozen).float(), cfg.loss, cfg.real_label, cfg.fake_label) + g_extra
             self.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            self.opt_g.step()
+            self.scaler_g.scale(loss_g).backward()
+            self.scaler_g.step(self.opt_g)
+            self.scaler_g.update()
             self.D.requires_grad_(True)
             if self.G_ema is not None:
                 ema_update(self.G_ema, self.G, ema_decay_at(cfg.ema_decay, (self.step + 1) // cfg.n_critic))
         with torch.no_grad():  # D's outputs as probabilities where they are logits, else raw scores
             score = torch.sigmoid if cfg.loss in PROBABILITY_LOSSES else torch.as_tensor
-            d_real, d_fake = score(real_out.detach()).mean(), score(fake_out).mean()
-        return [loss_d.detach(), loss_g.detach(), d_real, d_fake, torch.tensor(float(g_turn))]
+            d_real, d_fake = score(real_out.detach().float()).mean(), score(fake_out.float()).mean()
+        return [loss_d.detach(), loss_g.detach(), d_real, d_fake, torch.tensor(float(g_turn), device=self.device)]
 
     def stop_step(self) -> int | None:
         limits = [s for s in (self.cfg.steps, self.cfg.epochs and math.ceil(self.cfg.epochs * self.steps_per_epoch))
@@ -229,62 +292,87 @@ class Trainer:
         return bool((stop is not None and self.step >= stop)
                     or (self.cfg.minutes is not None and self.seconds >= 60 * self.cfg.minutes))
 
+    def _stop_now(self, stop: _StopFlag, sync: bool) -> tuple[bool, bool]:
+        """(stop after this step, because of Ctrl-C), the same on every rank: the step budget is, and
+        the clock and Ctrl-C are agreed on at sync points (every step for a single process)."""
+        limit = self.stop_step()
+        if limit is not None and self.step >= limit:
+            return True, False
+        if self.group.enabled and not sync:
+            return False, False
+        minutes_up = self.cfg.minutes is not None and self.seconds >= 60 * self.cfg.minutes
+        interrupted, minutes_up = any_rank(self.group, [stop.set, minutes_up], self.device)
+        return interrupted or minutes_up, interrupted
+
     # --- the loop
     def fit(self, progress: bool = True) -> bool:
         """Train until the budget is spent or Ctrl-C; returns True when stopped by Ctrl-C."""
-        cfg, data = self.cfg, self.data
+        cfg, data, main = self.cfg, self.data, self.group.main
         images = data.images
         stats_path = self.run_dir / "stats.jsonl"
-        self._truncate_stats(stats_path)
-        if self.step == 0:
-            self.write_panel()
+        if main:
+            self._truncate_stats(stats_path)
+            if self.step == 0:
+                self.write_panel()
         # in a log file rather than a terminal, a line every 30 s instead of a redraw 10 times a second
-        bar = tqdm(total=self.stop_step(), initial=self.step, unit="step", disable=not progress,
+        bar = tqdm(total=self.stop_step(), initial=self.step, unit="step", disable=not progress or not main,
                    mininterval=0.1 if sys.stderr.isatty() else 30,
                    dynamic_ncols=True, desc=self.run_dir.name + (f" ({cfg.minutes:g} min)" if cfg.minutes else ""))
-        sums, summed = torch.zeros(len(STAT_KEYS) + 1), 0  # stats since the last line (and G steps), on the device
+        # stats since the last line (and the G steps among them), kept on the device
+        sums, summed = torch.zeros(len(STAT_KEYS) + 1, device=self.device), 0
         logged_seconds, logged_images = self.seconds, self.images_seen  # at the last stats line
-        interrupted = False
-        with _StopFlag() as stop, open(stats_path, "a") as stats_file:
-            while not self.budget_spent() and not interrupted:
+        done = interrupted = False
+        with _StopFlag() as stop, (open(stats_path, "a") if main else contextlib.nullcontext()) as stats_file:
+            while not done:
                 order = epoch_order(len(data), cfg.seed, self.epoch)
                 started = time.perf_counter()
                 while self.batch_in_epoch < self.steps_per_epoch:
-                    idx = order[self.batch_in_epoch * cfg.batch_size:(self.batch_in_epoch + 1) * cfg.batch_size]
-                    real = to_float(images[idx]).contiguous(memory_format=self.memory_format)
+                    # this rank's share of the step's batch: the same images as one process would take
+                    first = self.batch_in_epoch * self.global_batch + self.group.rank * cfg.batch_size
+                    idx = order[first:first + cfg.batch_size]
+                    real = to_float(images[idx].to(self.device, non_blocking=True))
+                    real = real.contiguous(memory_format=self.memory_format)
                     sums += torch.stack(self.train_step(real, self.condition(idx)))
                     summed += 1
                     self.step += 1
                     self.batch_in_epoch += 1
-                    self.images_seen += len(idx)
+                    self.images_seen += self.global_batch
                     now = time.perf_counter()
                     self.seconds += now - started
                     started = now
                     bar.update()
                     if self.step % cfg.log_every == 0:
                         rate = (self.images_seen - logged_images) / max(self.seconds - logged_seconds, 1e-9)
-                        self._log(stats_file, sums, summed, bar, rate)
+                        means = mean_over_ranks(self.group, sums)
+                        if main:
+                            self._log(stats_file, means, summed, bar, rate)
                         sums.zero_()
                         summed = 0
                         logged_seconds, logged_images = self.seconds, self.images_seen
-                    if stop.set or self.budget_spent():
-                        interrupted = stop.set
+                    done, interrupted = self._stop_now(stop, sync=self.step % SYNC_EVERY == 0)
+                    if done:
                         break
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                         self.save()
                 if self.batch_in_epoch == self.steps_per_epoch:  # a whole epoch is done
                     self.epoch += 1
                     self.batch_in_epoch = 0
-                    self.write_panel()
-                    if cfg.eval_every and self.epoch % cfg.eval_every == 0:
-                        self.measure(stats_file)
+                    if main:
+                        self.write_panel()
+                        if cfg.eval_every and self.epoch % cfg.eval_every == 0:
+                            self.measure(stats_file)
                     self.save()
-                    self.write_figures()  # panels and checkpoints are not counted as training time
+                    if main:
+                        self.write_figures()  # panels and checkpoints are not counted as training time
+                    if not done:
+                        done, interrupted = self._stop_now(stop, sync=True)
         bar.close()
-        if self.batch_in_epoch:  # stopped inside an epoch: a panel of where it stands
+        broadcast_buffers(self.group, *(m for m in (self.G, self.D, self.G_ema) if m is not None))
+        if main and self.batch_in_epoch:  # stopped inside an epoch: a panel of where it stands
             self.write_panel(self.epoch + 1)
         self.save()
-        self.write_figures()
+        if main:
+            self.write_figures()
         return interrupted
 
     def _log(self, stats_file, sums: torch.Tensor, summed: int, bar, rate: float) -> None:
@@ -349,11 +437,20 @@ class Trainer:
 
     # --- checkpoints
     def save(self) -> None:
+        """Rank 0 writes the checkpoint (every rank holds the same weights); the others wait for it."""
         if self.saved_step == self.step:
             return
         self.saved_step = self.step
+        if self.group.main:
+            self._write_checkpoint()
+        if self.group.enabled:
+            torch.distributed.barrier()
+
+    def _write_checkpoint(self) -> None:
         tensors = {**pack_state("G", self.G.state_dict()), **pack_state("D", self.D.state_dict()),
                    "rng/torch": torch.get_rng_state(), "rng/noise": self.noise_rng.get_state()}
+        if self.device.type == "cuda":
+            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
         if self.G_ema is not None:
             tensors |= pack_state("G_ema", self.G_ema.state_dict())
         extra_tensors, extra_meta = self.extra_state()
@@ -364,6 +461,7 @@ class Trainer:
             "model_spec": self.spec, "config": self.cfg.to_dict(),
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "images_seen": self.images_seen,
             "seconds": self.seconds, "opt_g": opt_g_meta, "opt_d": opt_d_meta, **extra_meta,
+            "world_size": self.group.world, "scaler_d": self.scaler_d.state_dict(), "scaler_g": self.scaler_g.state_dict(),
             "rng": {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
                     "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]},
         }
@@ -385,62 +483,95 @@ class Trainer:
         optimizer_from_checkpoint("opt_g", self.opt_g, tensors, meta["opt_g"])
         optimizer_from_checkpoint("opt_d", self.opt_d, tensors, meta["opt_d"])
         torch.set_rng_state(tensors["rng/torch"])
+        if self.device.type == "cuda" and "rng/cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
         self.noise_rng.set_state(tensors["rng/noise"])
+        for scaler, key in ((self.scaler_d, "scaler_d"), (self.scaler_g, "scaler_g")):
+            if scaler.is_enabled() and meta.get(key):
+                scaler.load_state_dict(meta[key])
         kind, keys, *rest = meta["rng"]["numpy"]
         np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
         version, internal, gauss = meta["rng"]["python"]
         random.setstate((version, tuple(internal), gauss))
         self.step, self.epoch = meta["step"], meta["epoch"]
         self.batch_in_epoch, self.images_seen, self.seconds = meta["batch_in_epoch"], meta["images_seen"], meta["seconds"]
+        saved_world = meta.get("world_size", 1)
+        if saved_world != self.group.world:  # the same place in the epoch, counted in the new global batches
+            done = self.batch_in_epoch * self.cfg.batch_size * saved_world
+            self.batch_in_epoch = min(done // self.global_batch, self.steps_per_epoch - 1)
+            if self.group.main:
+                tqdm.write(f"resuming a {saved_world}-process run with {self.group.world} process(es): the global "
+                           f"batch is now {self.global_batch}; the epoch goes on from image {done:,}", file=sys.stderr)
+        if self.group.rank:
+            torch.manual_seed(self.cfg.seed * 1_000_003 + 7919 * self.group.rank + self.step)
         self.saved_step = self.step
 
 
+RUNTIME_KEYS = ("device", "precision", "compile", "sync_bn")  # how to train, not what: a resume may change them
+
+
 def train(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", resume: str | Path | None = None,
-          budget: dict | None = None, progress: bool = True) -> Path:
+          budget: dict | None = None, progress: bool = True, runtime: dict | None = None) -> Path:
     """Train a GAN and return its run folder.
 
     cfg: a new run's config, budget included (ignored with `resume`). resume: a run folder to
     continue from its latest checkpoint; a `budget` ({"steps": .., "epochs": .., "minutes": ..})
-    with any value set then replaces the run's budget.
+    with any value set then replaces the run's budget, and `runtime` (device, precision, compile,
+    sync_bn) may change how it goes on. Under torchrun, every process calls this; rank 0 writes.
     """
+    return train_run(cfg, runs_dir, resume, budget, progress, runtime).run_dir
+
+
+def train_run(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", resume: str | Path | None = None,
+              budget: dict | None = None, progress: bool = True, runtime: dict | None = None) -> Trainer:
+    """`train`, returning the Trainer (its networks as this process holds them) rather than the folder."""
     meta = tensors = None
     if resume is not None:
         run_dir = Path(resume).expanduser()
         meta, tensors = load_checkpoint(run_dir)
         cfg = TrainConfig.from_dict(meta["config"])
         if budget and any(v is not None for v in budget.values()):
-            cfg = dataclasses.replace(cfg, **{k: budget.get(k) for k in BUDGET_KEYS}).validate()
+            cfg = dataclasses.replace(cfg, **{k: budget.get(k) for k in BUDGET_KEYS})
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in (runtime or {}).items() if k in RUNTIME_KEYS
+                                          and v is not None}).validate()
     else:
         cfg = (cfg or TrainConfig()).validate()
-    if cfg.model in TEXT_MODELS:
-        from ganforge.train_text import TextTrainer, resolve_stage1
-        if resume is None:
-            cfg = resolve_stage1(cfg)
-        data = load_training_data(cfg)
-        run_dir = run_dir if resume is not None else new_run_dir(Path(runs_dir), cfg)
-        trainer = TextTrainer(cfg, run_dir, data, None if meta is None else (meta, tensors))
-    else:
-        data = load_training_data(cfg)
-        run_dir = run_dir if resume is not None else new_run_dir(Path(runs_dir), cfg)
-        trainer = Trainer(cfg, run_dir, data)
-    if meta is not None:
-        trainer.restore(meta, tensors)
-        if trainer.budget_spent():
-            print(f"{run_dir}: already trained to step {trainer.step}, its budget; "
-                  "pass --steps, --epochs or --minutes to go further", file=sys.stderr)
-            return run_dir
-    (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "model_spec": trainer.spec}, indent=1) + "\n")
-    if cfg.tensorboard:
-        trainer.tensorboard = _tensorboard_writer(run_dir)
+    group = setup(cfg.device)
     try:
-        interrupted = trainer.fit(progress=progress)
+        if cfg.model in TEXT_MODELS:
+            from ganforge.train_text import resolve_stage1
+            cfg = resolve_stage1(cfg) if resume is None else cfg
+        data = load_training_data(cfg)
+        if resume is None:  # rank 0 numbers the run folder; the others learn its name
+            run_dir = broadcast(group, new_run_dir(Path(runs_dir), cfg) if group.main else None)
+        if cfg.model in TEXT_MODELS:
+            from ganforge.train_text import TextTrainer
+            trainer = TextTrainer(cfg, run_dir, data, None if meta is None else (meta, tensors), group=group)
+        else:
+            trainer = Trainer(cfg, run_dir, data, group)
+        if meta is not None:
+            trainer.restore(meta, tensors)
+            if trainer.budget_spent():
+                if group.main:
+                    print(f"{run_dir}: already trained to step {trainer.step}, its budget; "
+                          "pass --steps, --epochs or --minutes to go further", file=sys.stderr)
+                return trainer
+        if group.main:
+            (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "model_spec": trainer.spec}, indent=1)
+                                                 + "\n")
+            if cfg.tensorboard:
+                trainer.tensorboard = _tensorboard_writer(run_dir)
+        try:
+            interrupted = trainer.fit(progress=progress)
+        finally:
+            if trainer.tensorboard:
+                trainer.tensorboard.close()
+        if interrupted and group.main:
+            print(f"interrupted at step {trainer.step}; checkpoint saved. Resume with:\n"
+                  f"  ganforge train --resume {run_dir}", file=sys.stderr)
+        return trainer
     finally:
-        if trainer.tensorboard:
-            trainer.tensorboard.close()
-    if interrupted:
-        print(f"interrupted at step {trainer.step}; checkpoint saved. Resume with:\n"
-              f"  ganforge train --resume {run_dir}", file=sys.stderr)
-    return run_dir
+        teardown(group)
 
 
 def _tensorboard_writer(run_dir: Path):

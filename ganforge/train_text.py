@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ganforge.checkpoint import load_checkpoint, pack_state
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, fit, load_data
+from ganforge.distributed import SINGLE, Group
 from ganforge.errors import GanforgeError
 from ganforge.models.text import TextEncoder, pretrain_builtin
 from ganforge.sampling import save_grid
@@ -66,10 +67,10 @@ def load_captioned_data(cfg: TrainConfig) -> ImageData:
 
 class TextTrainer(Trainer):
     def __init__(self, cfg: TrainConfig, run_dir: Path, data: ImageData,
-                 carried: tuple[dict, dict] | None = None):
+                 carried: tuple[dict, dict] | None = None, group: Group = SINGLE):
         # carried: (meta, tensors) of the checkpoint the text encoder (and Stage-I) come from, when resuming
         self.carried = carried
-        super().__init__(cfg, run_dir, data)
+        super().__init__(cfg, run_dir, data, group)
         if self.G1 is not None:
             self.noise_dim = self.G1.z_dim + self.G.z_dim
         # every image's captions as ids into one table of distinct captions, embedded once
@@ -78,12 +79,13 @@ class TextTrainer(Trainer):
         width = max(map(len, data.captions))
         self.caption_ids = torch.tensor([[where[cs[j % len(cs)]] for j in range(width)] for cs in data.captions])
         self.caption_counts = torch.tensor([len(cs) for cs in data.captions])
-        self.embeddings = self.encoder.encode(table, progress=True)
+        self.embeddings = self.encoder.encode(table, progress=group.main).to(self.device)
         # the panels' captions: the first caption of images spread over the data, the same every epoch
         picks = torch.linspace(0, len(data) - 1, PANEL_CAPTIONS).long().tolist()
         self.panel_captions = list(dict.fromkeys(data.captions[i][0] for i in picks))
-        (run_dir / "samples").mkdir(exist_ok=True)
-        (run_dir / "samples" / "captions.txt").write_text("".join(c + "\n" for c in self.panel_captions))
+        if group.main:
+            (run_dir / "samples").mkdir(exist_ok=True)
+            (run_dir / "samples" / "captions.txt").write_text("".join(c + "\n" for c in self.panel_captions))
 
     def make_spec(self) -> dict:
         cfg, data = self.cfg, self.data
@@ -99,7 +101,7 @@ class TextTrainer(Trainer):
                        f"{loss:.2f}", file=sys.stderr)
         else:
             self.encoder = TextEncoder(cfg.text_encoder)
-        self.G1 = stage1_generator(*self.carried) if cfg.model == "stackgan2" else None
+        self.G1 = stage1_generator(*self.carried).to(self.device) if cfg.model == "stackgan2" else None
         spec = {"model": cfg.model, "image_size": data.shape[-1], "channels": data.shape[0],
                 "text_dim": self.encoder.dim, "c_dim": cfg.c_dim, "g_width": cfg.g_width, "d_width": cfg.d_width,
                 "d_norm": cfg.d_norm, "spectral_norm": cfg.spectral_norm}
@@ -112,19 +114,20 @@ class TextTrainer(Trainer):
     def condition(self, idx: torch.Tensor) -> torch.Tensor:
         """The embedding of one caption per image, drawn by a generator fixed by (seed, step)."""
         gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
-        pick = (torch.rand(len(idx), generator=gen) * self.caption_counts[idx]).long()
-        return self.embeddings[self.caption_ids[idx, pick]]
+        share = torch.rand(len(idx) * self.group.world, generator=gen)[self.group.rank * len(idx):][:len(idx)]
+        pick = (share * self.caption_counts[idx]).long()
+        return self.embeddings[self.caption_ids[idx, pick].to(self.device)]
 
     def mismatch(self, cond: torch.Tensor) -> torch.Tensor:
         return cond.roll(1, dims=0)  # each image with its neighbour's caption
 
     def forge(self, z: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.G1 is None:
-            image, kl = self.G(z, cond, return_kl=True)
+            image, kl = self.G_train(z, cond, return_kl=True)
         else:
             with torch.no_grad():
                 coarse = self.G1(z[:, :self.G1.z_dim], cond)
-            image, kl = self.G(coarse, z[:, self.G1.z_dim:], cond, return_kl=True)
+            image, kl = self.G_train(coarse, z[:, self.G1.z_dim:], cond, return_kl=True)
         return image, self.cfg.kl_weight * kl
 
     @property

@@ -23,6 +23,8 @@ def model_spec(cfg, image_shape: tuple[int, int, int], classes: list[str] | None
             "spectral_norm": cfg.spectral_norm}
     if cfg.model == "mlp":
         spec |= {"g_hidden": cfg.mlp_g_hidden, "d_hidden": cfg.mlp_d_hidden, "d_pieces": cfg.mlp_d_pieces}
+        if not cfg.mlp_d_dropout:  # only when off, so that earlier checkpoints' specs still match
+            spec["d_dropout"] = False
     else:
         spec |= {"g_width": cfg.g_width, "d_width": cfg.d_width, "d_norm": cfg.d_norm}
     if cfg.model == "cgan":

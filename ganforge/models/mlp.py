@@ -46,12 +46,14 @@ class Maxout(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    def __init__(self, image_size: int = 28, channels: int = 1, d_hidden: int = 240, d_pieces: int = 5):
+    def __init__(self, image_size: int = 28, channels: int = 1, d_hidden: int = 240, d_pieces: int = 5,
+                 d_dropout: bool = True):
         super().__init__()
+        p_in, p_hidden = (0.2, 0.5) if d_dropout else (0.0, 0.0)
         self.net = nn.Sequential(
-            nn.Flatten(), nn.Dropout(0.2),
-            Maxout(channels * image_size ** 2, d_hidden, d_pieces), nn.Dropout(0.5),
-            Maxout(d_hidden, d_hidden, d_pieces), nn.Dropout(0.5),
+            nn.Flatten(), nn.Dropout(p_in),
+            Maxout(channels * image_size ** 2, d_hidden, d_pieces), nn.Dropout(p_hidden),
+            Maxout(d_hidden, d_hidden, d_pieces), nn.Dropout(p_hidden),
             nn.Linear(d_hidden, 1),
         )
         _init_uniform(self, 0.005)

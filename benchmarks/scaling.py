@@ -1,0 +1,59 @@
+"""Images per second as the work is spread: 1 and 2 processes on this machine's CPUs, or precisions on a GPU.
+
+    python benchmarks/scaling.py [--model dcgan] [--steps 400] [--batch 32]
+    python benchmarks/scaling.py --device cuda      # 1 GPU at fp32, bf16 and fp16 (and --compile)
+
+Each configuration is a fresh `ganforge train` process (or torchrun's processes) on the bundled
+digits with the same per-process batch; the rate is the median of its stats.jsonl lines after the
+first (warm-up). On the CPU: 1 process with 1 thread, 1 process with 2 threads (all the cores to
+one process), and 2 processes with 1 thread each (DistributedDataParallel over gloo, a global
+batch twice as large). Efficiency = rate / (processes x the 1-process, 1-thread rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def rate(args: list[str], threads: int, steps: int, batch: int, model: str) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "ganforge", "train", "--model", model, "--steps", str(steps), "--out", out,
+                   "--quiet", "--set", f"batch_size={batch}", "--set", "log_every=50", *args]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+        stats = [json.loads(line) for line in next(Path(out).iterdir()).joinpath("stats.jsonl").open()]
+        return statistics.median(s["images_per_s"] for s in stats[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--model", default="dcgan")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=32, help="images per process and step")
+    args = parser.parse_args()
+    if args.device == "cpu":
+        cores = os.cpu_count() or 1
+        runs = [("1 process, 1 thread", 1, 1, []), (f"1 process, {cores} threads", 1, cores, []),
+                (f"{cores} processes, 1 thread each", cores, 1, ["--nproc", str(cores)])]
+    else:
+        runs = [(f"1 GPU, {p}", 1, 4, ["--device", "cuda", "--precision", p]) for p in ("fp32", "bf16", "fp16")]
+        runs.append(("1 GPU, bf16, --compile", 1, 4, ["--device", "cuda", "--precision", "bf16", "--compile"]))
+    base = None
+    print(f"{args.model}, batch {args.batch} per process, {args.steps} steps, device {args.device}")
+    print(f"{'':36} {'images/s':>10} {'efficiency':>11}")
+    for name, procs, threads, extra in runs:
+        r = rate(extra, threads, args.steps, args.batch, args.model)
+        base = base or r
+        print(f"{name:36} {r:10.0f} {r / (procs * base):11.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""One training run over several processes with torch.distributed: devices, process groups, launching.
+
+`torchrun --nproc-per-node N -m ganforge train ...` (or `ganforge train --nproc N`, which runs
+torchrun for you on this machine) starts N copies of the same training. Each process sees
+RANK, WORLD_SIZE and LOCAL_RANK in its environment; `setup()` joins the group (gloo on CPUs, NCCL
+on GPUs). Every rank holds the whole model; DistributedDataParallel averages the gradients, so the
+ranks stay identical. Rank 0 alone writes the run folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ganforge.errors import GanforgeError
+
+
+@dataclass(frozen=True)
+class Group:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    owner: bool = False  # whether setup() made the process group (and teardown() ends it)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+SINGLE = Group()  # one process, no process group
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto -> CUDA when present (the local rank's GPU), else the CPU; cuda -> the local rank's GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise GanforgeError(f"--device {name}: no CUDA device is available here "
+                                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use --device cpu")
+        index = int(name.partition(":")[2] or local_rank)
+        if index >= torch.cuda.device_count():
+            raise GanforgeError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    if name != "cpu":
+        raise GanforgeError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N")
+    return torch.device("cpu")
+
+
+def compiler_missing(device: torch.device) -> str | None:
+    """Why torch.compile cannot work here (no Triton for GPUs, no C++ compiler for CPUs), or None."""
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+        return None if has_triton() else "Triton is not installed, which torch.compile needs on GPUs"
+    if not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+        return "no C++ compiler (g++) was found, which torch.compile needs on CPUs"
+    return None
+
+
+def setup(device_name: str) -> Group:
+    """Join the process group that torchrun's environment describes; a single process needs none."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Group()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if dist.is_initialized():
+        return Group(rank, world, local_rank)
+    device = resolve_device(device_name, local_rank)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Group(rank, world, local_rank, owner=True)
+
+
+def teardown(group: Group) -> None:
+    if group.owner:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def broadcast(group: Group, value):
+    """Rank 0's value, on every rank."""
+    if not group.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def any_rank(group: Group, flags: list[bool], device: torch.device) -> list[bool]:
+    """For each flag, whether any rank says yes: how all ranks agree to stop at the same step."""
+    if not group.enabled:
+        return flags
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+def mean_over_ranks(group: Group, t: torch.Tensor) -> torch.Tensor:
+    if group.enabled:
+        t = t.clone()
+        dist.all_reduce(t)
+        t /= group.world
+    return t
+
+
+def broadcast_buffers(group: Group, *modules: torch.nn.Module) -> None:
+    """Rank 0's buffers (batch-norm statistics, which each rank updates from its own batch) on every rank."""
+    if group.enabled:
+        for module in modules:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run `ganforge <argv>` in nproc processes on this machine, under torchrun; returns its exit code.
+
+    Ctrl-C reaches the workers directly (they share the terminal): they agree to stop, rank 0 saves a
+    checkpoint, and they exit. torchrun is told to leave SIGINT to them instead of killing them.
+    """
+    if nproc < 1:
+        raise GanforgeError(f"--nproc {nproc}: must be at least 1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "ganforge", *argv]
+    env = {**os.environ, "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGHUP,SIGQUIT",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
+    proc = subprocess.Popen(command, env=env)
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            continue  # the workers got it too; wait for their checkpoint

@@ -1,0 +1,190 @@
+"""Devices, precision, torch.compile and several processes (torchrun with gloo, on the CPU)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+from safetensors.torch import load_file
+
+from ganforge.checkpoint import load_checkpoint
+from ganforge.cli import main
+from ganforge.config import TrainConfig
+from ganforge.errors import GanforgeError
+from ganforge.losses import gradient_penalty, r1_penalty
+from ganforge.train import train, train_run
+
+WORKER = Path(__file__).parent / "ddp_worker.py"
+# an MLP GAN without dropout or batch norm: its training does not depend on how a batch is split
+NO_BATCH_COUPLING = {"model": "mlp", "mlp_d_dropout": False, "mlp_g_hidden": 64, "mlp_d_hidden": 32, "z_dim": 16,
+                     "log_every": 5, "n_samples": 16}
+
+
+def gpu(test):
+    """A GPU test: `pytest -m gpu` on a machine with CUDA; skipped where there is none (no CI machine here has one)."""
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")(test))
+
+
+
+def torchrun(nproc: int, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+    done = subprocess.run(command, cwd=cwd, env=env, check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    """10 steps in 2 processes with 16 images each; every rank saves the weights it ends with."""
+    out = tmp_path_factory.mktemp("ddp")
+    values = NO_BATCH_COUPLING | {"batch_size": 16, "steps": 10, "data": "digits"}
+    torchrun(2, str(WORKER), str(out), json.dumps(values), cwd=out)
+    return out, values
+
+
+def test_two_ranks_end_with_identical_weights(two_process_run):
+    out, _ = two_process_run
+    rank0, rank1 = load_file(out / "rank0.safetensors"), load_file(out / "rank1.safetensors")
+    assert rank0.keys() == rank1.keys() and any(k.startswith("G_ema/") for k in rank0)
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+
+
+def test_two_processes_of_batch_b_match_one_process_of_batch_2b(two_process_run, tmp_path):
+    out, values = two_process_run
+    one = train_run(TrainConfig(**(values | {"batch_size": 32})).validate(), runs_dir=tmp_path, progress=False)
+    ranked = load_file(out / "rank0.safetensors")
+    for name, tensor in one.G.state_dict().items():
+        torch.testing.assert_close(ranked["G/" + name], tensor, rtol=1e-4, atol=1e-5)
+    for name, tensor in one.D.state_dict().items():
+        torch.testing.assert_close(ranked["D/" + name], tensor, rtol=1e-4, atol=1e-5)
+    # and the check can fail: one process of batch 16 (half the data per step) ends elsewhere
+    half = train_run(TrainConfig(**values).validate(), runs_dir=tmp_path, progress=False)
+    assert not torch.allclose(ranked["G/net.0.weight"], half.G.state_dict()["net.0.weight"], rtol=1e-4, atol=1e-5)
+
+
+def test_only_rank_0_writes_and_a_two_process_run_resumes_as_one(two_process_run, capsys):
+    out, _ = two_process_run
+    run = Path((out / "run_dir.txt").read_text())
+    assert len(list(run.parent.iterdir())) == 1  # one run folder, not one per rank
+    meta, _ = load_checkpoint(run)
+    assert meta["world_size"] == 2 and meta["step"] == 10 and meta["images_seen"] == 10 * 32
+    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in stats] == [5, 10]  # one line per log step, not one per rank
+    train(resume=run, budget={"steps": 16}, progress=False)
+    meta, _ = load_checkpoint(run)
+    assert meta["world_size"] == 1 and meta["step"] == 16
+    assert meta["images_seen"] == 10 * 32 + 6 * 16  # the global batch went from 2 x 16 to 1 x 16
+    assert "resuming a 2-process run with 1 process(es)" in capsys.readouterr().err
+
+
+def test_nproc_shortcut_runs_torchrun_and_prints_the_run_folder_once(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "ganforge", "train", "--nproc", "2", "--model", "mlp", "--steps", "4",
+                           "--set", "mlp_g_hidden=32", "--set", "mlp_d_hidden=16", "--set", "log_every=2",
+                           "--out", str(tmp_path), "--quiet"], check=False, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = [line for line in done.stdout.splitlines() if line.strip()]
+    assert printed == [str(tmp_path / "00000-mlp-digits")]
+    meta, _ = load_checkpoint(printed[0])
+    assert meta["world_size"] == 2 and meta["step"] == 4
+
+
+@pytest.mark.slow
+def test_every_loss_option_trains_in_two_processes(tmp_path):
+    """The DDP paths of batch norm, several D forwards per step, penalties on D's input gradient and
+    DiffAugment, on a cGAN."""
+    values = {"model": "cgan", "loss": "wgan-gp", "r1_gamma": 1.0, "diffaugment": "color,translation",
+              "g_width": 8, "d_width": 8, "z_dim": 8, "batch_size": 32, "steps": 6, "log_every": 3, "n_samples": 10}
+    torchrun(2, str(WORKER), str(tmp_path), json.dumps(values), cwd=tmp_path)
+    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), key
+
+
+# --- devices and precision
+def test_device_and_precision_errors_say_what_to_do(tmp_path):
+    if not torch.cuda.is_available():
+        with pytest.raises(GanforgeError, match="no CUDA device is available here"):
+            train(tiny_config(device="cuda"), runs_dir=tmp_path, progress=False)
+    with pytest.raises(GanforgeError, match="fp16 needs a CUDA device"):
+        train(tiny_config(device="cpu", precision="fp16"), runs_dir=tmp_path, progress=False)
+    with pytest.raises(GanforgeError, match="device"):
+        tiny_config(device="tpu")
+    with pytest.raises(GanforgeError, match="precision"):
+        tiny_config(precision="fp8")
+
+
+def test_bf16_autocast_trains_on_the_cpu(tmp_path):
+    run = train(tiny_config(precision="bf16", steps=10), runs_dir=tmp_path, progress=False)
+    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert stats[-1]["step"] == 10 and all(torch.isfinite(torch.tensor(s["d_loss"])) for s in stats)
+    _, tensors = load_checkpoint(run)
+    assert tensors["G/project.weight"].dtype == torch.float32  # weights stay fp32; only the compute is bf16
+
+
+def test_penalties_under_loss_scaling_equal_the_unscaled_ones():
+    w = torch.randn(48)
+
+    def critic(x):
+        return x.flatten(1) @ w
+
+    real, fake = torch.randn(8, 3, 4, 4), torch.randn(8, 3, 4, 4)
+    plain = gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(0))
+    scaled = gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(0), scale=65536.0)
+    torch.testing.assert_close(plain, scaled)
+    x = torch.randn(8, 3, 4, 4, requires_grad=True)
+    torch.testing.assert_close(r1_penalty(critic(x), x), r1_penalty(critic(x), x, scale=1024.0))
+
+
+def test_compile_falls_back_with_a_warning_when_no_compiler_is_found(tmp_path, monkeypatch, capsys):
+    from ganforge import distributed
+    monkeypatch.setattr(distributed.shutil, "which", lambda name: None)
+    run = train(tiny_config(compile=True, steps=2), runs_dir=tmp_path, progress=False)
+    assert "warning: --compile: no C++ compiler" in capsys.readouterr().err
+    assert load_checkpoint(run)[0]["step"] == 2
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_training(tmp_path):
+    """torch.compile (inductor's C++ backend on the CPU) computes the same steps, to float tolerance."""
+    values = NO_BATCH_COUPLING | {"batch_size": 32, "steps": 4}
+    eager = train_run(TrainConfig(**values).validate(), runs_dir=tmp_path, progress=False)
+    compiled = train_run(TrainConfig(**values, compile=True).validate(), runs_dir=tmp_path, progress=False)
+    for name, tensor in eager.G.state_dict().items():
+        torch.testing.assert_close(compiled.G.state_dict()[name], tensor, rtol=1e-3, atol=1e-4)
+
+
+def test_resume_may_change_the_device_settings_but_not_the_model(tmp_path, capsys):
+    run = train(tiny_config(steps=2), runs_dir=tmp_path, progress=False)
+    assert main(["train", "--resume", str(run), "--steps", "4", "--precision", "bf16", "--quiet"]) == 0
+    meta, _ = load_checkpoint(run)
+    assert meta["step"] == 4 and meta["config"]["precision"] == "bf16"
+    assert main(["train", "--resume", str(run), "--steps", "6", "--model", "mlp"]) == 2
+    assert "--device, --precision, --compile or --nproc" in capsys.readouterr().err
+
+
+# --- GPUs: run on a machine with CUDA (skipped elsewhere; no CI machine here has one)
+@gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_gpu_training_at_each_precision_resumes(tmp_path, precision):
+    run = train(tiny_config(device="cuda", precision=precision, loss="wgan-gp", steps=6), runs_dir=tmp_path,
+                progress=False)
+    train(resume=run, budget={"steps": 10}, progress=False)
+    meta, tensors = load_checkpoint(run)
+    assert meta["step"] == 10 and all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+    if precision == "fp16":
+        assert meta["scaler_d"]["scale"] > 0
+
+
+@gpu
+def test_gpu_and_cpu_give_the_same_first_step(tmp_path):
+    cpu = train_run(tiny_config(device="cpu", steps=1, ema_decay=None), runs_dir=tmp_path / "c", progress=False)
+    cuda = train_run(tiny_config(device="cuda", steps=1, ema_decay=None), runs_dir=tmp_path / "g", progress=False)
+    for name, tensor in cpu.G.state_dict().items():
+        torch.testing.assert_close(cuda.G.state_dict()[name].cpu(), tensor, rtol=1e-3, atol=1e-4)
