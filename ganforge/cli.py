@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), bf16, or fp16 (CUDA, loss-scaled)")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile G and D")
     t.add_argument("--nproc", type=_positive_int, metavar="N", help="train in N processes on this machine "
-                   "(DistributedDataParallel through torchrun; --set batch_size is per process)")
+                   "(DistributedDataParallel, as torchrun would; --set batch_size is per process)")
 
     s = commands.add_parser("sample", help="draw samples from a checkpoint or run folder",
                             description="Draw samples from a trained generator.")
@@ -189,8 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    import os
-
     from ganforge.config import make_config
     from ganforge.distributed import launch
     from ganforge.train import train

@@ -1,7 +1,7 @@
 """One training run over several processes with torch.distributed: devices, process groups, launching.
 
-`torchrun --nproc-per-node N -m ganforge train ...` (or `ganforge train --nproc N`, which runs
-torchrun for you on this machine) starts N copies of the same training. Each process sees
+`torchrun --nproc-per-node N -m ganforge train ...` (or `ganforge train --nproc N`, which starts
+the N processes on this machine as torchrun would) starts N copies of the same training. Each process sees
 RANK, WORLD_SIZE and LOCAL_RANK in its environment; `setup()` joins the group (gloo on CPUs, NCCL
 on GPUs). Every rank holds the whole model; DistributedDataParallel averages the gradients, so the
 ranks stay identical. Rank 0 alone writes the run folder.
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -81,9 +83,11 @@ def setup(device_name: str) -> Group:
     return Group(rank, world, local_rank, owner=True)
 
 
-def teardown(group: Group) -> None:
+def teardown(group: Group, failed: bool = False) -> None:
+    """Leave the process group setup() made; after a failure without waiting for the others, who may never come."""
     if group.owner:
-        dist.barrier()
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -122,20 +126,36 @@ def broadcast_buffers(group: Group, *modules: torch.nn.Module) -> None:
 
 
 def launch(nproc: int, argv: list[str]) -> int:
-    """Run `ganforge <argv>` in nproc processes on this machine, under torchrun; returns its exit code.
+    """Run `ganforge <argv>` in nproc processes on this machine, each with the environment torchrun would
+    give it (rendezvous on a free loopback port); returns the first non-zero exit code, or 0.
 
-    Ctrl-C reaches the workers directly (they share the terminal): they agree to stop, rank 0 saves a
-    checkpoint, and they exit. torchrun is told to leave SIGINT to them instead of killing them.
+    The workers stay in this terminal's process group, so Ctrl-C reaches each of them: they agree on a
+    step, rank 0 saves a checkpoint, and they exit. If one fails, the others are stopped.
     """
     if nproc < 1:
         raise GanforgeError(f"--nproc {nproc}: must be at least 1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "ganforge", *argv]
-    env = {**os.environ, "TORCHELASTIC_SIGNALS_TO_HANDLE": "SIGTERM,SIGHUP,SIGQUIT",
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(nproc),
+           "LOCAL_WORLD_SIZE": str(nproc),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
-    proc = subprocess.Popen(command, env=env)
+    procs = [subprocess.Popen([sys.executable, "-m", "ganforge", *argv],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]
+    failed_at = None
     while True:
         try:
-            return proc.wait()
+            codes = [p.poll() for p in procs]
+            if all(c is not None for c in codes):
+                return next((c for c in codes if c), 0)
+            if failed_at is None and any(codes):
+                failed_at = time.monotonic()
+                for p in procs:
+                    if p.poll() is None:
+                        p.terminate()  # the others stop too (they could only wait for the failed one)
+            if failed_at is not None and time.monotonic() - failed_at > 30:
+                for p in procs:
+                    p.kill()
+            time.sleep(0.1)
         except KeyboardInterrupt:
             continue  # the workers got it too; wait for their checkpoint

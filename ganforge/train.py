@@ -103,13 +103,16 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 class _StopFlag:
-    """Ctrl-C sets a flag that the loop reads between steps; a second Ctrl-C stops at once."""
+    """Ctrl-C (or SIGTERM, which torchrun sends its workers on Ctrl-C) sets a flag that the loop reads
+    between steps; a second one stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.set = False
 
     def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous = [signal.signal(s, self._handle) for s in self.SIGNALS]
         return self
 
     def _handle(self, signum, frame):
@@ -120,7 +123,8 @@ class _StopFlag:
                    file=sys.stderr)
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
+        for s, previous in zip(self.SIGNALS, self._previous):
+            signal.signal(s, previous)
 
 
 class Trainer:
@@ -555,6 +559,7 @@ def train_run(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", res
                 if group.main:
                     print(f"{run_dir}: already trained to step {trainer.step}, its budget; "
                           "pass --steps, --epochs or --minutes to go further", file=sys.stderr)
+                teardown(group)
                 return trainer
         if group.main:
             (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "model_spec": trainer.spec}, indent=1)
@@ -569,9 +574,11 @@ def train_run(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", res
         if interrupted and group.main:
             print(f"interrupted at step {trainer.step}; checkpoint saved. Resume with:\n"
                   f"  ganforge train --resume {run_dir}", file=sys.stderr)
-        return trainer
-    finally:
-        teardown(group)
+    except BaseException:
+        teardown(group, failed=True)
+        raise
+    teardown(group)
+    return trainer
 
 
 def _tensorboard_writer(run_dir: Path):

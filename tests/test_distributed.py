@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -93,6 +95,26 @@ def test_nproc_shortcut_runs_torchrun_and_prints_the_run_folder_once(tmp_path):
     assert printed == [str(tmp_path / "00000-mlp-digits")]
     meta, _ = load_checkpoint(printed[0])
     assert meta["world_size"] == 2 and meta["step"] == 4
+
+
+def test_ctrl_c_stops_every_process_at_the_same_step_with_a_checkpoint(tmp_path):
+    """Ctrl-C in a terminal reaches the whole process group: torchrun and both workers."""
+    command = [sys.executable, "-m", "ganforge", "train", "--nproc", "2", "--model", "mlp", "--steps", "100000",
+               "--set", "mlp_g_hidden=32", "--set", "mlp_d_hidden=16", "--set", "log_every=5", "--out", str(tmp_path),
+               "--quiet"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    stats = tmp_path / "00000-mlp-digits" / "stats.jsonl"
+    deadline = time.time() + 120
+    while not (stats.is_file() and stats.stat().st_size > 0) and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    run = tmp_path / "00000-mlp-digits"
+    assert out.strip() == str(run) and f"ganforge train --resume {run}" in err
+    meta, _ = load_checkpoint(run)
+    assert meta["step"] >= 5 and meta["world_size"] == 2
 
 
 @pytest.mark.slow

@@ -7,7 +7,10 @@ conditions. eps is part of the noise the generator takes, so a seed fixes the wh
 
 Stage-I: [z, c] -> a DCGAN generator -> a coarse image (28 or 32 pixels; 64 by option).
 Stage-II: the Stage-I image -> two stride-2 convs -> joined with c -> residual blocks -> three
-upsamplings -> an image twice the Stage-I size. Stage-I is frozen while Stage-II trains.
+upsamplings -> an image twice the Stage-I size. Stage-I is frozen while Stage-II trains. Unlike
+the paper's, G2 draws a correction to the Stage-I image upsampled (added before the final tanh,
+its last layer starting at zero): it starts from the sketch and learns only what sharpens it,
+which a CPU budget of a few hundred steps can afford; the paper's G2 must first learn to redraw it.
 Both discriminators are matching-aware (Reed et al. 2016): D(x, text) downsamples x to 7x7 or
 4x4 features, joins the text embedding compressed to 128 numbers and replicated over the map, and
 gives one logit; the trainer shows it real images with the wrong caption as negatives too.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ganforge.models.dcgan import D_NORMS, DCGANGenerator, init_dcgan
@@ -94,14 +98,17 @@ class StageIIGenerator(nn.Module):
         up = []  # 4w x s/4 -> w/2 x 2s
         for cin, cout in ((4 * w, 2 * w), (2 * w, w), (w, max(w // 2, 8))):
             up += [nn.Upsample(scale_factor=2, mode="nearest"), *_block(cin, cout)]
-        self.up = nn.Sequential(*up, nn.Conv2d(max(w // 2, 8), channels, 3, 1, 1), nn.Tanh())
+        self.up = nn.Sequential(*up, nn.Conv2d(max(w // 2, 8), channels, 3, 1, 1))  # the correction, pre-tanh
         init_dcgan(self)
+        nn.init.zeros_(self.up[-1].weight)  # at the start, G2 returns the Stage-I image upsampled
+        nn.init.zeros_(self.up[-1].bias)
 
     def forward(self, coarse: torch.Tensor, noise: torch.Tensor, text: torch.Tensor, return_kl: bool = False):
         c, mu, logvar = self.ca(text, noise)
         h = self.down(coarse)
         h = self.joint(torch.cat([h, c[:, :, None, None].expand(-1, -1, *h.shape[2:])], dim=1))
-        image = self.up(h)
+        sketch = F.interpolate(coarse, scale_factor=2, mode="bilinear", align_corners=False)
+        image = torch.tanh(torch.atanh(sketch.clamp(-0.999, 0.999)) + self.up(h))
         return (image, kl_divergence(mu, logvar)) if return_kl else image
 
 

@@ -32,6 +32,7 @@ from ganforge.errors import GanforgeError
 
 ENCODERS = ("builtin", "minilm")
 MAX_WORDS = 32  # words read per caption; the rest are cut
+WORD_DROPOUT = 0.15  # share of words read as <unk> while the builtin encoder is pretrained
 _TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
 
 
@@ -189,15 +190,20 @@ def pretrain_builtin(images: torch.Tensor, captions: list[list[str]], dim: int =
     temperature = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
     opt = torch.optim.Adam([*text_net.parameters(), *image_net.parameters(), temperature], lr=2e-3)
 
-    def logits(pairs: torch.Tensor) -> torch.Tensor:
-        t = F.normalize(text_net(*vocab.encode([table[j] for j in pair_text[pairs].tolist()])), dim=1)
+    def logits(pairs: torch.Tensor, word_dropout: float = 0.0) -> torch.Tensor:
+        ids, lengths = vocab.encode([table[j] for j in pair_text[pairs].tolist()])
+        if word_dropout:  # some words read as unknown: captions with words never seen still embed well
+            drop = (torch.rand(ids.shape, generator=gen) < word_dropout) & (ids != Vocabulary.PAD)
+            ids = ids.masked_fill(drop, Vocabulary.UNK)
+        t = F.normalize(text_net(ids, lengths), dim=1)
         v = F.normalize(image_net(to_float(small[pair_image[pairs]])), dim=1)
         return t @ v.T * temperature.exp().clamp(max=100)
 
-    bar = tqdm(range(steps), desc="pretraining the text encoder", unit="step", disable=not progress, leave=False)
+    bar = tqdm(range(steps), desc="pretraining the text encoder", unit="step", disable=not progress, leave=False,
+               mininterval=0.1 if sys.stderr.isatty() else 30)
     for _ in bar:
         pairs = train[torch.randint(len(train), (min(batch_size, len(train)),), generator=gen)]
-        out = logits(pairs)
+        out = logits(pairs, WORD_DROPOUT)
         # the same caption or image can occur twice in a batch: those pairs count as matches too
         match = ((pair_text[pairs][:, None] == pair_text[pairs][None, :])
                  | (pair_image[pairs][:, None] == pair_image[pairs][None, :])).float()
