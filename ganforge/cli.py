@@ -177,6 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, metavar="FILE", help="FILE.png (the figure) or FILE.npy (uint8 array)")
     x.add_argument("--no-ema", action="store_true", help="the raw generators instead of their moving averages")
 
+    st = commands.add_parser("studio", help="explore generators in the browser: samples, walks, arithmetic, "
+                             "text to image, live training curves",
+                             description="Serve a local web app (FastAPI) for the run folders and checkpoints "
+                             "named, and for the run folders inside a folder named. Only they can be loaded or "
+                             "watched. Needs: pip install 'ganforge[studio]'.")
+    st.add_argument("paths", nargs="+", metavar="RUN_OR_CKPT_DIR", help="run folders, checkpoints, or a runs folder")
+    st.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    st.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    st.add_argument("--threads", type=_positive_int, help="torch threads for generation (default: half the cores, "
+                    "at most 4)")
+
     c = commands.add_parser("classifier", help="train ganforge's domain classifier for a data set")
     c.add_argument("action", choices=["train"])
     c.add_argument("--attributes", action="store_true",
@@ -517,13 +528,25 @@ def cmd_t2i(args) -> int:
     return 0
 
 
+def cmd_studio(args) -> int:
+    try:
+        from ganforge.studio.app import serve
+    except ImportError as e:
+        raise GanforgeError(f"the studio needs FastAPI and uvicorn ({e}); pip install 'ganforge[studio]'") from None
+    if not 0 < args.port < 65536:
+        raise GanforgeError(f"--port {args.port}: expected a port between 1 and 65535")
+    serve(args.paths, args.host, args.port, args.threads)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
                 "compare": cmd_compare, "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic,
-                "invert": cmd_invert, "classifier": cmd_classifier, "t2i": cmd_t2i}[args.command](args)
+                "invert": cmd_invert, "classifier": cmd_classifier, "t2i": cmd_t2i,
+                "studio": cmd_studio}[args.command](args)
     except GanforgeError as e:
         print(f"ganforge {args.command}: error: {e}", file=sys.stderr)
         return 2

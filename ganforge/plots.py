@@ -13,9 +13,16 @@ from PIL import Image
 
 
 def read_stats(path: Path) -> list[dict]:
+    """stats.jsonl's records; a line still being written (or cut by a crash) is skipped."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    stats = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            stats.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [s for s in stats if isinstance(s, dict)]
 
 
 def plot_curves(stats: list[dict], out: Path, title: str = "", probabilities: bool = True) -> None:

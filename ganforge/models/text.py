@@ -5,7 +5,8 @@
 states are mean- and max-pooled into one vector. Before the GAN trains, it is pretrained on the
 training pairs with a matching loss, as StackGAN's char-CNN-RNN was: a symmetric contrastive loss
 (InfoNCE) pulls each caption's embedding towards a small conv encoder's embedding of its image
-and away from the other images of the batch. Then it is frozen. A few hundred steps on a CPU.
+and away from the other images of the batch; a bag-of-words loss keeps every word in it. Then it
+is frozen. A few hundred steps on a CPU.
 `minilm` is all-MiniLM-L6-v2's sentence embedding, from the optional package (ganforge[text]).
 
 Both sit behind `TextEncoder`, which L2-normalises the embeddings and caches them per caption
@@ -169,16 +170,22 @@ class TextEncoder:
 
 def pretrain_builtin(images: torch.Tensor, captions: list[list[str]], dim: int = 128, steps: int = 600,
                      batch_size: int = 128, seed: int = 0, progress: bool = True) -> tuple[TextEncoder, float]:
-    """Train the builtin encoder with the matching loss on (image, one of its captions) pairs.
+    """Train the builtin encoder on (image, one of its captions) pairs, then freeze it.
 
-    images: uint8 (N, C, H, W); read at 32 pixels at most. Returns the frozen encoder and its
-    matching loss on up to 512 held-out pairs (log 512 = 6.2 for an encoder that knows nothing).
+    Two losses: the matching loss (symmetric InfoNCE between the caption's embedding and a small
+    conv encoder's embedding of its image) ties the text to what can be seen; a bag-of-words loss
+    (which words the caption holds, read back from its embedding by one linear layer) keeps every
+    word's meaning in it, also for details too small for the image encoder (a smile at 32 pixels),
+    which the GAN's matching-aware D can still learn to check. 15% of the words are read as <unk>.
+    images: uint8 (N, C, H, W), read at 32 pixels at most. Returns the encoder and its matching loss
+    on up to 512 held-out pairs (log 512 = 6.2 for an encoder that knows nothing).
     """
     vocab = Vocabulary.build([c for cs in captions for c in cs])
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         text_net, image_net = GRUTextEncoder(len(vocab), dim), ImageEncoder(images.shape[1], dim)
+        words_head = nn.Linear(dim, len(vocab))
     small = fit(images, min(images.shape[-1], 32), images.shape[1])
     # the caption pool: every (image, caption) pair, as ids into one table of distinct captions
     table = list(dict.fromkeys(c for cs in captions for c in cs))
@@ -188,34 +195,39 @@ def pretrain_builtin(images: torch.Tensor, captions: list[list[str]], dim: int =
     held = torch.randperm(len(pair_image), generator=gen)
     held, train = held[:min(512, len(held) // 5)], held[min(512, len(held) // 5):]
     temperature = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-    opt = torch.optim.Adam([*text_net.parameters(), *image_net.parameters(), temperature], lr=2e-3)
+    opt = torch.optim.Adam([*text_net.parameters(), *image_net.parameters(), *words_head.parameters(), temperature],
+                           lr=2e-3)
 
-    def logits(pairs: torch.Tensor, word_dropout: float = 0.0) -> torch.Tensor:
+    def forward(pairs: torch.Tensor, word_dropout: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (caption-image logits, bag-of-words logits, which words each caption holds)."""
         ids, lengths = vocab.encode([table[j] for j in pair_text[pairs].tolist()])
+        words = torch.zeros(len(ids), len(vocab)).scatter_(1, ids, 1.0)
+        words[:, :2] = 0  # <pad> and <unk> are not words to remember
         if word_dropout:  # some words read as unknown: captions with words never seen still embed well
             drop = (torch.rand(ids.shape, generator=gen) < word_dropout) & (ids != Vocabulary.PAD)
             ids = ids.masked_fill(drop, Vocabulary.UNK)
-        t = F.normalize(text_net(ids, lengths), dim=1)
+        t = text_net(ids, lengths)
         v = F.normalize(image_net(to_float(small[pair_image[pairs]])), dim=1)
-        return t @ v.T * temperature.exp().clamp(max=100)
+        return F.normalize(t, dim=1) @ v.T * temperature.exp().clamp(max=100), words_head(t), words
 
     bar = tqdm(range(steps), desc="pretraining the text encoder", unit="step", disable=not progress, leave=False,
                mininterval=0.1 if sys.stderr.isatty() else 30)
     for _ in bar:
         pairs = train[torch.randint(len(train), (min(batch_size, len(train)),), generator=gen)]
-        out = logits(pairs, WORD_DROPOUT)
+        out, word_logits, words = forward(pairs, WORD_DROPOUT)
         # the same caption or image can occur twice in a batch: those pairs count as matches too
         match = ((pair_text[pairs][:, None] == pair_text[pairs][None, :])
                  | (pair_image[pairs][:, None] == pair_image[pairs][None, :])).float()
         target = match / match.sum(1, keepdim=True)
         loss = (F.cross_entropy(out, target) + F.cross_entropy(out.T, target.T)) / 2
+        loss = loss + F.binary_cross_entropy_with_logits(word_logits, words) * len(vocab) / MAX_WORDS
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     text_net.eval()
     with torch.no_grad():
-        held_loss = F.cross_entropy(logits(held), torch.arange(len(held))).item()
+        held_loss = F.cross_entropy(forward(held)[0], torch.arange(len(held))).item()
     return TextEncoder("builtin", vocab, text_net), held_loss
 
 

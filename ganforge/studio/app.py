@@ -1,0 +1,513 @@
+"""ganforge studio: a small local web app to explore trained generators (FastAPI + plain JS).
+
+`create_app(paths)` builds the app for the run folders and checkpoints named on the command line.
+Requests never carry a file-system path: models and runs are referred to by the index the server
+gives them (`GET /api/info`). Every input is checked (422 with a message when wrong); errors of
+the library (GanforgeError) become 400 with its message.
+
+A sample is named by (seed, index, truncation, label): its z is row `index` of
+`noise(64, z_dim, seed)` (always 64 rows, so a sample's z does not depend on the grid size),
+clamped elementwise to [-truncation, truncation] when a truncation is given (the truncation
+trick, by clamping rather than resampling).
+
+All torch work runs in a thread pool of `workers` threads behind a bounded queue: at most
+`max_pending` requests wait or run at once; one more is answered 503 at once, so a flood slows the
+answers but never piles up work in memory, and the event loop stays free to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import math
+import os
+import time
+import unicodedata
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import torch
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ganforge.checkpoint import find_checkpoint, list_checkpoints, load_generator
+from ganforge.config import TEXT_MODELS
+from ganforge.data import to_uint8
+from ganforge.errors import GanforgeError
+from ganforge.latent import around, lerp, query_concept, slerp
+from ganforge.plots import read_stats
+from ganforge.sampling import noise
+from ganforge.t2i import MAX_CAPTION, TextToImage, check_captions
+
+STATIC = Path(__file__).parent / "static"
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+MAX_N = 64  # images per request, and the rows of noise a seed names
+ROWS = 64
+TRAINING_WINDOW_S = 120  # a run whose stats.jsonl changed this recently counts as training now
+QUERY_POOL = 500  # samples an attribute query picks its 3 exemplars from
+
+Seed = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX, description="a noise seed in the int64 range")]
+Count = Annotated[int, Field(ge=1, le=MAX_N, description="how many images, 1 to 64")]
+Truncation = Annotated[float, Field(gt=0, le=10, description="clamp z to [-t, t]; omit for none")]
+
+
+def check_text(text: str) -> str:
+    """Printable text only: no control characters (whitespace aside), surrogates, private-use or unassigned
+    code points, nor U+FFFD (what undecodable bytes become)."""
+    for ch in text:
+        if ch in "\t\n\r ":
+            continue
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") or ch == "\ufffd":
+            raise ValueError(f"contains a character that is not valid text (U+{ord(ch):04X})")
+    return text
+
+
+# --- request bodies
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Ref(Strict):
+    """One sample of the explore grid."""
+    seed: Seed
+    index: int = Field(0, ge=0, lt=ROWS, description="its place in the grid, 0 to 63")
+    truncation: Truncation | None = None
+    label: int | None = Field(None, ge=0, description="its class, for class-conditional models")
+
+
+class Term(Strict):
+    """A slot of the arithmetic: the average of some samples, or an attribute query."""
+    refs: list[Ref] | None = Field(None, min_length=1, max_length=16)
+    query: str | None = Field(None, min_length=1, max_length=200)
+
+    @field_validator("query")
+    @classmethod
+    def _text(cls, v):
+        return v if v is None else check_text(v)
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.refs is None) == (self.query is None):
+            raise ValueError("give either refs (samples) or query (an attribute query), not both or neither")
+        return self
+
+
+class InterpolateBody(Strict):
+    a: Ref
+    b: Ref
+    method: Literal["lerp", "slerp"] = "lerp"
+    steps: int = Field(8, ge=1, le=MAX_N)
+    t0: float = Field(0.0, ge=0, le=1)
+    t1: float = Field(1.0, ge=0, le=1)
+    label: int | None = Field(None, ge=0)
+
+
+class ArithmeticBody(Strict):
+    a: Term
+    b: Term
+    c: Term
+    noise: float = Field(0.25, ge=0, le=2, description="scale of the noise around A - B + C for the other 8")
+    seed: Seed = 0
+
+
+# --- the models and runs named on the command line
+@dataclass
+class Model:
+    id: int
+    name: str
+    checkpoint: Path
+    meta: dict
+    G: torch.nn.Module | None = None  # image models
+    pipe: TextToImage | None = None  # text-to-image models
+    classify: object = None  # attribute classifier (function) when one is cached for the data
+    attributes: list[str] | None = None
+    queries: dict = field(default_factory=dict)  # query -> its z vectors (3, z_dim)
+
+    def info(self) -> dict:
+        spec, config = self.meta.get("model_spec", {}), self.meta.get("config", {})
+        data = str(config.get("data", ""))
+        if ":" in data:  # folder:PATH and the like: the folder's name only, no path travels
+            data = data.split(":", 1)[0] + ":" + Path(data.split(":", 1)[1]).name
+        common = {"id": self.id, "name": self.name, "model": spec.get("model"), "data": data,
+                  "step": self.meta.get("step")}
+        if self.pipe is not None:
+            s1, s2 = self.pipe.stage1, self.pipe.stage2
+            return common | {"kind": "text", "image_size": (s2 or s1).image_size, "channels": s1.channels,
+                             "stages": [s1.image_size] + ([s2.image_size] if s2 is not None else []),
+                             "max_prompt": MAX_CAPTION}
+        G = self.G
+        n_classes = getattr(G, "n_classes", 0)
+        return common | {"kind": "image", "image_size": G.image_size, "channels": G.channels, "z_dim": G.z_dim,
+                         "classes": (spec.get("class_names") or [str(i) for i in range(n_classes)]) if n_classes
+                         else None, "attributes": self.attributes}
+
+
+@dataclass
+class Run:
+    id: int
+    name: str
+    folder: Path
+
+    def info(self) -> dict:
+        stats = self.folder / "stats.jsonl"
+        mtime = stats.stat().st_mtime if stats.is_file() else None
+        panels = self.panels()
+        last = read_stats(stats)[-1:]
+        return {"id": self.id, "name": self.name,
+                "training": mtime is not None and time.time() - mtime < TRAINING_WINDOW_S,
+                "stats_version": stats.stat().st_mtime_ns if mtime is not None else 0,
+                "last": last[0] if last else None,
+                "panel": panels[-1].name if panels else None,
+                "panel_version": panels[-1].stat().st_mtime_ns if panels else 0}
+
+    def panels(self) -> list[Path]:
+        return sorted((self.folder / "samples").glob("epoch_*.png"))
+
+
+def is_run(folder: Path) -> bool:
+    return folder.is_dir() and ((folder / "config.json").is_file() or (folder / "stats.jsonl").is_file())
+
+
+def discover(paths: list[str | Path]) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
+    """(models: (name, checkpoint JSON), runs: (name, folder)) for the paths named: run folders,
+    checkpoints, and folders holding run folders (one level down)."""
+    if not paths:
+        raise GanforgeError("name at least one run folder or checkpoint")
+    items: list[Path] = []
+    for given in paths:
+        path = Path(given).expanduser().resolve()
+        if not path.exists() and not path.with_suffix(".json").exists():
+            raise GanforgeError(f"{given}: no such run folder or checkpoint")
+        if path.is_dir() and not is_run(path) and not list_checkpoints(path / "checkpoints") \
+                and not list_checkpoints(path):
+            below = sorted(c for c in path.iterdir() if is_run(c))
+            if not below:
+                raise GanforgeError(f"{given}: neither a run folder, a checkpoint, nor a folder of run folders")
+            items += below
+        else:
+            items.append(path)
+    models, runs = [], []
+    for path in items:
+        if is_run(path):
+            runs.append((path.name, path))
+        try:
+            ckpt = find_checkpoint(path)
+        except GanforgeError:
+            if is_run(path):
+                continue  # a run that has not saved a checkpoint yet: the monitor can still watch it
+            raise
+        models.append((path.name if path.is_dir() else ckpt.stem, ckpt))
+    return models, runs
+
+
+def load_model(i: int, name: str, ckpt: Path, load_attributes: bool = True) -> Model:
+    meta = json.loads(ckpt.read_text())
+    if meta.get("model_spec", {}).get("model") in TEXT_MODELS:
+        pipe, meta = TextToImage.load(ckpt)
+        return Model(i, name, ckpt, meta, pipe=pipe)
+    G, meta = load_generator(ckpt)
+    G.requires_grad_(False)
+    model = Model(i, name, ckpt, meta, G=G)
+    data = meta.get("config", {}).get("data")
+    if load_attributes and data and not getattr(G, "n_classes", 0):
+        from ganforge.metrics.classifier import attribute_scorer, classifier_path
+        if classifier_path(data, attributes=True).is_file():  # never train one from here
+            model.classify, model.attributes = attribute_scorer(data)
+    return model
+
+
+# --- images
+def png(images: torch.Tensor, nrow: int) -> bytes:
+    """Float images in [-1, 1] -> one PNG grid, 2 px white gaps (fast compression)."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    if len(images) == 1:  # make_grid leaves a single image unpadded
+        images = torch.nn.functional.pad(images, (2, 2, 2, 2), value=1.0)
+    grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0) if len(images) > 1 else images[0]
+    array = to_uint8(grid).permute(1, 2, 0).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(array[..., 0] if images.shape[1] == 1 else array).save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def png_response(data: bytes, **headers) -> Response:
+    return Response(data, media_type="image/png", headers={"Cache-Control": "no-store", **headers})
+
+
+# --- the bounded queue
+class Busy(Exception):
+    pass
+
+
+class GenerationQueue:
+    """At most `max_pending` jobs admitted (waiting or running), `workers` of them running in threads."""
+
+    def __init__(self, workers: int = 1, max_pending: int = 32):
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="studio-torch")
+        self.max_pending, self.pending = max_pending, 0
+
+    async def run(self, fn, *args):
+        if self.pending >= self.max_pending:
+            raise Busy(f"the studio is busy: {self.pending} requests are already waiting; try again shortly")
+        self.pending += 1  # only the event loop thread touches the counter
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        finally:
+            self.pending -= 1
+
+
+# --- the app
+def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32) -> FastAPI:
+    named_models, named_runs = discover(paths)
+    models = [load_model(i, name, ckpt) for i, (name, ckpt) in enumerate(named_models)]
+    runs = [Run(i, name, folder) for i, (name, folder) in enumerate(named_runs)]
+    queue = GenerationQueue(workers, max_pending)
+    curves_cache: OrderedDict = OrderedDict()
+    t2i_cache: OrderedDict = OrderedDict()
+
+    app = FastAPI(title="ganforge studio", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.queue, app.state.models, app.state.runs = queue, models, runs
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(GanforgeError)
+    async def _ganforge_error(request: Request, e: GanforgeError):
+        return JSONResponse({"detail": str(e)}, status_code=400)
+
+    @app.exception_handler(Busy)
+    async def _busy(request: Request, e: Busy):
+        return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, e: RequestValidationError):
+        parts = []
+        for err in e.errors():
+            loc = list(err.get("loc", ()))
+            if loc and loc[0] in ("query", "body", "path"):
+                loc = loc[1:]
+            where = ".".join(str(x) for x in loc)
+            parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
+        return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+
+    def get_model(mid: int, kind: str) -> Model:
+        if not 0 <= mid < len(models):
+            raise HTTPException(404, f"no model {mid}; this studio has models 0 to {len(models) - 1}"
+                                if models else "this studio has no models")
+        model = models[mid]
+        if (kind == "text") != (model.pipe is not None):
+            raise HTTPException(400, f"model {mid} ({model.name}) is "
+                                + ("a text-to-image model: use its text panel" if model.pipe is not None else
+                                   "not a text-to-image model: the text panel needs a StackGAN checkpoint"))
+        return model
+
+    def get_run(rid: int) -> Run:
+        if not 0 <= rid < len(runs):
+            raise HTTPException(404, f"no run {rid}; this studio watches " +
+                                (f"runs 0 to {len(runs) - 1}" if runs else "no runs"))
+        return runs[rid]
+
+    def check_label(model: Model, label: int | None) -> int | None:
+        n_classes = getattr(model.G, "n_classes", 0)
+        if label is not None and not n_classes:
+            raise HTTPException(400, f"model {model.id} is not class-conditional; it takes no label")
+        if label is not None and label >= n_classes:
+            raise HTTPException(400, f"label must be in 0..{n_classes - 1}")
+        return label
+
+    def ref_z(model: Model, ref: Ref) -> torch.Tensor:
+        z = noise(ROWS, model.G.z_dim, ref.seed)[ref.index]
+        return z.clamp(-ref.truncation, ref.truncation) if ref.truncation else z
+
+    def draw(model: Model, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        with torch.inference_mode():
+            return model.G(z, labels) if labels is not None else model.G(z)
+
+    # --- pages and listing
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/info")
+    async def info():
+        """The models and runs this studio serves, by id, and the limits of its inputs."""
+        return {"models": [m.info() for m in models], "runs": [r.info() for r in runs],
+                "limits": {"n": [1, MAX_N], "seed": [str(INT64_MIN), str(INT64_MAX)], "rows": ROWS,
+                           "prompt": MAX_CAPTION, "truncation": [0, 10]}}
+
+    # --- explore
+    @app.get("/api/models/{mid}/explore")
+    async def explore(mid: Annotated[int, PathParam(ge=0)], seed: Annotated[Seed, Query()] = 0,
+                      n: Annotated[Count, Query()] = 16, truncation: Annotated[Truncation | None, Query()] = None,
+                      label: Annotated[int | None, Query(ge=0)] = None):
+        """A grid of n samples of a seed (rows of ceil(sqrt(n))); a conditional model draws `label`,
+        by default every class in turn."""
+        model = get_model(mid, "image")
+        check_label(model, label)
+
+        def job():
+            z = noise(ROWS, model.G.z_dim, seed)[:n]
+            if truncation:
+                z = z.clamp(-truncation, truncation)
+            n_classes = getattr(model.G, "n_classes", 0)
+            labels = (torch.full((n,), label) if label is not None else torch.arange(n) % n_classes) \
+                if n_classes else None
+            return png(draw(model, z, labels), nrow=math.ceil(math.sqrt(n)))
+
+        columns = math.ceil(math.sqrt(n))
+        return png_response(await queue.run(job), **{"X-Grid-Columns": str(columns)})
+
+    # --- interpolate
+    @app.post("/api/models/{mid}/interpolate")
+    async def interpolate(mid: Annotated[int, PathParam(ge=0)], body: InterpolateBody):
+        """`steps` images along the line (lerp) or great circle (slerp) from sample a to sample b,
+        at positions t0 to t1 (0 is a, 1 is b); one row."""
+        model = get_model(mid, "image")
+        label = check_label(model, body.label if body.label is not None else body.a.label)
+        labels = torch.full((body.steps,), label or 0) if getattr(model.G, "n_classes", 0) else None
+
+        def job():
+            a, b = ref_z(model, body.a), ref_z(model, body.b)
+            t = torch.linspace(body.t0, body.t1, body.steps).unsqueeze(1)
+            z = (slerp if body.method == "slerp" else lerp)(a.unsqueeze(0), b.unsqueeze(0), t)
+            return png(draw(model, z, labels), nrow=body.steps)
+
+        return png_response(await queue.run(job))
+
+    # --- arithmetic
+    @app.post("/api/models/{mid}/arithmetic")
+    async def arithmetic(mid: Annotated[int, PathParam(ge=0)], body: ArithmeticBody):
+        """A - B + C as a 3x3 grid: the result itself first, then it plus `noise`-scaled N(0, I) noise.
+        A term is the average z of its samples, or of the 3 best answers to an attribute query."""
+        model = get_model(mid, "image")
+        if getattr(model.G, "n_classes", 0):
+            raise HTTPException(400, "arithmetic works on unconditional generators (dcgan, mlp)")
+        for term in (body.a, body.b, body.c):
+            if term.query is not None and model.classify is None:
+                raise HTTPException(400, f"model {mid} has no attribute classifier cached for its data "
+                                    f"({model.meta.get('config', {}).get('data')}); attribute queries are off")
+
+        def term_z(term: Term) -> torch.Tensor:
+            if term.refs is not None:
+                return torch.stack([ref_z(model, r) for r in term.refs]).mean(0)
+            if term.query not in model.queries:
+                concept = query_concept(model.G, model.classify, model.attributes, term.query, 3, QUERY_POOL)
+                if len(model.queries) >= 64:
+                    model.queries.pop(next(iter(model.queries)))
+                model.queries[term.query] = concept.z
+            return model.queries[term.query].mean(0)
+
+        def job():
+            result = term_z(body.a) - term_z(body.b) + term_z(body.c)
+            return png(draw(model, around(result, 9, body.noise, body.seed), None), nrow=3)
+
+        return png_response(await queue.run(job))
+
+    # --- text to image
+    @app.get("/api/models/{mid}/text")
+    async def text(mid: Annotated[int, PathParam(ge=0)],
+                   prompt: Annotated[str, Query(min_length=1, max_length=MAX_CAPTION)],
+                   stage: Annotated[int, Query(ge=1, le=2)] = 1, seed: Annotated[Seed, Query()] = 0,
+                   n: Annotated[Count, Query()] = 8):
+        """n images for a prompt from a StackGAN checkpoint, Stage-I's (stage=1) or Stage-II's (stage=2)."""
+        model = get_model(mid, "text")
+        try:
+            check_text(prompt)
+        except ValueError as e:
+            raise HTTPException(422, f"prompt: {e}") from None
+        caption = check_captions([prompt])[0]
+        if stage == 2 and model.pipe.stage2 is None:
+            raise HTTPException(400, f"model {mid} is a Stage-I checkpoint: it has no Stage-II")
+
+        def job():
+            key = (mid, caption, seed, n)
+            if key not in t2i_cache:
+                t2i_cache[key] = model.pipe([caption], n, seed)
+                while len(t2i_cache) > 8:
+                    t2i_cache.popitem(last=False)
+            coarse, fine = t2i_cache[key]
+            return png(coarse if stage == 1 else fine, nrow=n)
+
+        unknown = model.pipe.encoder.unknown_words(caption)
+        return png_response(await queue.run(job), **{"X-Unknown-Words": ",".join(unknown).encode("ascii", "replace")
+                                                      .decode()})
+
+    # --- training monitor
+    @app.get("/api/runs/{rid}")
+    async def run_status(rid: Annotated[int, PathParam(ge=0)]):
+        """A run's state: whether it is training now, its last stats line, versions of its figures."""
+        return get_run(rid).info()
+
+    @app.get("/api/runs/{rid}/stats")
+    async def run_stats(rid: Annotated[int, PathParam(ge=0)], after: Annotated[int, Query(ge=-1)] = -1):
+        """Its stats.jsonl lines with step > after."""
+        stats = get_run(rid).folder / "stats.jsonl"
+        return [s for s in read_stats(stats) if s.get("step", 0) > after]
+
+    @app.get("/api/runs/{rid}/figure/{name}")
+    async def run_figure(rid: Annotated[int, PathParam(ge=0)], name: Literal["curves", "latest", "progress"]):
+        """A figure of the run: its loss curves (drawn from stats.jsonl now), its latest samples panel,
+        or progress.png."""
+        run = get_run(rid)
+        if name == "latest":
+            panels = run.panels()
+            if not panels:
+                raise HTTPException(404, f"run {rid} ({run.name}) has no samples panel yet")
+            return png_response(panels[-1].read_bytes(), **{"X-Panel": panels[-1].name})
+        if name == "progress":
+            path = run.folder / "progress.png"
+            if not path.is_file():
+                raise HTTPException(404, f"run {rid} ({run.name}) has no progress.png yet")
+            return png_response(path.read_bytes())
+        stats_path = run.folder / "stats.jsonl"
+        if not stats_path.is_file():
+            raise HTTPException(404, f"run {rid} ({run.name}) has no stats yet")
+        key = (rid, stats_path.stat().st_mtime_ns)
+        if key not in curves_cache:
+            curves_cache[key] = await queue.run(render_curves, run)
+            while len(curves_cache) > 4:
+                curves_cache.popitem(last=False)
+        return png_response(curves_cache[key])
+
+    return app
+
+
+def render_curves(run: Run) -> bytes:
+    from ganforge.losses import PROBABILITY_LOSSES
+    from ganforge.plots import plot_curves
+
+    try:
+        config = json.loads((run.folder / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    stats = read_stats(run.folder / "stats.jsonl")
+    if not any("d_loss" in s for s in stats):
+        raise GanforgeError(f"run {run.id} ({run.name}) has logged no losses yet")
+    buffer = io.BytesIO()
+    plot_curves(stats, buffer, title=f"{run.name}: the contest ({config.get('loss', '?')})",
+                probabilities=config.get("loss", "non-saturating") in PROBABILITY_LOSSES)
+    return buffer.getvalue()
+
+
+def serve(paths: list[str], host: str = "127.0.0.1", port: int = 7860, threads: int | None = None) -> None:
+    """Build the app and serve it with uvicorn until Ctrl-C."""
+    import sys
+
+    import uvicorn
+
+    torch.set_num_threads(threads or max(1, min(4, (os.cpu_count() or 2) // 2)))
+    app = create_app(paths)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {host}: anyone who can reach this address can use the studio "
+              "(it has no login); bind to 127.0.0.1 unless you mean it", file=sys.stderr)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"ganforge studio: {len(app.state.models)} model(s), {len(app.state.runs)} run(s) at "
+          f"http://{shown}:{port}/", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", limit_concurrency=256)
