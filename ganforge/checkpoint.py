@@ -93,25 +93,61 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """-> (meta, tensors), after checking the format and the tensors file's hash."""
+    """-> (meta, tensors), after checking the JSON's structure and the tensors file's hash."""
     json_path = find_checkpoint(path)
     try:
-        meta = json.loads(json_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GanforgeError(f"{json_path}: not a valid checkpoint JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise GanforgeError(f"{json_path}: not a ganforge checkpoint")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise GanforgeError(f"{json_path}: checkpoint format {meta.get('format_version')} is not supported "
-                            f"by this ganforge ({__version__}, format {FORMAT_VERSION})")
-    tensors_path = json_path.parent / str(meta.get("tensors", ""))
-    if not tensors_path.is_file() or tensors_path.parent != json_path.parent:
-        raise GanforgeError(f"{json_path}: its tensors file {meta.get('tensors')!r} is missing")
+        meta = json.loads(json_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise GanforgeError(f"{json_path}: not a valid checkpoint JSON ({type(e).__name__}: {e})"[:400]) from None
+    except OSError as e:
+        raise GanforgeError(f"{json_path}: cannot read ({e.strerror or e})") from None
+    check_meta(json_path, meta)
+    tensors_path = json_path.parent / meta["tensors"]
+    if not tensors_path.is_file():
+        raise GanforgeError(f"{json_path}: its tensors file {meta['tensors']!r} is missing")
     blob = tensors_path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != meta.get("sha256"):
+    if hashlib.sha256(blob).hexdigest() != meta["sha256"].lower():
         raise GanforgeError(f"{tensors_path}: content does not match the checksum in {json_path.name}; "
                             "the file is damaged, use an earlier checkpoint")
-    return meta, load_tensors(blob)
+    try:
+        tensors = load_tensors(blob)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError, and others
+        raise GanforgeError(f"{tensors_path}: not a safetensors file ({type(e).__name__}: {e})"[:400]) from None
+    return meta, tensors
+
+
+def check_meta(json_path: Path, meta) -> None:
+    """A checkpoint JSON's structure: raises a GanforgeError naming the first key that is missing or wrong."""
+    from ganforge.config import MODELS
+
+    if not isinstance(meta, dict):
+        raise GanforgeError(f"{json_path}: not a ganforge checkpoint (a JSON {type(meta).__name__}, not an object)")
+    if meta.get("format") != FORMAT:
+        raise GanforgeError(f"{json_path}: not a ganforge checkpoint (\"format\" is {meta.get('format')!r}, "
+                            f"expected {FORMAT!r})")
+    version = meta.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise GanforgeError(f"{json_path}: checkpoint format {version!r} is not supported "
+                            f"by this ganforge ({__version__}, format {FORMAT_VERSION})")
+
+    def bad(key: str, expected: str) -> GanforgeError:
+        value = repr(meta[key])[:80] if key in meta else "missing"
+        return GanforgeError(f"{json_path}: \"{key}\" is {value}; expected {expected}")
+
+    step = meta.get("step")
+    if type(step) is not int or step < 0:
+        raise bad("step", "a whole number >= 0")
+    tensors = meta.get("tensors")
+    if (not isinstance(tensors, str) or not tensors.endswith(".safetensors") or Path(tensors).name != tensors
+            or "/" in tensors or "\\" in tensors or "\0" in tensors):
+        raise bad("tensors", "the name of a .safetensors file beside the JSON (no folder in it)")
+    if not isinstance(meta.get("sha256"), str) or not re.fullmatch(r"[0-9a-fA-F]{64}", meta["sha256"]):
+        raise bad("sha256", "64 hexadecimal digits")
+    spec = meta.get("model_spec")
+    if not isinstance(spec, dict) or spec.get("model") not in MODELS:
+        raise bad("model_spec", f"an object whose \"model\" is one of {', '.join(MODELS)}")
+    if not isinstance(meta.get("config"), dict):
+        raise bad("config", "an object (the run's configuration)")
 
 
 def pack_state(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -175,12 +211,12 @@ def load_generator(path: str | Path, ema: bool = True) -> tuple[nn.Module, dict]
     from ganforge.models import build_generator
 
     meta, tensors = load_checkpoint(path)
-    if meta.get("model_spec", {}).get("model") in TEXT_MODELS:
+    if meta["model_spec"]["model"] in TEXT_MODELS:
         raise GanforgeError(f"{path}: a text-to-image checkpoint; draw from it with: ganforge t2i {path} \"a caption\"")
     try:
         G = build_generator(meta["model_spec"])
-    except (KeyError, TypeError) as e:
-        raise GanforgeError(f"{path}: checkpoint has no usable model_spec ({e})") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a field missing, of the wrong type or range
+        raise GanforgeError(f"{path}: checkpoint has no usable model_spec ({type(e).__name__}: {e})"[:400]) from None
     which = "G_ema" if ema and any(k.startswith("G_ema/") for k in tensors) else "G"
     load_module_state(G, unpack_state(which, tensors), which)
     meta["generator"] = which

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import re
 import types
 import typing
@@ -86,6 +88,8 @@ class TrainConfig:
     eval_extractor: str | None = None  # None: classifier:<data> for labelled data, else pixels
     tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard extra)
     channels_last: bool = True  # NHWC memory layout for conv nets (measured faster on CPU)
+    nan_lr_factor: float = 0.5  # a non-finite loss rolls back to the last checkpoint with the learning rates x this
+    max_rollbacks: int = 3  # rollbacks before training stops with an explanation
 
     # --- where and how (a resume may change these)
     device: str = "auto"  # auto (CUDA when present, else the CPU), cpu, cuda or cuda:N
@@ -108,6 +112,10 @@ class TrainConfig:
         for key in ("text_dim", "text_pretrain_steps", "c_dim", "res_blocks"):
             if getattr(self, key) < 1:
                 raise bad(key, "must be at least 1")
+        if not 0 < self.nan_lr_factor <= 1:
+            raise bad("nan_lr_factor", "must be in (0, 1]")
+        if self.max_rollbacks < 0:
+            raise bad("max_rollbacks", "must be 0 or more")
         if self.kl_weight < 0:
             raise bad("kl_weight", "must be 0 or more")
         if self.model in TEXT_MODELS and self.eval_every:
@@ -183,10 +191,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        """A config from a dict (config.json, a checkpoint's JSON): unknown keys and values of the wrong type
+        (a string for a number, NaN, ...) raise a GanforgeError naming them."""
+        if not isinstance(values, dict):
+            raise GanforgeError(f"a config must be a JSON object of key: value, not a {type(values).__name__}")
+        unknown = sorted(set(values) - {f.name for f in fields(cls)}, key=str)
         if unknown:
-            raise GanforgeError(f"unknown config key(s): {', '.join(unknown)}")
-        return cls(**values).validate()
+            raise GanforgeError(f"unknown config key(s): {', '.join(map(str, unknown))}")
+        return cls(**{k: _coerce(k, v, where="config") for k, v in values.items()}).validate()
 
 
 TEXT_MODELS = ("stackgan1", "stackgan2")
@@ -207,43 +219,74 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _coerce(key: str, text: str, annotation) -> object:
-    """Turn the text of `--set key=text` into the field's type, or fail naming the key."""
+_NONE_IS_A_CHOICE = {"d_norm"}  # fields where --set KEY=none means the choice "none", not "the default"
+MAX_INT = 10**12 - 1  # whole numbers beyond this are typos (and a seed beyond it overflows the RNG seeding)
+
+
+def _coerce(key: str, value: object, annotation=None, where: str = "--set") -> object:
+    """The field's value from the text of `--set key=text`, or (where="config", "option") a value checked for
+    the field's type; a GanforgeError naming the key and the value otherwise. Text none, null or nothing gives
+    None where the field allows it; floats must be finite (no nan or inf); whole numbers at most MAX_INT."""
     hint = typing.get_type_hints(TrainConfig)[key]
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if type(None) in options and text.lower() in {"none", "null", ""}:
-        return None
+    optional = type(None) in options
     kind = next(t for t in options if t is not type(None))
+    given = value
     try:
-        if kind is bool:
-            if text.lower() in _TRUE:
-                return True
-            if text.lower() in _FALSE:
-                return False
+        if where == "--set":
+            text = str(value)
+            if optional and (text == "" or text.lower() in {"none", "null"} and key not in _NONE_IS_A_CHOICE):
+                return None
+            if kind is bool:
+                if text.lower() not in _TRUE | _FALSE:
+                    raise ValueError
+                return text.lower() in _TRUE
+            value = kind(text)
+        elif value is None:
+            if optional:
+                return None
+            raise TypeError
+        elif not (type(value) is kind or kind is float and type(value) is int):  # True is no int here
+            raise TypeError
+        if kind is float and not math.isfinite(value):
             raise ValueError
-        return kind(text)
-    except ValueError:
-        raise GanforgeError(f"--set {key}={text!r}: expected {kind.__name__}") from None
+        if kind is int and abs(value) > MAX_INT:
+            raise ValueError
+    except (ValueError, TypeError, OverflowError):
+        detail = {float: " (a finite number)", int: " (a whole number of at most 12 digits)",
+                  bool: " (true or false)"}.get(kind, "")
+        raise GanforgeError(f"{where} {key}={given!r}: expected {kind.__name__}{detail}"
+                            f"{' or none' if optional else ''}"[:300]) from None
+    return value
 
 
 def apply_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
-    """Apply `key=value` strings to a config; unknown keys and bad values name the key."""
+    """Apply `key=value` strings to a config; unknown keys and bad values name the key. A key given twice:
+    the last value wins, as with any repeated command-line option."""
     names = {f.name: f for f in fields(TrainConfig)}
     changes = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not sep:
-            raise GanforgeError(f"--set {pair!r}: expected key=value")
+            raise GanforgeError(f"--set {pair!r}: expected key=value"[:300])
         if key not in names:
-            raise GanforgeError(f"--set {pair!r}: unknown key {key!r}; known keys: {', '.join(names)}")
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise GanforgeError(f"--set {pair[:100]!r}: unknown key {key[:100]!r}; {hint}known keys: {', '.join(names)}")
         changes[key] = _coerce(key, text.strip(), names[key].type)
     return dataclasses.replace(cfg, **changes)
 
 
 def make_config(preset: str = "cpu", overrides: dict | None = None, pairs: list[str] = ()) -> TrainConfig:
+    """The preset, then `overrides` (the command line's flags; None: not given), then `--set` pairs; validated."""
     if preset not in PRESETS:
         raise GanforgeError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(overrides or {}) - names, key=str)
+    if unknown:
+        raise GanforgeError(f"unknown config key(s): {', '.join(map(str, unknown))}")
     cfg = dataclasses.replace(TrainConfig(), **PRESETS[preset])
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in (overrides or {}).items() if v is not None})
+    cfg = dataclasses.replace(cfg, **{k: _coerce(k, v, where="option") for k, v in (overrides or {}).items()
+                                      if v is not None})
     return apply_overrides(cfg, list(pairs)).validate()

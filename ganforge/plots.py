@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -10,6 +11,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from PIL import Image
+
+from ganforge.checkpoint import write_atomic
+
+
+def save_figure(fig, out: Path, dpi: int = 100) -> None:
+    """Render a figure to PNG and write it atomically (a crash never leaves half a file), then close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    write_atomic(Path(out), buf.getvalue())
 
 
 def read_stats(path: Path) -> list[dict]:
@@ -54,8 +65,7 @@ def plot_curves(stats: list[dict], out: Path, title: str = "", probabilities: bo
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out, dpi=100)
 
 
 def plot_progress(panels: list[Path], out: Path, most: int = 8) -> None:
@@ -72,8 +82,7 @@ def plot_progress(panels: list[Path], out: Path, most: int = 8) -> None:
         ax.set_title(f"epoch {int(path.stem.split('_')[-1])}")
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out, dpi=100)
 
 
 def plot_compare(runs: dict[str, list[dict]], out: Path) -> None:
@@ -91,8 +100,7 @@ def plot_compare(runs: dict[str, list[dict]], out: Path) -> None:
     for ax in (by_images, by_time):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out, dpi=100)
 
 
 def _show(ax, images, nrow: int, title: str = "") -> None:
@@ -119,5 +127,4 @@ def plot_arithmetic(columns: list[tuple[str, object, object]], results, out: Pat
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out, dpi=110)

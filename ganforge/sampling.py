@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
+from ganforge.checkpoint import write_atomic
 from ganforge.data import to_uint8
 from ganforge.errors import GanforgeError
 
@@ -61,7 +63,9 @@ def class_grid(G: nn.Module, per_class: int, seed: int = 0) -> torch.Tensor:
 def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -> None:
     """Float images in [-1, 1] -> one PNG grid (rows of about sqrt(n))."""
     nrow = nrow or math.ceil(math.sqrt(len(images)))
-    save_image(images, path, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+    buf = io.BytesIO()
+    save_image(images, buf, format="png", nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+    write_atomic(Path(path), buf.getvalue())  # a crash never leaves half a panel
 
 
 def write_samples(images: torch.Tensor, path: str | Path) -> Path:

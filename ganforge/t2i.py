@@ -118,6 +118,8 @@ def t2i_figure(captions: list[str], coarse: torch.Tensor, fine: torch.Tensor | N
     import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
 
+    from ganforge.plots import save_figure
+
     n = len(coarse) // len(captions)
     size = fine.shape[-1] if fine is not None else coarse.shape[-1]
     stages = [("Stage-I", F.interpolate(coarse, size=size, mode="nearest"), coarse.shape[-1])]
@@ -138,5 +140,4 @@ def t2i_figure(captions: list[str], coarse: torch.Tensor, fine: torch.Tensor | N
                 ax.set_ylabel(textwrap.fill(caption, 24), rotation=0, ha="right", va="center", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ganforge.augment import AUGMENTATIONS, parse_policy
 from ganforge.checkpoint import (
+    list_checkpoints,
     load_checkpoint,
     load_module_state,
     optimizer_from_checkpoint,
@@ -38,6 +39,7 @@ from ganforge.checkpoint import (
     pack_state,
     save_checkpoint,
     unpack_state,
+    write_atomic,
 )
 from ganforge.config import TEXT_MODELS, TrainConfig
 from ganforge.data import ImageData, load_data, to_float
@@ -61,6 +63,8 @@ from ganforge.sampling import class_grid, default_labels, sample, save_grid
 
 BUDGET_KEYS = ("steps", "epochs", "minutes")
 STAT_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
+D_WINS_LINES = 4  # consecutive stats lines with D near-perfect before the warning that G starves
+COLLAPSE_RECALL = 0.05  # an --eval-every recall below this warns of mode collapse
 SYNC_EVERY = 10  # steps between the points where several processes agree on Ctrl-C and the clock
 
 
@@ -78,15 +82,25 @@ def ema_decay_at(decay: float, g_steps: int) -> float:
 
 
 def new_run_dir(runs_dir: Path, cfg: TrainConfig) -> Path:
-    """runs/<NNNNN>-<model>-<data>/, numbered after the highest run already there."""
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    numbers = [int(m.group(1)) for p in runs_dir.iterdir() if (m := re.match(r"(\d{5})-", p.name))]
+    """runs/<NNNNN>-<model>-<data>/, numbered after the highest run already there, with its config.json."""
     kind, sep, path = cfg.data.partition(":")
     data = f"{kind}-{Path(path).name}" if sep else cfg.data  # folder:/a/b -> folder-b
     data = re.sub(r"[^A-Za-z0-9_.-]+", "_", data)
-    run_dir = runs_dir / f"{max(numbers, default=-1) + 1:05d}-{cfg.model}-{data}"
-    run_dir.mkdir()
+    try:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        numbers = [int(m.group(1)) for p in runs_dir.iterdir() if (m := re.match(r"(\d{5})-", p.name))]
+        run_dir = runs_dir / f"{max(numbers, default=-1) + 1:05d}-{cfg.model}-{data}"
+        run_dir.mkdir()
+        write_config(run_dir, cfg)  # at once: a run killed before its first checkpoint can still resume
+    except OSError as e:
+        raise GanforgeError(f"cannot create a run folder in {runs_dir}: {e.strerror or e}; "
+                            "choose another place with --out") from None
     return run_dir
+
+
+def write_config(run_dir: Path, cfg: TrainConfig, spec: dict | None = None) -> None:
+    write_atomic(run_dir / "config.json",
+                 (json.dumps({**cfg.to_dict(), **({"model_spec": spec} if spec else {})}, indent=1) + "\n").encode())
 
 
 def load_training_data(cfg: TrainConfig) -> ImageData:
@@ -177,6 +191,8 @@ class Trainer:
         self.step = self.epoch = self.batch_in_epoch = self.images_seen = 0
         self.seconds = 0.0
         self.saved_step = None  # the step of the newest checkpoint on disk
+        self.rollbacks = 0  # returns to the last good checkpoint after a non-finite loss
+        self.d_wins = 0  # consecutive stats lines in which D was right about nearly everything
         self.tensorboard = None  # a SummaryWriter with --tensorboard
         self.global_batch = cfg.batch_size * group.world  # each rank takes batch_size of it
         self.steps_per_epoch = len(data) // self.global_batch
@@ -318,6 +334,8 @@ class Trainer:
             self._truncate_stats(stats_path)
             if self.step == 0:
                 self.write_panel()
+        if self.step == 0:
+            self.save()  # a checkpoint to resume from, or to roll back to, from the first step on
         # in a log file rather than a terminal, a line every 30 s instead of a redraw 10 times a second
         bar = tqdm(total=self.stop_step(), initial=self.step, unit="step", disable=not progress or not main,
                    mininterval=0.1 if sys.stderr.isatty() else 30,
@@ -336,7 +354,17 @@ class Trainer:
                     idx = order[first:first + cfg.batch_size]
                     real = to_float(images[idx].to(self.device, non_blocking=True))
                     real = real.contiguous(memory_format=self.memory_format)
-                    sums += torch.stack(self.train_step(real, self.condition(idx)))
+                    stats = torch.stack(self.train_step(real, self.condition(idx)))
+                    if self._diverged(stats[:2]):  # a non-finite loss: back to the last good checkpoint
+                        self.rollback(f"non-finite {'d_loss' if not torch.isfinite(stats[0]) else 'g_loss'}",
+                                      stats_path if main else None)
+                        sums.zero_()
+                        summed = 0
+                        logged_seconds, logged_images = self.seconds, self.images_seen
+                        bar.n = self.step
+                        bar.refresh()
+                        break  # the epoch and its order may have changed
+                    sums += stats
                     summed += 1
                     self.step += 1
                     self.batch_in_epoch += 1
@@ -358,6 +386,7 @@ class Trainer:
                         break
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                         self.save()
+                        started = time.perf_counter()  # checkpoints are not counted as training time
                 if self.batch_in_epoch == self.steps_per_epoch:  # a whole epoch is done
                     self.epoch += 1
                     self.batch_in_epoch = 0
@@ -388,6 +417,12 @@ class Trainer:
                   "images_per_s": round(rate, 1)}
         stats_file.write(json.dumps(record) + "\n")
         stats_file.flush()
+        if self.cfg.loss in PROBABILITY_LOSSES:  # D right about nearly every image, line after line: G starves
+            self.d_wins = self.d_wins + 1 if values["d_real"] > 0.99 and values["d_fake"] < 0.01 else 0
+            if self.d_wins == D_WINS_LINES:
+                self._warn(stats_file, "d_wins", f"D has told real from fake almost perfectly for {D_WINS_LINES} "
+                           f"stats lines (D(x) {values['d_real']:.3f}, D(G(z)) {values['d_fake']:.3f}): G gets "
+                           "little gradient. Try --set label_smoothing=0.1, a lower lr_d, diffaugment, or --loss hinge")
         bar.set_postfix(d_loss=f"{values['d_loss']:.3f}", g_loss=f"{values['g_loss']:.3f}",
                         **{"D(x)": f"{values['d_real']:.2f}", "D(G(z))": f"{values['d_fake']:.2f}"},
                         img_s=f"{rate:.0f}", refresh=False)
@@ -410,12 +445,59 @@ class Trainer:
         stats_file.write(json.dumps(record) + "\n")
         stats_file.flush()
         tqdm.write(f"epoch {self.epoch}: FID {result['fid']:.3f} ({result['extractor']}, n={n})", file=sys.stderr)
+        if result.get("recall", 1.0) < COLLAPSE_RECALL:
+            self._warn(stats_file, "collapse", f"the samples cover little of the data (recall {result['recall']:.3f} "
+                       f"in {result['extractor']}'s features, below {COLLAPSE_RECALL}): mode collapse? Try "
+                       "--set diffaugment=color,translation, --loss hinge, or resume an earlier checkpoint")
 
-    def _truncate_stats(self, path: Path) -> None:
-        """On resume, drop stats logged after the checkpoint: they will be logged again."""
+    def _warn(self, stats_file, kind: str, message: str) -> None:
+        """A warning, not a stop: on the terminal and as an event in stats.jsonl."""
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+        stats_file.write(json.dumps({"step": self.step, "event": "warning", "kind": kind, "message": message}) + "\n")
+        stats_file.flush()
+
+    def _diverged(self, losses: torch.Tensor) -> bool:
+        """Whether this step's losses are not finite (on any rank: the ranks agree, as their weights do)."""
+        bad = not bool(torch.isfinite(losses).all())
+        return any_rank(self.group, [bad], self.device)[0] if self.group.enabled else bad
+
+    def rollback(self, reason: str, stats_path: Path | None) -> None:
+        """Go back to the newest checkpoint with the learning rates times nan_lr_factor, and log it; after
+        max_rollbacks, stop with what happened and what to try."""
+        cfg, bad_step = self.cfg, self.step + 1
+        self.rollbacks += 1
+        if self.rollbacks > cfg.max_rollbacks:
+            raise GanforgeError(
+                f"training diverged: {reason} at step {bad_step}, again after {cfg.max_rollbacks} rollback(s) to the "
+                f"last good checkpoint with the learning rates x{cfg.nan_lr_factor} each time. Try lower lr_g / lr_d, "
+                "--set spectral_norm=true, --loss hinge, --set r1_gamma=1, or --precision fp32; "
+                f"the last good checkpoint is in {self.run_dir / 'checkpoints'}")
+        rollbacks = self.rollbacks
+        self.restore(*load_checkpoint(self.run_dir))
+        self.rollbacks = rollbacks
+        factor = cfg.nan_lr_factor ** rollbacks
+        for opt, lr in ((self.opt_g, cfg.lr_g), (self.opt_d, cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
+        message = (f"{reason} at step {bad_step}: rolled back to step {self.step} with learning rates "
+                   f"x{factor:g} (rollback {rollbacks} of at most {cfg.max_rollbacks})")
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+        if stats_path is not None:
+            self._truncate_stats(stats_path, in_place=True)
+            with open(stats_path, "a") as f:
+                f.write(json.dumps({"step": self.step, "event": "rollback", "reason": reason, "at_step": bad_step,
+                                    "lr_g": cfg.lr_g * factor, "lr_d": cfg.lr_d * factor, "message": message}) + "\n")
+
+    def _truncate_stats(self, path: Path, in_place: bool = False) -> None:
+        """On resume or rollback, drop stats logged after the checkpoint: they will be logged again.
+        Atomically when the file is not open; in place (the same file) under the loop's open handle."""
         if path.is_file():
-            kept = [s for s in read_stats(path) if s["step"] <= self.step]
-            path.write_text("".join(json.dumps(s) + "\n" for s in kept))
+            text = "".join(json.dumps(s) + "\n" for s in read_stats(path) if s.get("step", 0) <= self.step)
+            if in_place:
+                with open(path, "w") as f:
+                    f.write(text)
+            else:
+                write_atomic(path, text.encode())
 
     # --- outputs
     def write_panel(self, epoch: int | None = None) -> Path:
@@ -446,7 +528,19 @@ class Trainer:
             return
         self.saved_step = self.step
         if self.group.main:
-            self._write_checkpoint()
+            weights = [*self.G.parameters(), *self.D.parameters()]
+            if not all(bool(torch.isfinite(w).all()) for w in weights):  # never keep a diverged state
+                raise GanforgeError(f"step {self.step}: G or D holds non-finite weights; not saving them. The last "
+                                    f"good checkpoint is in {self.run_dir / 'checkpoints'}")
+            try:
+                self._write_checkpoint()
+            except OSError as e:
+                for tmp in (self.run_dir / "checkpoints").glob(".*.tmp"):
+                    tmp.unlink(missing_ok=True)
+                good = list_checkpoints(self.run_dir / "checkpoints")
+                raise GanforgeError(f"cannot write the checkpoint of step {self.step} in {self.run_dir / 'checkpoints'}: "
+                                    f"{e.strerror or e}. The last good one, {good[-1].stem if good else 'none'}, is "
+                                    "intact; free some space (or make the folder writable) and resume") from None
         if self.group.enabled:
             torch.distributed.barrier()
 
@@ -465,7 +559,7 @@ class Trainer:
             "model_spec": self.spec, "config": self.cfg.to_dict(),
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "images_seen": self.images_seen,
             "seconds": self.seconds, "opt_g": opt_g_meta, "opt_d": opt_d_meta, **extra_meta,
-            "world_size": self.group.world, "scaler_d": self.scaler_d.state_dict(), "scaler_g": self.scaler_g.state_dict(),
+            "rollbacks": self.rollbacks, "world_size": self.group.world, "scaler_d": self.scaler_d.state_dict(), "scaler_g": self.scaler_g.state_dict(),
             "rng": {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
                     "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]},
         }
@@ -499,6 +593,7 @@ class Trainer:
         random.setstate((version, tuple(internal), gauss))
         self.step, self.epoch = meta["step"], meta["epoch"]
         self.batch_in_epoch, self.images_seen, self.seconds = meta["batch_in_epoch"], meta["images_seen"], meta["seconds"]
+        self.rollbacks = meta.get("rollbacks", 0)
         saved_world = meta.get("world_size", 1)
         if saved_world != self.group.world:  # the same place in the epoch, counted in the new global batches
             done = self.batch_in_epoch * self.cfg.batch_size * saved_world
@@ -532,7 +627,15 @@ def train_run(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", res
     meta = tensors = None
     if resume is not None:
         run_dir = Path(resume).expanduser()
-        meta, tensors = load_checkpoint(run_dir)
+        if run_dir.is_dir() and not list_checkpoints(run_dir / "checkpoints") and (run_dir / "config.json").is_file():
+            # stopped before its first checkpoint: start it again, in the same folder
+            print(f"{run_dir}: no checkpoint yet; starting the run again from step 0", file=sys.stderr)
+            values = json.loads((run_dir / "config.json").read_text())
+            values.pop("model_spec", None)
+            cfg = TrainConfig.from_dict(values)
+            meta = {"config": cfg.to_dict(), "fresh": True}
+        else:
+            meta, tensors = load_checkpoint(run_dir)
         cfg = TrainConfig.from_dict(meta["config"])
         if budget and any(v is not None for v in budget.values()):
             cfg = dataclasses.replace(cfg, **{k: budget.get(k) for k in BUDGET_KEYS})
@@ -548,6 +651,8 @@ def train_run(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", res
         data = load_training_data(cfg)
         if resume is None:  # rank 0 numbers the run folder; the others learn its name
             run_dir = broadcast(group, new_run_dir(Path(runs_dir), cfg) if group.main else None)
+        if meta is not None and meta.get("fresh"):
+            meta = None
         if cfg.model in TEXT_MODELS:
             from ganforge.train_text import TextTrainer
             trainer = TextTrainer(cfg, run_dir, data, None if meta is None else (meta, tensors), group=group)
@@ -562,8 +667,7 @@ def train_run(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", res
                 teardown(group)
                 return trainer
         if group.main:
-            (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "model_spec": trainer.spec}, indent=1)
-                                                 + "\n")
+            write_config(run_dir, cfg, trainer.spec)
             if cfg.tensorboard:
                 trainer.tensorboard = _tensorboard_writer(run_dir)
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +38,46 @@ LAYOUTS = (f"either {CAPTIONS_FILE}, one JSON object per line such as "
            "per line, and optional train/filenames.txt and test/filenames.txt (or filenames.pickle) listing CLASS/NAME")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def clean_caption(text: str) -> str | None:
-    """Whitespace stripped and collapsed; None when nothing is left or it is longer than MAX_CAPTION."""
-    text = " ".join(text.split())
+    """Control characters made spaces, whitespace stripped and collapsed; None when nothing is left, it is
+    longer than MAX_CAPTION or it is not valid Unicode (a lone surrogate, which JSON's \\ud800 can give)."""
+    text = " ".join(_CONTROL.sub(" ", text).split())
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
     return text if text and len(text) <= MAX_CAPTION else None
+
+
+def _read_bytes(path: Path) -> bytes:
+    """A file's bytes, or a GanforgeError naming it."""
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise GanforgeError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _read_text(path: Path) -> str:
+    """A whole UTF-8 text file (a list of file names), or a GanforgeError naming it."""
+    try:
+        return _read_bytes(path).removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise GanforgeError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def _text_lines(path: Path) -> tuple[list[tuple[int, str]], list[str]]:
+    """A text file -> ((line number, line) for its UTF-8 lines, "PATH line N: not valid UTF-8" for the rest).
+    A byte-order mark at its start is ignored."""
+    good, bad = [], []
+    for number, raw in enumerate(_read_bytes(path).removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
+        try:
+            good.append((number, raw.decode("utf-8")))
+        except UnicodeDecodeError as e:
+            bad.append(f"{path} line {number}: not valid UTF-8 ({e.reason} at byte {e.start})")
+    return good, bad
 
 
 def load_captions(path: str, size: int = 64, channels: int = 3, split: str = "train") -> ImageData:
@@ -81,7 +118,7 @@ def _read_jsonl(source: str, root: Path) -> tuple[list[Path], list[list[str]]]:
     """captions.jsonl -> (image files, their captions); bad lines are reported and skipped."""
     jsonl = root / CAPTIONS_FILE
     files, captions, bad, dropped, lines = [], [], [], [], 0
-    for number, raw in enumerate(jsonl.read_bytes().split(b"\n"), start=1):
+    for number, raw in enumerate(_read_bytes(jsonl).removeprefix(b"\xef\xbb\xbf").split(b"\n"), start=1):
         if not raw.strip():
             continue
         lines += 1
@@ -90,8 +127,8 @@ def _read_jsonl(source: str, root: Path) -> tuple[list[Path], list[list[str]]]:
         except UnicodeDecodeError:
             bad.append(f"line {number}: not valid UTF-8")
             continue
-        except ValueError as e:
-            bad.append(f"line {number}: not valid JSON ({e})"[:300])
+        except (ValueError, RecursionError) as e:  # RecursionError: nested thousands of levels deep
+            bad.append(f"line {number}: not valid JSON ({type(e).__name__}: {e})"[:300])
             continue
         why = _bad_entry(root, entry)
         if why is None:
@@ -101,10 +138,10 @@ def _read_jsonl(source: str, root: Path) -> tuple[list[Path], list[list[str]]]:
                 files.append(root / entry["image"])
                 captions.append([t for t in cleaned if t])
                 continue
-            why = f"no usable caption (all empty or over {MAX_CAPTION} characters)"
+            why = f"no usable caption (all empty, over {MAX_CAPTION} characters or not valid Unicode)"
         bad.append(f"line {number}: {why}"[:300])
     report_skipped(source, bad, f"{lines} line(s) of {CAPTIONS_FILE}")
-    report_skipped(source, dropped, f"the captions: empty or over {MAX_CAPTION} characters")
+    report_skipped(source, dropped, f"the captions: empty, over {MAX_CAPTION} characters or not valid Unicode")
     if not files:
         raise GanforgeError(f"{jsonl}: no usable line among {lines}; expected one JSON object per line such as "
                             '{"image": "relative/path.png", "captions": ["a caption", "another"]}')
@@ -120,8 +157,11 @@ def _bad_entry(root: Path, entry) -> str | None:
         return 'no "image" path (a string)'
     if Path(image).is_absolute() or ".." in Path(image).parts:
         return f"image {image!r} is outside the folder (give a path relative to it)"
-    if not (root / image).is_file():
-        return f"image {image!r} not found"
+    try:
+        if not (root / image).is_file():
+            return f"image {image!r} not found"
+    except OSError as e:  # a name too long, ...
+        return f"image {image[:100]!r}: {e.strerror or e}"
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         return '"captions" missing or not a list of strings'
     return None
@@ -150,14 +190,14 @@ def read_filenames_pickle(path: Path) -> list[str]:
 def _split_list(base: Path, image_root: Path, split: str) -> list[str] | None:
     """The CLASS/NAME stems of the split, from whichever list file exists; None without one."""
     if (base / split / "filenames.txt").is_file():
-        return [s.strip() for s in (base / split / "filenames.txt").read_text().splitlines() if s.strip()]
+        return [s.strip() for s in _read_text(base / split / "filenames.txt").splitlines() if s.strip()]
     if (base / split / "filenames.pickle").is_file():
         return read_filenames_pickle(base / split / "filenames.pickle")
     listing, split_file = image_root / "images.txt", image_root / "train_test_split.txt"
     if listing.is_file() and split_file.is_file():  # CUB-200-2011: "id relpath" and "id is_train"
         try:
-            paths = dict(line.split(maxsplit=1) for line in listing.read_text().splitlines() if line.strip())
-            is_train = dict(line.split() for line in split_file.read_text().splitlines() if line.strip())
+            paths = dict(line.split(maxsplit=1) for line in _read_text(listing).splitlines() if line.strip())
+            is_train = dict(line.split() for line in _read_text(split_file).splitlines() if line.strip())
         except ValueError:
             raise GanforgeError(f"{listing}, {split_file}: expected lines 'ID RELATIVE/PATH.jpg' and 'ID 1|0' "
                                 f"(CUB-200-2011's format)") from None
@@ -177,7 +217,7 @@ def _read_cub(source: str, root: Path, split: str) -> tuple[list[Path], list[lis
     if stems is None:  # no split lists: every image
         stems = sorted(str(p.relative_to(images).with_suffix("")) for p in images.rglob("*")
                        if p.suffix.lower() in CUB_EXTENSIONS and p.is_file())
-    files, captions, skipped = [], [], []
+    files, captions, skipped, invalid = [], [], [], []
     for stem in stems:
         if Path(stem).is_absolute() or ".." in Path(stem).parts:
             skipped.append(f"{stem} (outside the folder)")
@@ -189,12 +229,15 @@ def _read_cub(source: str, root: Path, split: str) -> tuple[list[Path], list[lis
         elif not text.is_file():
             skipped.append(f"{image} (no caption file {text})")
         else:
-            cleaned = [c for c in map(clean_caption, text.read_bytes().decode("utf-8", "replace").splitlines()) if c]
+            lines, bad = _text_lines(text)
+            invalid += bad
+            cleaned = [c for c in (clean_caption(line) for _, line in lines) if c]
             if cleaned:
                 files.append(image)
                 captions.append(cleaned)
             else:
                 skipped.append(f"{image} (no usable caption in {text})")
+    report_skipped(source, invalid, "the caption lines: not valid UTF-8")
     report_skipped(source, skipped, f"{len(stems)} image(s) that are missing or have no captions")
     if not files:
         raise GanforgeError(f"{source}: none of the {len(stems)} {split} image(s) has both an image and a caption "

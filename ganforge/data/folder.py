@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from tqdm import tqdm
@@ -31,23 +31,62 @@ def list_images(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
 
 
+# What decode raises for a file it cannot use; decode_files turns any of them into a skip report.
+DECODE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
+
+
 def decode(path: Path, size: int, channels: int) -> np.ndarray:
-    """One file -> uint8 (channels, size, size). Raises on anything Pillow cannot decode."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)  # too large: skip, never hang
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")  # transparent pixels onto white, as a viewer shows them
-                img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-            img = img.convert("RGB" if channels == 3 else "L")  # also palette, CMYK, 16-bit
+    """One file -> uint8 (channels, size, size). Raises one of DECODE_ERRORS on anything it cannot use:
+    OSError for a file that cannot be read or is not an image Pillow knows (PIL.UnidentifiedImageError) or is
+    truncated; DecompressionBombError for one over Pillow's pixel limit (PIL.Image.MAX_IMAGE_PIXELS; its
+    warning threshold counts as over); ValueError for an empty file or anything else Pillow's decoders raise."""
+    try:
+        if path.stat().st_size == 0:
+            raise ValueError("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # too large: skip, never hang
+            with Image.open(path) as img:
+                img.load()
+                img = _to_8bit(img, channels)
+    except Image.DecompressionBombWarning as e:
+        raise Image.DecompressionBombError(str(e)) from None
+    except DECODE_ERRORS:
+        raise
+    except Exception as e:  # noqa: BLE001 - Pillow's decoders also raise SyntaxError, EOFError, struct.error...
+        raise ValueError(f"cannot decode ({type(e).__name__}: {e})") from None
+    width, height = img.size
+    short = min(width, height)
+    if max(width, height) > 2 * short:  # a long thin strip: resizing all of it could take minutes and gigabytes
+        img = TF.center_crop(img, [min(height, 2 * short), min(width, 2 * short)])
     img = TF.center_crop(TF.resize(img, size, interpolation=InterpolationMode.BICUBIC, antialias=True), size)
     array = np.asarray(img, dtype=np.uint8)
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
+def _to_8bit(img: Image.Image, channels: int) -> Image.Image:
+    """Any mode -> RGB or L: transparency onto white, 16-bit gray scaled (Pillow's convert would clip it)."""
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")  # transparent pixels onto white, as a viewer shows them
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    elif img.mode.startswith("I"):  # I;16, I;16B, I (16-bit PNGs): 0..65535 -> 0..255
+        wide = np.clip(np.asarray(img, dtype=np.int64), 0, 65535)
+        img = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
+    return img.convert("RGB" if channels == 3 else "L")  # also palette, CMYK, 1-bit, YCbCr
+
+
+def _reason(e: Exception) -> str:
+    """Why a file was skipped, in words."""
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image Pillow can read (unknown format, or not an image at all)"
+    if isinstance(e, PermissionError):
+        return "cannot be read (permission denied)"
+    if isinstance(e, Image.DecompressionBombError):
+        return f"too large: {e}"
+    return f"{type(e).__name__}: {e}"
+
+
 def _cache_key(files: list[Path], size: int, channels: int, labels: bool) -> str:
-    h = hashlib.sha256(f"v1 {size} {channels} {labels}".encode())
+    h = hashlib.sha256(f"v2 {size} {channels} {labels}".encode())  # v2: 16-bit images scaled, not clipped
     for p in files:
         st = p.stat()
         h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -94,8 +133,8 @@ def decode_files(files: list[Path], size: int, channels: int, desc: str) -> tupl
     for i, p in enumerate(tqdm(files, desc=desc, unit="img", leave=False, disable=len(files) < 200)):
         try:
             images[len(kept)] = decode(p, size, channels)
-        except Exception as e:  # noqa: BLE001 - Pillow raises many types for broken files
-            skipped.append(f"{p} ({type(e).__name__}: {e})"[:300])
+        except Exception as e:  # noqa: BLE001 - DECODE_ERRORS, and whatever else: skip the file, never crash
+            skipped.append(f"{p} ({_reason(e)[:240]})")
             continue
         kept.append(i)
     return images[:len(kept)].copy(), np.array(kept, dtype=np.int64), skipped

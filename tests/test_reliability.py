@@ -1,0 +1,198 @@
+"""Nothing lost: real SIGKILLs and resumes, divergence rolled back, full disks, runs killed before their
+first checkpoint, and the warnings for a starved G and for mode collapse."""
+
+import errno
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from ganforge.checkpoint import load_checkpoint
+from ganforge.cli import main
+from ganforge.errors import GanforgeError
+from ganforge.train import Trainer, load_training_data, new_run_dir, train, train_run
+
+# a DCGAN of a few thousand weights, a checkpoint after every step (many kills land inside a write),
+# and an epoch end at step 78
+STEPS = 150
+KILL_RUN = ["--steps", str(STEPS), "--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=16", "--set",
+            "batch_size=128", "--set", "log_every=5", "--set", "n_samples=16", "--set", "checkpoint_every=1", "--quiet"]
+
+
+def _ganforge(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ganforge", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _saved_step(out) -> int | None:
+    steps = [int(p.stem.split("-")[1]) for p in out.glob("*/checkpoints/step-*.json")] if out.is_dir() else []
+    return max(steps, default=None)
+
+
+def train_with_kills(out, kills: int, seed: int, within: float = 0.4) -> tuple:
+    """Train KILL_RUN, SIGKILLing the process `kills` times and resuming after each. A kill comes at a random
+    moment of start-up (one in five), or at a random moment up to `within` s after the process has saved a new
+    checkpoint: inside a step, a checkpoint write, a stats line, an epoch's panel. -> (run, kills, steps saved
+    before each kill)."""
+    rng = random.Random(seed)
+    run, killed, moments = None, 0, []
+    while True:
+        before = _saved_step(out)
+        proc = _ganforge("train", "--resume", str(run), "--quiet") if run else _ganforge("train", "--out", str(out),
+                                                                                           *KILL_RUN)
+        if killed < kills:
+            if rng.random() < 0.2:
+                time.sleep(rng.uniform(0.2, 3.0))
+            else:
+                deadline = time.time() + 120
+                while proc.poll() is None and _saved_step(out) in (before, None) and time.time() < deadline:
+                    time.sleep(0.02)
+                time.sleep(rng.uniform(0.0, within))
+            if proc.poll() is None:
+                proc.kill()  # SIGKILL: no handler runs, nothing is flushed
+                proc.communicate()
+                killed += 1
+                moments.append(_saved_step(out))
+                found = sorted(out.iterdir()) if out.is_dir() else []
+                run = found[0] if found else None
+                if run is not None and not (run / "config.json").is_file():  # killed while making the folder
+                    shutil.rmtree(run)
+                    run = None
+                continue
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+        return run or min(out.iterdir()), killed, moments
+
+
+def check_kills(tmp_path, kills: int, seed: int, within: float) -> None:
+    reference = _ganforge("train", "--out", str(tmp_path / "reference"), *KILL_RUN)
+    _, err = reference.communicate(timeout=600)
+    assert reference.returncode == 0, err[-2000:]
+    run, killed, moments = train_with_kills(tmp_path / "killed", kills, seed, within)
+    assert killed == kills and sum(m is not None for m in moments) >= kills // 2, moments  # most during training
+    ref_meta, ref = load_checkpoint(next((tmp_path / "reference").iterdir()))
+    meta, got = load_checkpoint(run)
+    assert meta["step"] == ref_meta["step"] == STEPS
+    assert ref.keys() == got.keys()
+    for key in ref:
+        assert torch.equal(ref[key], got[key]), (key, moments)
+    stats = [json.loads(line)["step"] for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert stats == list(range(5, STEPS + 1, 5))  # nothing lost, nothing twice
+
+
+def test_sigkill_at_3_random_moments_then_resume_ends_bit_exact(tmp_path):
+    check_kills(tmp_path, kills=3, seed=1, within=0.4)
+
+
+@pytest.mark.slow
+def test_sigkill_at_20_random_moments_then_resume_ends_bit_exact(tmp_path):
+    check_kills(tmp_path, kills=20, seed=2, within=1.5)
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_path, capsys):
+    cfg = tiny_config(steps=4)
+    run = new_run_dir(tmp_path, cfg)  # the folder and its config.json, as a kill right after would leave them
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert "no checkpoint yet; starting the run again from step 0" in capsys.readouterr().err
+    assert load_checkpoint(run)[0]["step"] == 4
+
+
+# --- divergence
+def _poison_at(monkeypatch, steps: set[int]):
+    """Make G's weights NaN just before the given steps (counted from 1) run, as a blow-up would."""
+    original = Trainer.train_step
+
+    def train_step(self, real, cond=None):
+        if self.step + 1 in steps:
+            steps.discard(self.step + 1)  # once per listed step: the replay after a rollback is clean
+            with torch.no_grad():
+                next(self.G.parameters()).fill_(float("nan"))
+        return original(self, real, cond)
+
+    monkeypatch.setattr(Trainer, "train_step", train_step)
+
+
+def test_a_nan_rolls_back_to_the_last_checkpoint_with_lower_learning_rates(tmp_path, monkeypatch, capsys):
+    _poison_at(monkeypatch, {13})
+    trainer = train_run(tiny_config(steps=20, checkpoint_every=5), runs_dir=tmp_path, progress=False)
+    events = [json.loads(line) for line in (trainer.run_dir / "stats.jsonl").read_text().splitlines()]
+    rollbacks = [e for e in events if e.get("event") == "rollback"]
+    assert len(rollbacks) == 1 and rollbacks[0]["at_step"] == 13 and rollbacks[0]["step"] == 10
+    assert rollbacks[0]["lr_g"] == pytest.approx(1e-4) and "rolled back to step 10" in capsys.readouterr().err
+    meta, tensors = load_checkpoint(trainer.run_dir)
+    assert meta["step"] == 20 and meta["rollbacks"] == 1
+    assert meta["opt_g"]["param_groups"][0]["lr"] == pytest.approx(1e-4)  # kept on resume too
+    assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+    steps = [e["step"] for e in events if "d_loss" in e]
+    assert steps == [5, 10, 15, 20]  # the lines after the checkpoint were dropped, then logged again
+
+
+def test_a_run_that_keeps_diverging_stops_with_advice_and_keeps_its_last_good_checkpoint(tmp_path, monkeypatch):
+    _poison_at(monkeypatch, {7, 8, 9, 10})
+    with pytest.raises(GanforgeError, match="training diverged: non-finite d_loss at step .* after 2 rollback") as e:
+        train(tiny_config(steps=20, checkpoint_every=5, max_rollbacks=2), runs_dir=tmp_path, progress=False)
+    assert "lr_g" in str(e.value) and "spectral_norm" in str(e.value)
+    meta, tensors = load_checkpoint(next(tmp_path.iterdir()))
+    assert meta["step"] == 5 and all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
+def test_d_winning_every_time_warns_once(tmp_path, capsys):
+    cfg = tiny_config()
+    trainer = Trainer(cfg, new_run_dir(tmp_path, cfg), load_training_data(cfg))
+
+    class Bar:
+        def set_postfix(self, **_):
+            pass
+
+    with open(trainer.run_dir / "stats.jsonl", "a") as f:
+        for _ in range(6):  # d_loss, g_loss, D(x) 0.999, D(G(z)) 0.001, G steps
+            trainer._log(f, torch.tensor([0.01, 7.0, 0.999, 0.001, 1.0]), 1, Bar(), 100.0)
+    events = [json.loads(line) for line in (trainer.run_dir / "stats.jsonl").read_text().splitlines()]
+    warnings = [e for e in events if e.get("event") == "warning"]
+    assert len(warnings) == 1 and warnings[0]["kind"] == "d_wins"
+    assert "G gets little gradient" in capsys.readouterr().err
+
+
+def test_low_recall_warns_of_mode_collapse(tmp_path, monkeypatch, capsys):
+    from ganforge.metrics import evaluate
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: {"fid": 80.0, "recall": 0.01, "extractor": "pixels"})
+    cfg = tiny_config(eval_every=1, eval_extractor="pixels", eval_n=10)
+    trainer = Trainer(cfg, new_run_dir(tmp_path, cfg), load_training_data(cfg))
+    with open(trainer.run_dir / "stats.jsonl", "a") as f:
+        trainer.measure(f)
+    assert "mode collapse?" in capsys.readouterr().err
+    assert '"kind": "collapse"' in (trainer.run_dir / "stats.jsonl").read_text()
+
+
+# --- disks
+def test_a_full_disk_at_save_is_a_clear_error_and_the_last_checkpoint_stays_intact(tmp_path, monkeypatch):
+    import ganforge.train as train_module
+    real_save, calls = train_module.save_checkpoint, []
+
+    def save_checkpoint(folder, step, *args, **kwargs):
+        calls.append(step)
+        if step == 10:
+            (folder / ".step-00000010.safetensors.tmp").write_bytes(b"half")  # what a failed write leaves
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(folder, step, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_checkpoint)
+    with pytest.raises(GanforgeError, match="No space left on device. The last good one, step-00000005, is intact"):
+        train(tiny_config(steps=20, checkpoint_every=5), runs_dir=tmp_path, progress=False)
+    run = next(tmp_path.iterdir())
+    assert load_checkpoint(run)[0]["step"] == 5
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+
+
+def test_a_run_folder_that_cannot_be_made_is_a_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert main(["train", "--steps", "1", "--out", str(blocker / "runs"), "--quiet"]) == 2
+    assert "cannot create a run folder" in capsys.readouterr().err
