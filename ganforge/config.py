@@ -143,6 +143,13 @@ class TrainConfig:
         for key in ("beta1", "beta2"):
             if not 0 <= getattr(self, key) < 1:
                 raise bad(key, "must be in [0, 1)")
+        if not 0 <= self.seed < 2**40:
+            raise bad("seed", "must be in [0, 2**40)")
+        for key, top in (("z_dim", 4096), ("g_width", 4096), ("d_width", 4096), ("batch_size", 65536),
+                         ("mlp_g_hidden", 65536), ("mlp_d_hidden", 65536), ("mlp_d_pieces", 64), ("text_dim", 4096),
+                         ("c_dim", 4096), ("res_blocks", 64)):
+            if getattr(self, key) > top:
+                raise bad(key, f"must be at most {top}")
         if self.fake_label is None:
             self.fake_label = 1.0 - self.real_label
         for key in ("real_label", "fake_label"):

@@ -20,10 +20,9 @@ from ganforge.errors import GanforgeError
 from ganforge.train import Trainer, load_training_data, new_run_dir, train, train_run
 
 # a DCGAN of a few thousand weights, a checkpoint after every step (many kills land inside a write),
-# and an epoch end at step 78
-STEPS = 150
-KILL_RUN = ["--steps", str(STEPS), "--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=16", "--set",
-            "batch_size=128", "--set", "log_every=5", "--set", "n_samples=16", "--set", "checkpoint_every=1", "--quiet"]
+# and an epoch end every 78 steps
+KILL_RUN = ["--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=16", "--set", "batch_size=128",
+            "--set", "log_every=5", "--set", "n_samples=16", "--set", "checkpoint_every=1", "--quiet"]
 
 
 def _ganforge(*args: str) -> subprocess.Popen:
@@ -36,8 +35,8 @@ def _saved_step(out) -> int | None:
     return max(steps, default=None)
 
 
-def train_with_kills(out, kills: int, seed: int, within: float = 0.4) -> tuple:
-    """Train KILL_RUN, SIGKILLing the process `kills` times and resuming after each. A kill comes at a random
+def train_with_kills(out, steps: int, kills: int, seed: int, within: float = 0.4) -> tuple:
+    """Train KILL_RUN for `steps`, SIGKILLing the process `kills` times and resuming after each. A kill comes at a random
     moment of start-up (one in five), or at a random moment up to `within` s after the process has saved a new
     checkpoint: inside a step, a checkpoint write, a stats line, an epoch's panel. -> (run, kills, steps saved
     before each kill)."""
@@ -45,8 +44,8 @@ def train_with_kills(out, kills: int, seed: int, within: float = 0.4) -> tuple:
     run, killed, moments = None, 0, []
     while True:
         before = _saved_step(out)
-        proc = _ganforge("train", "--resume", str(run), "--quiet") if run else _ganforge("train", "--out", str(out),
-                                                                                           *KILL_RUN)
+        proc = _ganforge("train", "--resume", str(run), "--quiet") if run else \
+            _ganforge("train", "--out", str(out), "--steps", str(steps), *KILL_RUN)
         if killed < kills:
             if rng.random() < 0.2:
                 time.sleep(rng.uniform(0.2, 3.0))
@@ -71,29 +70,29 @@ def train_with_kills(out, kills: int, seed: int, within: float = 0.4) -> tuple:
         return run or min(out.iterdir()), killed, moments
 
 
-def check_kills(tmp_path, kills: int, seed: int, within: float) -> None:
-    reference = _ganforge("train", "--out", str(tmp_path / "reference"), *KILL_RUN)
+def check_kills(tmp_path, steps: int, kills: int, seed: int, within: float) -> None:
+    reference = _ganforge("train", "--out", str(tmp_path / "reference"), "--steps", str(steps), *KILL_RUN)
     _, err = reference.communicate(timeout=600)
     assert reference.returncode == 0, err[-2000:]
-    run, killed, moments = train_with_kills(tmp_path / "killed", kills, seed, within)
+    run, killed, moments = train_with_kills(tmp_path / "killed", steps, kills, seed, within)
     assert killed == kills and sum(m is not None for m in moments) >= kills // 2, moments  # most during training
     ref_meta, ref = load_checkpoint(next((tmp_path / "reference").iterdir()))
     meta, got = load_checkpoint(run)
-    assert meta["step"] == ref_meta["step"] == STEPS
+    assert meta["step"] == ref_meta["step"] == steps
     assert ref.keys() == got.keys()
     for key in ref:
         assert torch.equal(ref[key], got[key]), (key, moments)
     stats = [json.loads(line)["step"] for line in (run / "stats.jsonl").read_text().splitlines()]
-    assert stats == list(range(5, STEPS + 1, 5))  # nothing lost, nothing twice
+    assert stats == list(range(5, steps + 1, 5))  # nothing lost, nothing twice
 
 
 def test_sigkill_at_3_random_moments_then_resume_ends_bit_exact(tmp_path):
-    check_kills(tmp_path, kills=3, seed=1, within=0.4)
+    check_kills(tmp_path, steps=150, kills=3, seed=1, within=0.4)
 
 
 @pytest.mark.slow
 def test_sigkill_at_20_random_moments_then_resume_ends_bit_exact(tmp_path):
-    check_kills(tmp_path, kills=20, seed=2, within=1.5)
+    check_kills(tmp_path, steps=400, kills=20, seed=2, within=1.0)
 
 
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_path, capsys):
