@@ -15,12 +15,14 @@ from PIL import Image
 from ganforge.checkpoint import write_atomic
 
 
-def save_figure(fig, out: Path, dpi: int = 100) -> None:
-    """Render a figure to PNG and write it atomically (a crash never leaves half a file), then close it."""
-    buf = io.BytesIO()
+def save_figure(fig, out, dpi: int = 100) -> None:
+    """Render a figure to PNG, then close it: into a file object, or to a path atomically (a crash never
+    leaves half a file)."""
+    buf = out if hasattr(out, "write") else io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
-    write_atomic(Path(out), buf.getvalue())
+    if buf is not out:
+        write_atomic(Path(out), buf.getvalue())
 
 
 def read_stats(path: Path) -> list[dict]:
