@@ -220,6 +220,10 @@ class Trainer:
                     D, D_frozen = torch.compile(D), torch.compile(D_frozen)
         return G, D, D_frozen
 
+    def _loss_scale(self) -> float:
+        """fp16's current loss scale (a host sync, so asked for only by the penalties that need it), else 1."""
+        return self.scaler_d.get_scale() if self.scaler_d.is_enabled() else 1.0
+
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
@@ -270,12 +274,12 @@ class Trainer:
             loss_d = d_loss(real_out.float(), negatives.float(), self.real_target, cfg.fake_label, cfg.loss)
             total_d = loss_d
             # the penalties differentiate D itself (not a DDP or compiled wrapper), scaled like the loss
-            scale = self.scaler_d.get_scale() if self.scaler_d.is_enabled() else 1.0
             if cfg.loss == "wgan-gp":
-                total_d = total_d + cfg.gp_weight * gradient_penalty(partial(D, net=self.D), real, fake, scale=scale)
+                total_d = total_d + cfg.gp_weight * gradient_penalty(partial(D, net=self.D), real, fake,
+                                                                     scale=self._loss_scale())
             if cfg.r1_gamma:
                 out = real_out if self.D_train is self.D else D(real, net=self.D)
-                total_d = total_d + cfg.r1_gamma / 2 * r1_penalty(out, real, scale)
+                total_d = total_d + cfg.r1_gamma / 2 * r1_penalty(out, real, self._loss_scale())
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler_d.scale(total_d).backward()
         self.scaler_d.step(self.opt_d)

@@ -107,9 +107,8 @@ class TextTrainer(Trainer):
                 "d_norm": cfg.d_norm, "spectral_norm": cfg.spectral_norm}
         if cfg.model == "stackgan1":
             return spec | {"z_dim": cfg.z_dim}
-        return spec | {"res_blocks": cfg.res_blocks, "stage1": self.carried[0]["model_spec"]
-                       if self.carried[0]["model_spec"]["model"] == "stackgan1"
-                       else self.carried[0]["model_spec"]["stage1"]}
+        carried_spec = self.carried[0]["model_spec"]  # a Stage-I run's, or (resuming) this Stage-II run's own
+        return spec | {"res_blocks": cfg.res_blocks, "stage1": carried_spec.get("stage1", carried_spec)}
 
     def condition(self, idx: torch.Tensor) -> torch.Tensor:
         """The embedding of one caption per image, drawn by a generator fixed by (seed, step)."""

@@ -1,6 +1,9 @@
+import json
 import os
+from pathlib import Path
 
 import pytest
+from PIL import Image, ImageDraw
 
 from ganforge.config import TrainConfig
 
@@ -12,6 +15,28 @@ def skip_or_fail(reason: str):
     if REQUIRE_ALL:
         pytest.fail(f"{reason} (GANFORGE_REQUIRE_ALL=1: every component must be installed)")
     pytest.skip(reason)
+
+
+SHAPE_COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 40)}
+SHAPES = ("square", "disc")
+
+
+def make_shapes_folder(root: Path, count: int = 32, paraphrase: str = "a {shape} {color}") -> Path:
+    """A captions.jsonl folder: `count` images of a coloured square or disc on gray, each captioned
+    "a {color} {shape}" and by the paraphrase."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(count):
+        color, shape = list(SHAPE_COLORS)[i % 4], SHAPES[(i // 4) % 2]
+        image = Image.new("RGB", (32, 32), (128, 128, 128))
+        draw = ImageDraw.Draw(image)
+        box = (6 + i % 5, 6 + i % 3, 24 + i % 5, 24 + i % 3)
+        (draw.rectangle if shape == "square" else draw.ellipse)(box, fill=SHAPE_COLORS[color])
+        image.save(root / f"{i:03d}.png")
+        captions = [f"a {color} {shape}", paraphrase.format(shape=shape, color=color)]
+        lines.append(json.dumps({"image": f"{i:03d}.png", "captions": captions}))
+    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    return root
 
 
 def tiny_config(**changes) -> TrainConfig:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import skip_or_fail, tiny_config
+from conftest import make_shapes_folder, skip_or_fail, tiny_config
 from PIL import Image
 
 from ganforge.checkpoint import load_generator
@@ -32,24 +32,6 @@ INT64_MAX = 2**63 - 1
 def _needs_studio():
     if MISSING:
         skip_or_fail(f"the studio needs fastapi, uvicorn and httpx: pip install 'ganforge[studio]' ({MISSING})")
-
-
-def shapes_folder(root):
-    """A captions.jsonl folder: 32 images of a coloured square or disc on gray, two captions each."""
-    from PIL import ImageDraw
-
-    colors = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 40)}
-    root.mkdir()
-    lines = []
-    for i in range(32):
-        color, shape = list(colors)[i % 4], ("square", "disc")[(i // 4) % 2]
-        image = Image.new("RGB", (32, 32), (128, 128, 128))
-        box = (6 + i % 5, 6 + i % 3, 24 + i % 5, 24 + i % 3)
-        (ImageDraw.Draw(image).rectangle if shape == "square" else ImageDraw.Draw(image).ellipse)(box, fill=colors[color])
-        image.save(root / f"{i:03d}.png")
-        lines.append(json.dumps({"image": f"{i:03d}.png", "captions": [f"a {color} {shape}", f"a {shape} {color}"]}))
-    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
-    return root
 
 
 def fake_attribute_classifier(data: str, names: list[str], G) -> None:
@@ -87,7 +69,7 @@ def studio(tmp_path_factory):
         out = tmp_path_factory.mktemp("runs")
         dcgan = train(tiny_config(steps=10), runs_dir=out, progress=False)
         cgan = train(tiny_config(steps=4, model="cgan"), runs_dir=out, progress=False)
-        shapes = shapes_folder(tmp_path_factory.getbasetemp() / "shapes")
+        shapes = make_shapes_folder(tmp_path_factory.getbasetemp() / "shapes")
         text = {"model": "stackgan1", "data": f"captions:{shapes}", "image_size": 32, "g_width": 8, "d_width": 8,
                 "z_dim": 8, "c_dim": 8, "text_dim": 16, "text_pretrain_steps": 5, "batch_size": 16,
                 "log_every": 2, "n_samples": 16, "steps": 4}

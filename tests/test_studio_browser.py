@@ -2,16 +2,13 @@
 of a studio started with `python -m ganforge studio` on tiny runs, and checks that the images shown
 change when the inputs do. Screenshots are kept under the test's tmp_path."""
 
-import json
 import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import skip_or_fail, tiny_config
-from PIL import Image, ImageDraw
+from conftest import make_shapes_folder, skip_or_fail, tiny_config
 
 from ganforge.config import TrainConfig
 from ganforge.train import train
@@ -19,22 +16,6 @@ from ganforge.train import train
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def shapes_folder(root: Path) -> Path:
-    """A captions.jsonl folder: 32 images of a coloured square or disc on gray, two captions each."""
-    colors = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 40)}
-    root.mkdir()
-    lines = []
-    for i in range(32):
-        color, shape = list(colors)[i % 4], ("square", "disc")[(i // 4) % 2]
-        image = Image.new("RGB", (32, 32), (128, 128, 128))
-        box = (6 + i % 5, 6 + i % 3, 24 + i % 5, 24 + i % 3)
-        (ImageDraw.Draw(image).rectangle if shape == "square" else ImageDraw.Draw(image).ellipse)(box, fill=colors[color])
-        image.save(root / f"{i:03d}.png")
-        lines.append(json.dumps({"image": f"{i:03d}.png", "captions": [f"a {color} {shape}", f"a {shape} {color}"]}))
-    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +39,7 @@ def studio_url(sync_playwright, tmp_path_factory):
     """A studio on a free port, serving a tiny DCGAN run and a tiny StackGAN (Stage-I + Stage-II)."""
     runs = tmp_path_factory.mktemp("runs")
     train(tiny_config(steps=10), runs_dir=runs, progress=False)
-    shapes = shapes_folder(tmp_path_factory.getbasetemp() / "browser-shapes")
+    shapes = make_shapes_folder(tmp_path_factory.getbasetemp() / "browser-shapes")
     text = {"model": "stackgan1", "data": f"captions:{shapes}", "image_size": 32, "g_width": 8, "d_width": 8,
             "z_dim": 8, "c_dim": 8, "text_dim": 16, "text_pretrain_steps": 5, "batch_size": 16,
             "log_every": 2, "n_samples": 16, "steps": 4}

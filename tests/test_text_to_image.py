@@ -1,12 +1,12 @@
 """Text to image: the tokeniser and text encoders, StackGAN's parts, both training stages, `t2i`."""
 
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from conftest import skip_or_fail
+from conftest import SHAPE_COLORS as COLORS
+from conftest import SHAPES, make_shapes_folder, skip_or_fail
 from PIL import Image
 
 from ganforge.checkpoint import load_checkpoint, load_generator
@@ -19,27 +19,11 @@ from ganforge.models.text import MAX_WORDS, GRUTextEncoder, TextEncoder, Vocabul
 from ganforge.t2i import TextToImage
 from ganforge.train import train
 
-COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 40)}
-SHAPES = ("square", "disc")
-
 
 @pytest.fixture(scope="module")
 def shapes_folder(tmp_path_factory):
-    """A captions.jsonl folder: 64 images of a coloured square or disc on gray, two captions each."""
-    root = tmp_path_factory.mktemp("shapes")
-    lines = []
-    for i in range(64):
-        color, shape = list(COLORS)[i % 4], SHAPES[(i // 4) % 2]
-        image = Image.new("RGB", (32, 32), (128, 128, 128))
-        from PIL import ImageDraw
-        draw = ImageDraw.Draw(image)
-        box = (6 + i % 5, 6 + i % 3, 24 + i % 5, 24 + i % 3)
-        (draw.rectangle if shape == "square" else draw.ellipse)(box, fill=COLORS[color])
-        image.save(root / f"{i:03d}.png")
-        lines.append(json.dumps({"image": f"{i:03d}.png", "captions": [f"a {color} {shape}",
-                                                                       f"a {shape} coloured {color}"]}))
-    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
-    return root
+    """64 captioned images of coloured squares and discs, paraphrased "a disc coloured red"."""
+    return make_shapes_folder(tmp_path_factory.mktemp("shapes"), 64, "a {shape} coloured {color}")
 
 
 def tiny_text_config(data: str, **changes) -> TrainConfig:
