@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 from pathlib import Path
 
 import torch
@@ -27,14 +28,23 @@ FORMAT_VERSION = 1
 _NAME = re.compile(r"step-(\d{8,})\.json$")
 
 
+def unique_tmp(path: Path) -> Path:
+    """A temp name beside `path` that no other process or thread writing the same file uses."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes so that `path` holds either its old content or all of the new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write bytes so that `path` holds either its old content or all of the new one (a unique temp
+    file, fsync, rename: two processes writing the same file leave one whole version)."""
+    tmp = unique_tmp(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=LOSSES, help="the game's losses (default: non-saturating); penalties, "
                    "n_critic, spectral_norm, diffaugment, ema_decay: see --set")
     t.add_argument("--data", metavar="SOURCE",
-                   help="digits (bundled, default), mnist, fashion-mnist, faces (drawn here), folder:PATH or "
-                   "celeba:PATH; with captions, for stackgan1: faces-captions, fashion-mnist-captions, captions:PATH")
+                   help="digits (bundled, default), mnist, fashion-mnist, faces (drawn here), folder:PATH, "
+                   "celeba:PATH, lsun:PATH (an LMDB folder) or prepared:DIR (from `ganforge prepare`); with captions, for stackgan1: faces-captions, fashion-mnist-captions, captions:PATH")
     t.add_argument("--image-size", type=int, choices=IMAGE_SIZES,
                    help="default: the data's own size, 64 for folders, at most 32 for stackgan1")
     t.add_argument("--channels", type=int, choices=[1, 3], help="default: the data's own (folders: 3)")
@@ -87,6 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--nproc", type=_positive_int, metavar="N", help="train in N processes on this machine "
                    "(DistributedDataParallel, as torchrun would; --set batch_size is per process)")
 
+    p = commands.add_parser("prepare", help="decode a data source once into memory-mapped shards for training",
+                            description="Decode any source (folder:PATH, celeba:PATH, lsun:PATH, captions:PATH, or a "
+                            "built-in one) into a prepared data set: uint8 shards read by memory map, and a "
+                            "manifest.json. Uses every core; Ctrl-C or a crash keeps the finished shards, and the "
+                            "same command continues. Train from it with --data prepared:DIR. Prints the folder.")
+    p.add_argument("source", metavar="SOURCE", help="folder:PATH, celeba:PATH, lsun:PATH, captions:PATH, digits, "
+                   "mnist, fashion-mnist, faces, ...")
+    p.add_argument("--image-size", type=int, choices=IMAGE_SIZES, help="default: 64 (built-in sets: their own)")
+    p.add_argument("--channels", type=int, choices=[1, 3], help="default: 3 (built-in sets: their own)")
+    p.add_argument("--out", metavar="DIR", help="the prepared folder (default: ganforge's cache, where training "
+                   "from the source would prepare it)")
+    p.add_argument("--folder-labels", action="store_true", help="folder:PATH: class labels from subfolder names")
+    p.add_argument("--split", choices=["train", "test"], default="train", help="which split (default: train)")
+    p.add_argument("--data-dir", metavar="DIR", help="folder holding the IDX files of mnist / fashion-mnist")
+    p.add_argument("--workers", type=_positive_int, help="decoding processes (default: one per core)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
     s = commands.add_parser("sample", help="draw samples from a checkpoint or run folder",
                             description="Draw samples from a trained generator.")
     s.add_argument("checkpoint", metavar="CKPT_OR_RUN_DIR", help="a run folder (its latest checkpoint) or a checkpoint")
@@ -107,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=_positive_int, default=10_000, help="samples to compare (default: 10000)")
     e.add_argument("--seed", type=int, default=0, help="noise seed for a generator's samples (default: 0)")
     e.add_argument("--no-ema", action="store_true", help="the raw generator instead of its moving average")
-    e.add_argument("--extractor", help="classifier:<data> (the default), inception or pixels")
+    e.add_argument("--extractor", help="classifier:<data> (the default for labelled data), ssl:<data> (the "
+                   "default without labels: trained here on the real images, self-supervised), inception or pixels")
     e.add_argument("--inception-weights", metavar="FILE.pth",
                    help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth for --extractor inception "
                    "(default: $GANFORGE_INCEPTION_WEIGHTS, else <cache-dir>/inception/)")
@@ -211,13 +229,19 @@ def cmd_train(args) -> int:
     flags = {k: getattr(args, k) for k in RUN_FLAGS}
     runtime = {"device": args.device, "precision": args.precision, "compile": args.compile}
     if args.resume:
+        from ganforge.config import parse_overrides
+        from ganforge.train import RECORD_KEYS
+
+        record = {k: flags.pop(k) for k in ("eval_every", "tensorboard")}
+        record |= parse_overrides(args.overrides)
         changed = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
-        changed += ["--set"] if args.overrides else []
+        changed += [f"--set {k}" for k in record if k not in RECORD_KEYS]
         if changed:
-            raise GanforgeError(f"--resume continues a run with its own config; only --steps, --epochs, "
-                                f"--minutes, --device, --precision, --compile or --nproc may be given with it "
+            raise GanforgeError(f"--resume continues a run with its own model and data; with it, only the budget "
+                                f"(--steps, --epochs, --minutes), --device, --precision, --compile, --nproc, "
+                                f"--eval-every, --tensorboard and --set {'/'.join(RECORD_KEYS)} may be given "
                                 f"(got {', '.join(changed)})")
-        run_dir = train(resume=args.resume, budget=budget, progress=not args.quiet, runtime=runtime)
+        run_dir = train(resume=args.resume, budget=budget, progress=not args.quiet, runtime=runtime, record=record)
     else:
         if not any(v is not None for v in budget.values()):
             budget["minutes"] = DEFAULT_MINUTES
@@ -238,6 +262,20 @@ def _without_nproc(argv: list[str]) -> list[str]:
         elif not a.startswith("--nproc="):
             out.append(a)
     return out
+
+
+def cmd_prepare(args) -> int:
+    from ganforge.data.prepared import load_prepared, prepare_source
+
+    out = prepare_source(args.source, args.out, args.image_size, args.channels, args.workers,
+                         progress=not args.quiet, folder_labels=args.folder_labels, split=args.split,
+                         data_dir=args.data_dir)
+    data = load_prepared(out)
+    c, h, w = data.shape
+    print(f"{args.source}: {len(data):,} images of {c}x{h}x{w} ({len(data.skipped)} skipped); train with "
+          f"--data prepared:{out}", file=sys.stderr)
+    print(out)
+    return 0
 
 
 def cmd_sample(args) -> int:
@@ -277,8 +315,8 @@ def _class_index(label: str, spec: dict) -> int:
 def cmd_eval(args) -> int:
     import json
 
-    from ganforge.data import to_uint8
-    from ganforge.metrics.evaluate import evaluate, format_table, load_samples
+    from ganforge.data import load_data, to_uint8
+    from ganforge.metrics.evaluate import default_extractor, evaluate, format_table, load_samples
     from ganforge.metrics.features import get_extractor
 
     if (args.checkpoint is None) == (args.samples is None):
@@ -293,10 +331,8 @@ def cmd_eval(args) -> int:
     else:
         data = args.data
     root = Path(args.cache_dir) if args.cache_dir else None
-    name = args.extractor or f"classifier:{data}"
-    if args.inception_weights and name != "inception":
+    if args.inception_weights and args.extractor != "inception":
         raise GanforgeError("--inception-weights goes with --extractor inception")
-    extractor = get_extractor(name, root, args.inception_weights)
     labels = None
     if args.checkpoint:
         from ganforge.sampling import default_labels, sample
@@ -305,6 +341,12 @@ def cmd_eval(args) -> int:
         images = to_uint8(sample(G, args.n, args.seed, labels))
     else:
         images = load_samples(args.samples, *_native_shape(data))
+    name = args.extractor
+    if name is None:  # ganforge's classifier of labelled data, else the self-supervised extractor
+        folder_labels = bool(args.checkpoint and meta["config"].get("folder_labels"))
+        real = load_data(data, images.shape[-1], images.shape[1], data_dir=args.data_dir, folder_labels=folder_labels)
+        name = default_extractor(real, data)
+    extractor = get_extractor(name, root, args.inception_weights)
     result = evaluate(images, data, extractor, args.n, args.data_dir, root, requested_labels=labels)
     print(format_table(result))
     if args.json:
@@ -314,7 +356,11 @@ def cmd_eval(args) -> int:
 
 def _native_shape(data: str) -> tuple[int, int]:
     """(size, channels) that samples given as a folder are brought to: the data's own."""
-    if data == "faces" or data.startswith(("folder:", "celeba:")):
+    if data.startswith("prepared:"):
+        from ganforge.data.prepared import read_manifest
+        channels, size, _ = read_manifest(Path(data.removeprefix("prepared:")).expanduser())["shape"]
+        return size, channels
+    if data == "faces" or data.startswith(("folder:", "celeba:", "lsun:", "captions:")):
         return 64, 3
     return 28, 1
 
@@ -543,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
+        return {"train": cmd_train, "prepare": cmd_prepare, "sample": cmd_sample, "eval": cmd_eval,
                 "compare": cmd_compare, "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic,
                 "invert": cmd_invert, "classifier": cmd_classifier, "t2i": cmd_t2i,
                 "studio": cmd_studio}[args.command](args)

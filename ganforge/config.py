@@ -21,7 +21,7 @@ class TrainConfig:
     # mlp (Goodfellow et al. 2014), dcgan (Radford et al. 2015), cgan (class-conditional DCGAN),
     # stackgan1 / stackgan2 (text to image, Zhang et al. 2017: Stage-I, then Stage-II on a Stage-I run)
     model: str = "dcgan"
-    # digits, mnist, fashion-mnist, faces, folder:PATH, celeba:PATH; captioned (for stackgan):
+    # digits, mnist, fashion-mnist, faces, folder:PATH, celeba:PATH, lsun:PATH, prepared:DIR; captioned (for stackgan):
     # faces-captions, fashion-mnist-captions, captions:PATH
     data: str = "digits"
     data_dir: str | None = None  # where the IDX files of mnist / fashion-mnist lie
@@ -123,9 +123,9 @@ class TrainConfig:
                       "benchmarks/text_to_image.py")
         if self.loss not in LOSSES:
             raise bad("loss", f"unknown loss; choose one of {', '.join(LOSSES)}")
-        if not (self.data in DATA_SOURCES or self.data.startswith(("folder:", "celeba:", "captions:"))):
-            raise bad("data", f"unknown data; choose one of {', '.join(DATA_SOURCES)}, folder:PATH, celeba:PATH "
-                      "or captions:PATH")
+        if not (self.data in DATA_SOURCES or self.data.startswith(PATH_SOURCES)):
+            raise bad("data", f"unknown data; choose one of {', '.join(DATA_SOURCES)}, "
+                      + ", ".join(f"{p}PATH" for p in PATH_SOURCES))
         if self.image_size is not None and self.image_size not in IMAGE_SIZES:
             raise bad("image_size", f"choose one of {', '.join(map(str, IMAGE_SIZES))}")
         if self.channels is not None and self.channels not in (1, 3):
@@ -214,6 +214,7 @@ TEXT_ENCODERS = ("builtin", "minilm")
 PRECISIONS = ("fp32", "bf16", "fp16")
 D_NORMS = ("batch", "layer", "none")
 DATA_SOURCES = ("digits", "mnist", "fashion-mnist", "faces", "faces-captions", "fashion-mnist-captions")
+PATH_SOURCES = ("folder:", "celeba:", "lsun:", "prepared:", "captions:")  # sources of the user's own files
 IMAGE_SIZES = (28, 32, 56, 64, 128)
 
 # Presets change defaults only; --set and the command-line flags apply on top of them.
@@ -270,6 +271,11 @@ def _coerce(key: str, value: object, annotation=None, where: str = "--set") -> o
 def apply_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
     """Apply `key=value` strings to a config; unknown keys and bad values name the key. A key given twice:
     the last value wins, as with any repeated command-line option."""
+    return dataclasses.replace(cfg, **parse_overrides(pairs))
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`key=value` strings -> {key: value of the field's type}; unknown keys and bad values name the key."""
     names = {f.name: f for f in fields(TrainConfig)}
     changes = {}
     for pair in pairs:
@@ -282,7 +288,7 @@ def apply_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
             hint = f"did you mean {close[0]}? " if close else ""
             raise GanforgeError(f"--set {pair[:100]!r}: unknown key {key[:100]!r}; {hint}known keys: {', '.join(names)}")
         changes[key] = _coerce(key, text.strip(), names[key].type)
-    return dataclasses.replace(cfg, **changes)
+    return changes
 
 
 def make_config(preset: str = "cpu", overrides: dict | None = None, pairs: list[str] = ()) -> TrainConfig:

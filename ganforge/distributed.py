@@ -9,6 +9,7 @@ ranks stay identical. Rank 0 alone writes the run folder.
 
 from __future__ import annotations
 
+import datetime
 import os
 import shutil
 import socket
@@ -79,7 +80,9 @@ def setup(device_name: str) -> Group:
     if dist.is_initialized():
         return Group(rank, world, local_rank)
     device = resolve_device(device_name, local_rank)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    # a long timeout: the others wait at a barrier while rank 0 prepares a large folder (hours for millions
+    # of photos); a rank that fails is noticed by the launcher (launch() or torchrun), which stops the rest
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=12))
     return Group(rank, world, local_rank, owner=True)
 
 

@@ -151,11 +151,11 @@ class Trainer:
             raise GanforgeError("precision=fp16 needs a CUDA device; on a CPU train in fp32 (or bf16)")
         if cfg.sync_bn and group.enabled and self.device.type != "cuda":
             raise GanforgeError("sync_bn needs CUDA devices (NCCL); on CPUs each process normalises its own batch")
-        self.extractor = None  # for --eval-every; built before seeding, as it may train a classifier
-        if cfg.eval_every:
+        self.extractor = None  # for --eval-every, on rank 0; built before seeding, as it may train itself
+        if cfg.eval_every and group.main:
+            from ganforge.metrics.evaluate import default_extractor
             from ganforge.metrics.features import get_extractor
-            default = f"classifier:{cfg.data}" if data.labels is not None else "pixels"
-            self.extractor = get_extractor(cfg.eval_extractor or default)
+            self.extractor = get_extractor(cfg.eval_extractor or default_extractor(data, cfg.data))
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         random.seed(cfg.seed)
@@ -192,6 +192,7 @@ class Trainer:
         self.seconds = 0.0
         self.saved_step = None  # the step of the newest checkpoint on disk
         self.rollbacks = 0  # returns to the last good checkpoint after a non-finite loss
+        self.resumed_with: dict = {}  # config keys a resume changed: {key: [old, new]}
         self.d_wins = 0  # consecutive stats lines in which D was right about nearly everything
         self.tensorboard = None  # a SummaryWriter with --tensorboard
         self.global_batch = cfg.batch_size * group.world  # each rank takes batch_size of it
@@ -336,6 +337,9 @@ class Trainer:
         stats_path = self.run_dir / "stats.jsonl"
         if main:
             self._truncate_stats(stats_path)
+            if self.resumed_with:  # what this resume changed, old and new values
+                with open(stats_path, "a") as f:
+                    f.write(json.dumps({"step": self.step, "event": "resume", "changed": self.resumed_with}) + "\n")
             if self.step == 0:
                 self.write_panel()
         if self.step == 0:
@@ -396,11 +400,11 @@ class Trainer:
                     self.batch_in_epoch = 0
                     if main:
                         self.write_panel()
+                    self.save()  # before measuring: a measurement that fails loses no training
+                    if main:
                         if cfg.eval_every and self.epoch % cfg.eval_every == 0:
                             self.measure(stats_file)
-                    self.save()
-                    if main:
-                        self.write_figures()  # panels and checkpoints are not counted as training time
+                        self.write_figures()  # panels, checkpoints, measurements are not counted as training time
                     if not done:
                         done, interrupted = self._stop_now(stop, sync=True)
         bar.close()
@@ -611,22 +615,28 @@ class Trainer:
 
 
 RUNTIME_KEYS = ("device", "precision", "compile", "sync_bn")  # how to train, not what: a resume may change them
+# what is measured and recorded, which changes neither the model nor the data order: a resume may change them too
+RECORD_KEYS = ("eval_every", "eval_n", "eval_extractor", "log_every", "tensorboard")
 
 
 def train(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", resume: str | Path | None = None,
-          budget: dict | None = None, progress: bool = True, runtime: dict | None = None) -> Path:
+          budget: dict | None = None, progress: bool = True, runtime: dict | None = None,
+          record: dict | None = None) -> Path:
     """Train a GAN and return its run folder.
 
     cfg: a new run's config, budget included (ignored with `resume`). resume: a run folder to
     continue from its latest checkpoint; a `budget` ({"steps": .., "epochs": .., "minutes": ..})
-    with any value set then replaces the run's budget, and `runtime` (device, precision, compile,
-    sync_bn) may change how it goes on. Under torchrun, every process calls this; rank 0 writes.
+    with any value set then replaces the run's budget, `runtime` (device, precision, compile,
+    sync_bn) may change how it goes on, and `record` (eval_every, eval_n, eval_extractor, log_every,
+    tensorboard) what it measures and logs; what a resume changed is logged in stats.jsonl as an event.
+    Under torchrun, every process calls this; rank 0 writes.
     """
-    return train_run(cfg, runs_dir, resume, budget, progress, runtime).run_dir
+    return train_run(cfg, runs_dir, resume, budget, progress, runtime, record).run_dir
 
 
 def train_run(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", resume: str | Path | None = None,
-              budget: dict | None = None, progress: bool = True, runtime: dict | None = None) -> Trainer:
+              budget: dict | None = None, progress: bool = True, runtime: dict | None = None,
+              record: dict | None = None) -> Trainer:
     """`train`, returning the Trainer (its networks as this process holds them) rather than the folder."""
     meta = tensors = None
     if resume is not None:
@@ -640,19 +650,32 @@ def train_run(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", res
             meta = {"config": cfg.to_dict(), "fresh": True}
         else:
             meta, tensors = load_checkpoint(run_dir)
-        cfg = TrainConfig.from_dict(meta["config"])
+        cfg = saved = TrainConfig.from_dict(meta["config"])
         if budget and any(v is not None for v in budget.values()):
             cfg = dataclasses.replace(cfg, **{k: budget.get(k) for k in BUDGET_KEYS})
-        cfg = dataclasses.replace(cfg, **{k: v for k, v in (runtime or {}).items() if k in RUNTIME_KEYS
-                                          and v is not None}).validate()
+        refused = sorted(k for k, v in (record or {}).items() if v is not None and k not in RECORD_KEYS)
+        if refused:
+            raise GanforgeError(f"--resume cannot change {', '.join(refused)}: that would change the model or the "
+                                f"data order; a resume may change {', '.join(RECORD_KEYS)}, the budget, "
+                                f"{', '.join(RUNTIME_KEYS)}")
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in {**(runtime or {}), **(record or {})}.items()
+                                          if k in RUNTIME_KEYS + RECORD_KEYS and v is not None}).validate()
+        resumed_with = {k: [getattr(saved, k), getattr(cfg, k)] for k in BUDGET_KEYS + RUNTIME_KEYS + RECORD_KEYS
+                        if getattr(saved, k) != getattr(cfg, k)}
     else:
         cfg = (cfg or TrainConfig()).validate()
+        resumed_with = {}
     group = setup(cfg.device)
     try:
         if cfg.model in TEXT_MODELS:
             from ganforge.train_text import resolve_stage1
             cfg = resolve_stage1(cfg) if resume is None else cfg
+        # rank 0 first: it prepares a folder (or LSUN) once while the others wait, then they all read it
+        if group.enabled and not group.main:
+            torch.distributed.barrier()
         data = load_training_data(cfg)
+        if group.enabled and group.main:
+            torch.distributed.barrier()
         if resume is None:  # rank 0 numbers the run folder; the others learn its name
             run_dir = broadcast(group, new_run_dir(Path(runs_dir), cfg) if group.main else None)
         if meta is not None and meta.get("fresh"):
@@ -662,6 +685,7 @@ def train_run(cfg: TrainConfig | None = None, runs_dir: str | Path = "runs", res
             trainer = TextTrainer(cfg, run_dir, data, None if meta is None else (meta, tensors), group=group)
         else:
             trainer = Trainer(cfg, run_dir, data, group)
+        trainer.resumed_with = resumed_with
         if meta is not None:
             trainer.restore(meta, tensors)
             if trainer.budget_spent():

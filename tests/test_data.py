@@ -126,7 +126,7 @@ def test_folder_grayscale_and_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(folder_module, "decode", no_decoding)
     again = load_data(f"folder:{tmp_path / 'imgs'}", 28, 1)
-    assert torch.equal(first.images, again.images) and again.skipped == first.skipped
+    assert torch.equal(first.images[:], again.images[:]) and again.skipped == first.skipped
 
 
 def test_empty_or_missing_folder_is_a_clear_error(tmp_path):

@@ -188,7 +188,7 @@ def test_resume_may_change_the_device_settings_but_not_the_model(tmp_path, capsy
     meta, _ = load_checkpoint(run)
     assert meta["step"] == 4 and meta["config"]["precision"] == "bf16"
     assert main(["train", "--resume", str(run), "--steps", "6", "--model", "mlp"]) == 2
-    assert "--device, --precision, --compile or --nproc" in capsys.readouterr().err
+    assert "--device, --precision, --compile, --nproc" in capsys.readouterr().err
 
 
 # --- GPUs: run on a machine with CUDA (skipped elsewhere; no CI machine here has one)

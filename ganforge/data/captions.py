@@ -2,7 +2,7 @@
 
 Three sources:
 - `load_captions(PATH)`: a folder with a captions.jsonl, or in StackGAN's CUB birds layout (see its docstring).
-  Images are decoded as folder.py does (short side resized, center-cropped) and cached; images that are
+  Images are decoded as folder.py does (short side resized, center-cropped) and prepared; images that are
   missing, lack captions or cannot be decoded are skipped and reported.
 - `load_faces_captions()`: the procedural faces of faces.py, with captions generated from their attributes.
   Faces with one of the attribute pairs in HELD_OUT_COMBOS are held out of the train split and make up the
@@ -14,6 +14,7 @@ Generated captions are deterministic: those of image i come from a generator see
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import pickle
@@ -23,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganforge.data import ImageData, cache_dir
-from ganforge.data.folder import _cache_key, decode_files, report_skipped
+from ganforge.data import ImageData
+from ganforge.data.folder import decode_paths, fingerprint_files, report_skipped
+from ganforge.data.prepared import Listing, prepare_cached
 from ganforge.errors import GanforgeError
 
 CAPTIONS_FILE = "captions.jsonl"
@@ -97,6 +99,14 @@ def load_captions(path: str, size: int = 64, channels: int = 3, split: str = "tr
     Captions are stripped and their whitespace collapsed; empty ones and those over MAX_CAPTION characters are
     dropped.
     """
+    listing = list_captions(path, split)
+    data = prepare_cached(listing, size, channels)
+    report_skipped(listing.source, data.skipped, f"{len(listing.items)} image(s) that could not be decoded")
+    return data
+
+
+def list_captions(path: str, split: str = "train") -> Listing:
+    """The captioned images of load_captions, before decoding."""
     if split not in SPLITS:
         raise GanforgeError(f"unknown split {split!r}; choose train or test")
     root = Path(path).expanduser()
@@ -107,11 +117,9 @@ def load_captions(path: str, size: int = 64, channels: int = 3, split: str = "tr
         files, captions = _read_jsonl(source, root)
     else:
         files, captions = _read_cub(source, root, split)
-    images, kept, undecodable = _decode_cached(files, size, channels)
-    report_skipped(source, undecodable, f"{len(files)} image(s) that could not be decoded")
-    if len(images) == 0:
-        raise GanforgeError(f"{source}: none of the {len(files)} captioned image(s) could be decoded")
-    return ImageData(torch.from_numpy(images), skipped=undecodable, captions=[captions[i] for i in kept])
+    return Listing(source, [str(p) for p in files], decode_paths,
+                   fingerprint_files(files, "v2", split, hashlib.sha256(json.dumps(captions).encode()).hexdigest()),
+                   captions=captions)
 
 
 def _read_jsonl(source: str, root: Path) -> tuple[list[Path], list[list[str]]]:
@@ -243,20 +251,6 @@ def _read_cub(source: str, root: Path, split: str) -> tuple[list[Path], list[lis
         raise GanforgeError(f"{source}: none of the {len(stems)} {split} image(s) has both an image and a caption "
                             f"file; expected {LAYOUTS}")
     return files, captions
-
-
-def _decode_cached(files: list[Path], size: int, channels: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """decode_files, cached on disk as celeba.py does (keyed by every file's path, size and modification time)."""
-    cache = cache_dir() / "captions" / f"{_cache_key(files, size, channels, False)}.npz"
-    if cache.is_file():
-        with np.load(cache) as npz:
-            return npz["images"], npz["kept"], list(npz["skipped"])
-    images, kept, skipped = decode_files(files, size, channels, "decoding captioned images")
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, images=images, kept=kept, skipped=np.array(skipped, dtype=str))
-    tmp.replace(cache)
-    return images, kept, skipped
 
 
 # ---- procedural faces ----------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 PATH may also be the celeba folder itself. The attribute file's first line is the image count, the
 second the 40 attribute names, then a line per image: its file name and a value of -1 or 1 per
-attribute. Images are decoded as folder.py does (short side resized, center-cropped) and cached;
+attribute. Images are decoded as folder.py does (short side resized, center-cropped) and prepared;
 listed images that are missing or cannot be decoded are skipped and reported.
 """
 
@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ganforge.data import ImageData, cache_dir
-from ganforge.data.folder import _cache_key, decode_files, report_skipped
+from ganforge.checkpoint import sha256_file
+from ganforge.data import ImageData
+from ganforge.data.folder import decode_paths, fingerprint_files, report_skipped
+from ganforge.data.prepared import Listing, prepare_cached
 from ganforge.errors import GanforgeError
 
 ATTRIBUTE_FILE = "list_attr_celeba.txt"
@@ -63,30 +64,23 @@ def read_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     return names, files, np.array(values, dtype=bool).reshape(len(files), len(names))
 
 
-def load_celeba(path: str, size: int = 64, channels: int = 3) -> ImageData:
+def list_celeba(path: str) -> Listing:
     root = find_root(path)
     names, listed, values = read_attributes(root / ATTRIBUTE_FILE)
     files = [root / IMAGE_FOLDER / name for name in listed]
     present = [i for i, p in enumerate(files) if p.is_file()]
-    skipped = [f"{files[i]} (missing)" for i in sorted(set(range(len(files))) - set(present))]
     if not present:
         raise GanforgeError(f"celeba:{path}: none of the {len(files)} images listed in {ATTRIBUTE_FILE} are in "
                             f"{root / IMAGE_FOLDER}")
+    missing = [f"{files[i]} (missing)" for i in sorted(set(range(len(files))) - set(present))]
+    return Listing(f"celeba:{path}", [str(files[i]) for i in present], decode_paths,
+                   fingerprint_files([files[i] for i in present], "v2", sha256_file(root / ATTRIBUTE_FILE)),
+                   attributes=values[present], attribute_names=names, skipped=missing)
 
-    cache = cache_dir() / "celeba" / f"{_cache_key([files[i] for i in present], size, channels, False)}.npz"
-    if cache.is_file():
-        with np.load(cache) as npz:
-            images, kept, undecodable = npz["images"], npz["kept"], list(npz["skipped"])
-    else:
-        # kept: positions in present, which the cache key fixes
-        images, kept, undecodable = decode_files([files[i] for i in present], size, channels, "decoding celeba")
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, images=images, kept=kept, skipped=np.array(undecodable, dtype=str))
-        tmp.replace(cache)
-    skipped += undecodable
-    report_skipped(f"celeba:{path}", skipped, f"{len(files)} listed image(s) that are missing or could not be decoded")
-    if len(images) == 0:
-        raise GanforgeError(f"celeba:{path}: none of the {len(files)} listed image(s) could be decoded")
-    return ImageData(torch.from_numpy(images), skipped=[str(p) for p in skipped],
-                     attributes=torch.from_numpy(values[present][kept]), attribute_names=names)
+
+def load_celeba(path: str, size: int = 64, channels: int = 3) -> ImageData:
+    listing = list_celeba(path)
+    data = prepare_cached(listing, size, channels)
+    report_skipped(f"celeba:{path}", data.skipped, f"{len(listing.items) + len(listing.skipped)} listed image(s) "
+                   "that are missing or could not be decoded")
+    return data

@@ -1,26 +1,26 @@
-"""Any folder of images, decoded once into a uint8 cache.
+"""Any folder of images, prepared once into ganforge's cache (see prepared.py).
 
 Images are found recursively, converted to RGB or grayscale, resized so the short side is the
 model size and center-cropped. Files that cannot be decoded are skipped and reported. The decoded
-array is cached on disk (keyed by every file's path, size and modification time, and the size and
-channels asked for), so a second run does not decode again; within a run, epochs index the array.
+images are prepared on disk (keyed by every file's path, size and modification time, and the size and
+channels asked for), so a second run does not decode again; training reads them by memory map.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
-from tqdm import tqdm
 
-from ganforge.data import ImageData, cache_dir
+from ganforge.data import ImageData
+from ganforge.data.prepared import Listing, prepare_cached
 from ganforge.errors import GanforgeError
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
@@ -35,17 +35,17 @@ def list_images(root: Path) -> list[Path]:
 DECODE_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
 
 
-def decode(path: Path, size: int, channels: int) -> np.ndarray:
-    """One file -> uint8 (channels, size, size). Raises one of DECODE_ERRORS on anything it cannot use:
+def decode(path: Path | bytes, size: int, channels: int) -> np.ndarray:
+    """One file (or its bytes) -> uint8 (channels, size, size). Raises one of DECODE_ERRORS on anything it cannot use:
     OSError for a file that cannot be read or is not an image Pillow knows (PIL.UnidentifiedImageError) or is
     truncated; DecompressionBombError for one over Pillow's pixel limit (PIL.Image.MAX_IMAGE_PIXELS; its
     warning threshold counts as over); ValueError for an empty file or anything else Pillow's decoders raise."""
     try:
-        if path.stat().st_size == 0:
+        if (len(path) if isinstance(path, bytes) else path.stat().st_size) == 0:
             raise ValueError("empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)  # too large: skip, never hang
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as img:
                 img.load()
                 img = _to_8bit(img, channels)
     except Image.DecompressionBombWarning as e:
@@ -85,22 +85,24 @@ def _reason(e: Exception) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _cache_key(files: list[Path], size: int, channels: int, labels: bool) -> str:
-    h = hashlib.sha256(f"v2 {size} {channels} {labels}".encode())  # v2: 16-bit images scaled, not clipped
+def fingerprint_files(files: list[Path], *extra) -> str:
+    """A hash of every file's path, size and modification time (and of `extra`): it changes when any file does."""
+    h = hashlib.sha256(repr(extra).encode())
     for p in files:
         st = p.stat()
         h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:24]
+    return h.hexdigest()
 
 
-def load_folder(path: str, size: int = 64, channels: int = 3, labels: bool = False) -> ImageData:
+def list_folder(path: str, labels: bool = False) -> Listing:
+    """Every image file below PATH (sorted), with class labels from the first subfolder with `labels`."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise GanforgeError(f"folder:{path}: no such folder")
     files = list_images(root)
     if not files:
         raise GanforgeError(f"folder:{path}: no images found (looked recursively for {', '.join(sorted(EXTENSIONS))})")
-    classes = None
+    classes = label_ids = None
     if labels:
         top = [p.relative_to(root).parts for p in files]
         loose = [str(files[i]) for i, parts in enumerate(top) if len(parts) == 1]
@@ -108,36 +110,32 @@ def load_folder(path: str, size: int = 64, channels: int = 3, labels: bool = Fal
             raise GanforgeError(f"folder:{path}: labels come from subfolders, but {len(loose)} image(s) lie "
                                 f"directly in the folder (e.g. {loose[0]}); move them into a class subfolder")
         classes = sorted({parts[0] for parts in top})
-
-    cache = cache_dir() / "folders" / f"{_cache_key(files, size, channels, labels)}.npz"
-    if cache.is_file():
-        with np.load(cache) as npz:
-            images, label_ids, skipped = npz["images"], npz["labels"], list(npz["skipped"])
-    else:
-        images, label_ids, skipped = _decode_all(root, files, size, channels, classes)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, images=images, labels=label_ids, skipped=np.array(skipped, dtype=str))
-        tmp.replace(cache)
-    report_skipped(f"folder:{path}", skipped, f"{len(files)} file(s) that could not be decoded")
-    if len(images) == 0:
-        raise GanforgeError(f"folder:{path}: none of the {len(files)} image file(s) could be decoded")
-    return ImageData(torch.from_numpy(images), torch.from_numpy(label_ids) if labels else None, classes,
-                     skipped=[str(p) for p in skipped])
+        label_ids = np.array([classes.index(parts[0]) for parts in top], dtype=np.int64)
+    # v2: 16-bit images scaled, not clipped
+    return Listing(f"folder:{path}", [str(p) for p in files], decode_paths, fingerprint_files(files, "v2", labels),
+                   labels=label_ids, classes=classes)
 
 
-def decode_files(files: list[Path], size: int, channels: int, desc: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Decode files -> (uint8 images (K, C, size, size), indices into files of the K decoded, skipped files)."""
-    images = np.empty((len(files), channels, size, size), dtype=np.uint8)
+def load_folder(path: str, size: int = 64, channels: int = 3, labels: bool = False) -> ImageData:
+    listing = list_folder(path, labels)
+    data = prepare_cached(listing, size, channels)
+    report_skipped(f"folder:{path}", data.skipped, f"{len(listing.items)} file(s) that could not be decoded")
+    return data
+
+
+def decode_paths(items: list[str], size: int, channels: int) -> tuple[np.ndarray, list[int], list[str]]:
+    """Decode files -> (uint8 images (K, C, size, size), positions in items of the K decoded, skipped files with
+    the reason). A prepared set's `decode` for files."""
+    images = np.empty((len(items), channels, size, size), dtype=np.uint8)
     kept, skipped = [], []
-    for i, p in enumerate(tqdm(files, desc=desc, unit="img", leave=False, disable=len(files) < 200)):
+    for i, p in enumerate(items):
         try:
-            images[len(kept)] = decode(p, size, channels)
+            images[len(kept)] = decode(Path(p), size, channels)
         except Exception as e:  # noqa: BLE001 - DECODE_ERRORS, and whatever else: skip the file, never crash
             skipped.append(f"{p} ({_reason(e)[:240]})")
             continue
         kept.append(i)
-    return images[:len(kept)].copy(), np.array(kept, dtype=np.int64), skipped
+    return images[:len(kept)], kept, skipped
 
 
 def report_skipped(source: str, skipped: list[str], what: str) -> None:
@@ -146,11 +144,3 @@ def report_skipped(source: str, skipped: list[str], what: str) -> None:
         shown = "\n".join(f"  {p}" for p in skipped[:REPORT_FIRST])
         more = f"\n  ... and {len(skipped) - REPORT_FIRST} more" if len(skipped) > REPORT_FIRST else ""
         print(f"{source}: skipped {len(skipped)} of {what}:\n{shown}{more}", file=sys.stderr)
-
-
-def _decode_all(root: Path, files: list[Path], size: int, channels: int, classes: list[str] | None):
-    images, kept, skipped = decode_files(files, size, channels, f"decoding {root.name}")
-    label_ids = np.zeros(len(kept), dtype=np.int64)
-    if classes is not None:
-        label_ids[:] = [classes.index(files[i].relative_to(root).parts[0]) for i in kept]
-    return images, label_ids, skipped

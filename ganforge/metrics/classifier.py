@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 from tqdm import tqdm
 
@@ -142,9 +142,7 @@ def train_classifier(spec: str, root: Path | None = None, epochs: int | None = N
     meta["seconds"] = round(time.perf_counter() - start, 1)
     path = classifier_path(spec, root, attributes)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(net.state_dict(), str(tmp))
-    tmp.replace(path)
+    write_atomic(path, save(net.state_dict()))
     meta["sha256"] = sha256_file(path)
     write_atomic(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
     return path

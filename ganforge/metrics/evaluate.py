@@ -1,17 +1,21 @@
 """Evaluate samples against a data source: features of both, then every metric that applies.
 
-Real-set features are cached by (data, split, extractor, n) in `<cache>/real_features/`.
+Real-set features are cached in `<cache>/real_features/`, named by (data, split, extractor, n, size, channels)
+and by the SHA-256 of the extractor's weights and of the data's content.
 """
 
 from __future__ import annotations
 
+import io
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ganforge.data import cache_dir, load_data
+from ganforge.checkpoint import write_atomic
+from ganforge.data import ImageData, cache_dir, load_data
 from ganforge.errors import GanforgeError
 from ganforge.metrics import functions as M
 from ganforge.metrics.features import Extractor, extract, get_extractor
@@ -37,23 +41,40 @@ def load_samples(path: str | Path, size: int, channels: int) -> torch.Tensor:
 def real_features(data: str, extractor, n: int, size: int, channels: int, data_dir: str | None = None,
                   root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(features, probabilities, labels) of the first n images of a fixed shuffle of the data's
-    training split, computed once and cached."""
-    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{data}-train-{extractor.name}-{n}-{size}-{channels}")
+    training split, computed once and cached. The cache file is named by what the features were
+    computed from: the extractor's weights (SHA-256) and the data's content (a prepared set's manifest
+    SHA-256, or a hash of the images in memory), so a retrained extractor or a changed folder is computed
+    again, never mixed with old features. A damaged cache file is reported and rebuilt."""
+    real = load_data(data, size, channels, data_dir=data_dir, folder_labels=extractor.classes is not None)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{data}-train-{extractor.name}")[-80:]
+    key = f"{name}-{n}-{size}-{channels}-x{extractor.sha256[:16]}-d{real.content_sha256()[:16]}"
     path = (root or cache_dir()) / "real_features" / f"{key}.npz"
     if path.is_file():
-        with np.load(path) as z:
-            probs = torch.from_numpy(z["probs"]) if z["probs"].size else None
-            return torch.from_numpy(z["features"]), probs, torch.from_numpy(z["labels"])
-    real = load_data(data, size, channels, data_dir=data_dir, folder_labels=data.startswith("folder:"))
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                features, probs, labels = z["features"], z["probs"], z["labels"]
+            if features.ndim != 2 or len(features) != min(n, len(real)):
+                raise ValueError(f"{features.shape} features for {min(n, len(real))} images")
+            return (torch.from_numpy(features), torch.from_numpy(probs) if probs.size else None,
+                    torch.from_numpy(labels))
+        except Exception as e:  # noqa: BLE001 - zipfile, numpy and OS errors alike: rebuild the file
+            print(f"{path}: damaged cache file ({type(e).__name__}: {e}); computing the features again",
+                  file=sys.stderr)
     order = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:n]
     features, probs = extract(extractor, real.images[order])
     labels = real.labels[order] if real.labels is not None else torch.zeros(0, dtype=torch.int64)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, features=features.numpy(), labels=labels.numpy(),
+    buffer = io.BytesIO()
+    np.savez(buffer, features=features.numpy(), labels=labels.numpy(),
              probs=probs.numpy() if probs is not None else np.zeros(0))
-    tmp.replace(path)
+    write_atomic(path, buffer.getvalue())
     return features, probs, labels
+
+
+def default_extractor(data: ImageData, spec: str) -> str:
+    """The extractor a data set is measured with when none is named: ganforge's classifier of it when it has
+    labels, else its self-supervised extractor (trained on its images, no labels needed)."""
+    return f"classifier:{spec}" if data.labels is not None else f"ssl:{spec}"
 
 
 def evaluate(samples: torch.Tensor, data: str, extractor: str | Extractor, n: int | None = None,

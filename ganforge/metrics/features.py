@@ -7,6 +7,7 @@ first use (and says so).
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ganforge.errors import GanforgeError
 class Extractor:
     name: str
     classes: list[str] | None = None  # class names when it predicts classes
+    sha256: str  # of its weights (of its definition for one without weights): caches of its features are keyed by it
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -32,6 +34,7 @@ class Pixels(Extractor):
     """Raw pixels, average-pooled to 8x8: a sanity check that needs no training."""
 
     name = "pixels"
+    sha256 = hashlib.sha256(b"pixels: adaptive_avg_pool2d 8x8").hexdigest()
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return F.adaptive_avg_pool2d(images, 8).flatten(1)
@@ -48,7 +51,7 @@ class Classifier(Extractor):
             print(f"{self.name}: no trained classifier in the cache yet; training it now (once)", file=sys.stderr)
             train_classifier(data, root)
         self.net, self.meta = load_classifier(data, root)
-        self.classes = self.meta["classes"]
+        self.classes, self.sha256 = self.meta["classes"], self.meta["sha256"]
 
     def _checked(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[1] != self.meta["channels"]:
