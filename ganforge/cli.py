@@ -333,6 +333,7 @@ def cmd_eval(args) -> int:
     root = Path(args.cache_dir) if args.cache_dir else None
     if args.inception_weights and args.extractor != "inception":
         raise GanforgeError("--inception-weights goes with --extractor inception")
+    extractor = get_extractor(args.extractor, root, args.inception_weights) if args.extractor else None
     labels = None
     if args.checkpoint:
         from ganforge.sampling import default_labels, sample
@@ -341,12 +342,10 @@ def cmd_eval(args) -> int:
         images = to_uint8(sample(G, args.n, args.seed, labels))
     else:
         images = load_samples(args.samples, *_native_shape(data))
-    name = args.extractor
-    if name is None:  # ganforge's classifier of labelled data, else the self-supervised extractor
+    if extractor is None:  # ganforge's classifier of labelled data, else the self-supervised extractor
         folder_labels = bool(args.checkpoint and meta["config"].get("folder_labels"))
         real = load_data(data, images.shape[-1], images.shape[1], data_dir=args.data_dir, folder_labels=folder_labels)
-        name = default_extractor(real, data)
-    extractor = get_extractor(name, root, args.inception_weights)
+        extractor = get_extractor(default_extractor(real, data), root)
     result = evaluate(images, data, extractor, args.n, args.data_dir, root, requested_labels=labels)
     print(format_table(result))
     if args.json:

@@ -33,7 +33,7 @@ def test_faces_are_cached_and_fit_any_model_size(monkeypatch):
     assert torch.equal(first.images, draw_faces(96, seed=0)[0])
     folder = cache_dir() / "faces"
     assert (folder / f"faces-v{faces_module.VERSION}-96-seed0-64px.npz").is_file()
-    assert not list(folder.glob("*.tmp.npz"))  # written atomically, no temp file left behind
+    assert not list(folder.glob("*.tmp"))  # written atomically, no temp file left behind
 
     def no_drawing(*args, **kwargs):
         raise AssertionError("drew the faces again despite the cache")
@@ -44,6 +44,16 @@ def test_faces_are_cached_and_fit_any_model_size(monkeypatch):
     for size, channels in [(32, 3), (28, 1), (64, 1)]:
         data = load_data("faces", size, channels)
         assert data.images.shape == (96, channels, size, size) and torch.equal(data.attributes, first.attributes)
+
+
+def test_a_damaged_faces_cache_is_reported_and_drawn_again(monkeypatch, capsys):
+    monkeypatch.setattr(faces_module, "COUNT", 12)
+    first = load_data("faces")
+    cache = cache_dir() / "faces" / f"faces-v{faces_module.VERSION}-12-seed0-64px.npz"
+    cache.write_bytes(cache.read_bytes()[:1000])
+    again = load_data("faces")
+    assert torch.equal(again.images, first.images) and "damaged cache file" in capsys.readouterr().err
+    assert load_data("faces").images.shape == (12, 3, 64, 64) and "damaged" not in capsys.readouterr().err
 
 
 def test_attributes_are_balanced_and_consistent():

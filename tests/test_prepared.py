@@ -319,3 +319,86 @@ def test_resume_may_change_what_is_measured_and_logs_it(tmp_path):
     assert stats[-1]["step"] == 20 and not any("fid" in s for s in stats if s["step"] > 10)
     assert json.loads((run / "config.json").read_text())["eval_every"] == 0
     assert main(["train", "--resume", str(run), "--steps", "21", "--set", "batch_size=4"]) == 2
+
+
+# ---- a flat folder all the way: train, --eval-every, eval, compare; and in two processes ------------------------
+def test_a_flat_folder_trains_measures_evaluates_and_compares(tmp_path, capsys):
+    src = make_folder(tmp_path / "photos", count=40)
+    common = ["--data", f"folder:{src}", "--image-size", "28", "--set", "batch_size=8", "--set", "g_width=8",
+              "--set", "d_width=8", "--set", "eval_n=32", "--eval-every", "1", "--out", str(tmp_path / "runs"),
+              "--quiet"]
+    assert main(["train", *common, "--steps", "10"]) == 0
+    assert main(["train", *common, "--steps", "5", "--seed", "1"]) == 0
+    runs = sorted((tmp_path / "runs").iterdir())
+    for run, steps in zip(runs, ([5, 10], [5])):
+        measured = [s for s in map(json.loads, (run / "stats.jsonl").read_text().splitlines()) if "fid" in s]
+        assert [m["step"] for m in measured] == steps and measured[0]["extractor"] == f"ssl:folder:{src}"
+    capsys.readouterr()
+    assert main(["eval", str(runs[0]), "--n", "32", "--json", str(tmp_path / "eval.json")]) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["extractor"] == f"ssl:folder:{src}" and result["n_real"] == 32 and result["fid"] > 0
+    assert main(["compare", *map(str, runs), "--out", str(tmp_path / "compare.png")]) == 0
+    assert (tmp_path / "compare.png").stat().st_size > 1000 and runs[1].name in capsys.readouterr().out
+
+
+def test_two_processes_train_from_one_prepared_folder_and_resume_as_one(tmp_path):
+    src = make_folder(tmp_path / "photos", count=40)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GANFORGE_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-m", "ganforge", "train", "--nproc", "2", "--data", f"folder:{src}",
+                           "--image-size", "28", "--steps", "6", "--set", "batch_size=4", "--set", "g_width=8",
+                           "--set", "d_width=8", "--out", str(tmp_path / "runs"), "--quiet"],
+                          capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = Path(done.stdout.strip())
+    prepared = list((tmp_path / "cache" / "prepared").iterdir())
+    assert len(prepared) == 1 and (prepared[0] / "manifest.json").is_file()  # prepared once, by rank 0
+    assert not list((tmp_path / "cache").rglob("*.tmp"))
+    from ganforge.checkpoint import load_checkpoint
+    meta, _ = load_checkpoint(run)
+    assert meta["world_size"] == 2 and meta["step"] == 6 and meta["images_seen"] == 48
+    done = subprocess.run([sys.executable, "-m", "ganforge", "train", "--resume", str(run), "--steps", "9", "--quiet"],
+                          capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta, _ = load_checkpoint(run)
+    assert meta["world_size"] == 1 and meta["step"] == 9
+
+
+def test_camera_photos_are_turned_upright_and_decoded_at_a_reduced_scale(tmp_path):
+    photo = Image.new("RGB", (1600, 1200), (0, 0, 255))
+    photo.paste((255, 0, 0), (0, 0, 800, 1200))  # red on the left as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to show it
+    photo.save(tmp_path / "phone.jpg", quality=92, exif=exif)
+    image = decode(tmp_path / "phone.jpg", 32, 3).astype(int)
+    assert image[:, :8].mean(axis=(1, 2)).tolist() == pytest.approx([254, 0, 0], abs=4)  # red on top, upright
+    assert image[:, -8:].mean(axis=(1, 2)).tolist() == pytest.approx([0, 0, 254], abs=4)
+    plain = Image.new("RGB", (1600, 1200))
+    plain.paste((200, 120, 40), (400, 300, 1200, 900))
+    plain.save(tmp_path / "plain.jpg", quality=92)
+    with Image.open(tmp_path / "plain.jpg") as full:  # decoded at full scale, the slow way
+        full = full.convert("RGB").resize((43, 32), Image.BICUBIC).crop((5, 0, 37, 32))
+    assert np.abs(decode(tmp_path / "plain.jpg", 32, 3).transpose(1, 2, 0).astype(int) - np.asarray(full)).mean() < 3
+
+
+def test_a_damaged_classifier_is_reported_and_trained_again(tmp_path, monkeypatch, capsys):
+    from ganforge.metrics import classifier as classifier_module
+    from ganforge.metrics.classifier import DamagedCache, classifier_path, load_classifier, train_classifier
+
+    def quick(spec, root=None, **kwargs):
+        calls.append(spec)
+        return train_classifier(spec, root, epochs=1, limit=600, progress=False)
+
+    calls = []
+    quick("digits", tmp_path)
+    path = classifier_path("digits", tmp_path)
+    before = load_classifier("digits", tmp_path)[1]["sha256"]
+    path.write_bytes(path.read_bytes()[:-8] + b"damaged!")
+    with pytest.raises(DamagedCache, match="damaged"):
+        load_classifier("digits", tmp_path)
+    monkeypatch.setattr(classifier_module, "train_classifier", quick)
+    extractor = get_extractor("classifier:digits", tmp_path)
+    assert calls == ["digits", "digits"] and "damaged" in capsys.readouterr().err
+    assert extractor.sha256 == before  # trained again the same way: the same weights
+    path.with_suffix(".json").write_text("{not json")
+    with pytest.raises(DamagedCache, match=r"digits\.json: damaged"):
+        load_classifier("digits", tmp_path)

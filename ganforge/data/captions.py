@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ganforge.data import ImageData
-from ganforge.data.folder import decode_paths, fingerprint_files, report_skipped
+from ganforge.data.folder import DECODER, decode_paths, fingerprint_files, report_skipped
 from ganforge.data.prepared import Listing, prepare_cached
 from ganforge.errors import GanforgeError
 
@@ -118,7 +118,7 @@ def list_captions(path: str, split: str = "train") -> Listing:
     else:
         files, captions = _read_cub(source, root, split)
     return Listing(source, [str(p) for p in files], decode_paths,
-                   fingerprint_files(files, "v2", split, hashlib.sha256(json.dumps(captions).encode()).hexdigest()),
+                   fingerprint_files(files, DECODER, split, hashlib.sha256(json.dumps(captions).encode()).hexdigest()),
                    captions=captions)
 
 

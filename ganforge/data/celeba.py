@@ -14,7 +14,7 @@ import numpy as np
 
 from ganforge.checkpoint import sha256_file
 from ganforge.data import ImageData
-from ganforge.data.folder import decode_paths, fingerprint_files, report_skipped
+from ganforge.data.folder import DECODER, decode_paths, fingerprint_files, report_skipped
 from ganforge.data.prepared import Listing, prepare_cached
 from ganforge.errors import GanforgeError
 
@@ -74,7 +74,7 @@ def list_celeba(path: str) -> Listing:
                             f"{root / IMAGE_FOLDER}")
     missing = [f"{files[i]} (missing)" for i in sorted(set(range(len(files))) - set(present))]
     return Listing(f"celeba:{path}", [str(files[i]) for i in present], decode_paths,
-                   fingerprint_files([files[i] for i in present], "v2", sha256_file(root / ATTRIBUTE_FILE)),
+                   fingerprint_files([files[i] for i in present], DECODER, sha256_file(root / ATTRIBUTE_FILE)),
                    attributes=values[present], attribute_names=names, skipped=missing)
 
 

@@ -13,13 +13,15 @@ and caches them as uint8 in ganforge's cache folder.
 from __future__ import annotations
 
 import colorsys
-import os
+import io
+import sys
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from ganforge.checkpoint import write_atomic
 from ganforge.data import ImageData, cache_dir
 
 VERSION = 1  # bump when a change to the drawing changes the images: the cache is keyed by it
@@ -81,15 +83,22 @@ def load_faces(count: int | None = None, seed: int = 0) -> ImageData:
     """COUNT (or count) faces at 64x64 RGB with their attributes, drawn on first use and then cached."""
     count = COUNT if count is None else count
     cache = cache_dir() / "faces" / f"faces-v{VERSION}-{count}-seed{seed}-{SIZE}px.npz"
+    images = None
     if cache.is_file():
-        with np.load(cache) as npz:
-            images, attributes = torch.from_numpy(npz["images"]), torch.from_numpy(npz["attributes"])
-    else:
+        try:
+            with np.load(cache, allow_pickle=False) as npz:
+                images, attributes = torch.from_numpy(npz["images"]), torch.from_numpy(npz["attributes"])
+            if images.shape != (count, 3, SIZE, SIZE) or attributes.shape != (count, len(ATTRIBUTES)):
+                raise ValueError(f"holds {tuple(images.shape)} images")
+        except Exception as e:  # noqa: BLE001 - zipfile, numpy and OS errors alike: draw them again
+            print(f"{cache}: damaged cache file ({type(e).__name__}: {e}); drawing the faces again", file=sys.stderr)
+            images = None
+    if images is None:
         images, attributes = draw_faces(count, seed, SIZE)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, images=images.numpy(), attributes=attributes.numpy())
-        tmp.replace(cache)
+        buffer = io.BytesIO()
+        np.savez(buffer, images=images.numpy(), attributes=attributes.numpy())
+        write_atomic(cache, buffer.getvalue())
     return ImageData(images, attributes=attributes, attribute_names=list(ATTRIBUTES))
 
 

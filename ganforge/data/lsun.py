@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ganforge.data import ImageData
-from ganforge.data.folder import _reason, decode, report_skipped
+from ganforge.data.folder import DECODER, _reason, decode, report_skipped
 from ganforge.data.prepared import Listing, prepare_cached
 from ganforge.errors import GanforgeError
 
@@ -57,7 +57,7 @@ def find_databases(path: str) -> list[Path]:
 
 def list_lsun(path: str) -> Listing:
     databases = find_databases(path)
-    items, labels, h = [], [], hashlib.sha256(b"lsun v1")
+    items, labels, h = [], [], hashlib.sha256(f"lsun {DECODER}".encode())
     for label, db in enumerate(databases):
         try:
             with _open(str(db)).begin() as txn:

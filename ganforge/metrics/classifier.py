@@ -27,6 +27,10 @@ from ganforge.data import ImageData, cache_dir, fit, load_data, to_float
 from ganforge.errors import GanforgeError
 
 FEATURES = 128
+
+
+class DamagedCache(GanforgeError):
+    """A cached network whose file does not match its record: trained again where ganforge trains it on first use."""
 ATTRIBUTE_SIZE = 32  # attributes are read at most at this size: 4x cheaper than 64 px, and the faces' attributes stay clear
 
 
@@ -156,9 +160,14 @@ def load_classifier(spec: str, root: Path | None = None, attributes: bool = Fals
         flag = " --attributes" if attributes else ""
         raise GanforgeError(f"no {'attribute ' if attributes else ''}classifier for {spec} in {path.parent}; "
                             f"train one with `ganforge classifier train --data {spec}{flag}`")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+        if not isinstance(meta, dict):
+            raise TypeError("not a JSON object")
+    except (ValueError, TypeError) as e:
+        raise DamagedCache(f"{meta_path}: damaged ({type(e).__name__}); train the classifier again") from None
     if sha256_file(path) != meta.get("sha256"):
-        raise GanforgeError(f"{path}: content does not match its checksum; train it again")
+        raise DamagedCache(f"{path}: damaged, its content does not match its checksum; train it again")
     net = DomainClassifier(meta["channels"], len(meta["attributes"] if attributes else meta["classes"]))
     load_module_state(net, load_file(str(path)), f"classifier:{spec}")
     return net.eval(), meta
