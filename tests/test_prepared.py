@@ -56,7 +56,9 @@ def test_prepare_writes_shards_and_a_manifest_that_training_reads(tmp_path, monk
     for shard in manifest["shards"]:
         assert sha256_file(out / shard["file"]) == shard["sha256"]
     assert manifest["skipped"]["count"] == 1 and "broken.png" in manifest["skipped"]["files"][0]
-    data = load_data(f"prepared:{out}")
+    with monkeypatch.context() as m:  # the hashes were stamped as the shards were written: not read again
+        m.setattr(prepared_module, "sha256_file", lambda path: pytest.fail(f"hashed {path} again"))
+        data = load_data(f"prepared:{out}")
     assert isinstance(data.images, ShardedImages) and data.images.shape == (24, 3, 16, 16)
     files = sorted(p for p in src.iterdir() if p.name != "broken.png")
     for i in (0, 7, 23):  # in file order, decoded as folder.decode does
@@ -168,6 +170,7 @@ def test_prepare_refuses_a_different_data_set(tmp_path):
 def test_damaged_manifest_or_shard_is_a_clear_error_naming_it(tmp_path):
     out = prepare_source(f"folder:{make_folder(tmp_path / 'a', count=6)}", tmp_path / "prep", 8, 3, progress=False)
     load_prepared(out)  # verified once
+    time.sleep(0.05)  # the change below gets a later modification time than the stamp's, as any edit does
     shard = out / "shard-00000.npy"
     blob = bytearray(shard.read_bytes())
     blob[-1] ^= 0xFF

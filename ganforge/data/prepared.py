@@ -146,12 +146,18 @@ def prepare(listing: Listing, out: Path, size: int, channels: int, workers: int 
 
 
 def _check_same(out: Path, plan: dict, found: dict) -> None:
-    keys = ("fingerprint", "image_size", "channels")  # the fingerprint stands for the source's files, however named
-    if any(found.get(k) != plan[k] for k in keys):
-        was = ", ".join(f"{k} {found.get(k)}" for k in ("source", "image_size", "channels"))
-        changed = " (its files have changed since)" if found.get("source") == plan["source"] else ""
-        raise GanforgeError(f"{out} holds a different prepared data set ({was}){changed}; choose another --out, "
-                            "or delete the folder to prepare it again")
+    """Refuse to continue or reuse a folder that holds another data set. The fingerprint stands for the
+    source's files (however their path is spelled) and the way ganforge decodes them."""
+    if all(found.get(k) == plan[k] for k in ("fingerprint", "image_size", "channels")):
+        return
+
+    def described(p: dict) -> str:
+        return f"{p.get('source')} at {p.get('image_size')}x{p.get('image_size')} px, {p.get('channels')} channel(s)"
+
+    held, asked = described(found), described(plan)
+    why = " (the same source, but its files have changed since, or ganforge decodes them differently)" * (held == asked)
+    raise GanforgeError(f"{out} holds a different prepared data set: {held}, not {asked}{why}; choose another "
+                        "--out, or delete the folder to prepare it again")
 
 
 def _shard_name(k: int) -> str:
@@ -164,6 +170,7 @@ def _prepare(listing: Listing, out: Path, plan: dict, workers: int | None, progr
     done = {k for k in range(n_shards) if _shard_complete(out, k)}
     todo = [k for k in range(n_shards) if k not in done]
     size, channels = plan["image_size"], plan["channels"]
+
     def end(k: int) -> int:
         return min((k + 1) * per_shard, n_items)
 
@@ -284,6 +291,7 @@ def _write_manifest(listing: Listing, out: Path, plan: dict, n_shards: int) -> P
     }
     path = out / "manifest.json"
     write_atomic(path, json.dumps(manifest, indent=1).encode())
+    _write_stamps(out, manifest, {})  # the hashes were computed as the files were written: no need to read them again
     for k in range(n_shards):  # the manifest holds what the shard records held
         (out / f"{_shard_name(k)}.json").unlink(missing_ok=True)
     return path
@@ -348,28 +356,31 @@ def verify(folder: Path, manifest: dict) -> None:
     """Check every shard's size, and its SHA-256 unless it was verified before and has not changed since
     (its size and modification time are stamped in .verified.json). Raises a GanforgeError naming a damaged file."""
     folder = Path(folder)
-    stamp_path = folder / ".verified.json"
     try:
-        stamps = json.loads(stamp_path.read_text())
+        stamps = json.loads((folder / ".verified.json").read_text())
     except (OSError, ValueError):
         stamps = {}
-    files = list(manifest["shards"]) + [manifest[k] for k in ("labels", "attributes", "captions")
-                                               if manifest.get(k)]
+    _write_stamps(folder, manifest, stamps, check=True)
+
+
+def _write_stamps(folder: Path, manifest: dict, stamps: dict, check: bool = False) -> None:
+    """Stamp every file of the set with (SHA-256, size, modification time) in .verified.json; with `check`,
+    first hash each file whose stamp differs and raise a GanforgeError naming one that is damaged or missing."""
     fresh = {}
-    for entry in files:
+    for entry in [*manifest["shards"], *(manifest[k] for k in ("labels", "attributes", "captions") if manifest.get(k))]:
         path = folder / entry["file"]
         try:
             st = path.stat()
         except OSError:
             raise GanforgeError(f"{path}: missing from the prepared data set; prepare it again") from None
         stamp = [entry["sha256"], st.st_size, st.st_mtime_ns]
-        if stamps.get(entry["file"]) != stamp and sha256_file(path) != entry["sha256"]:
+        if check and stamps.get(entry["file"]) != stamp and sha256_file(path) != entry["sha256"]:
             raise GanforgeError(f"{path}: damaged (its SHA-256 does not match manifest.json); prepare the data "
                                 "set again")
         fresh[entry["file"]] = stamp
     if fresh != stamps:
         with contextlib.suppress(OSError):  # a read-only set is verified again next time
-            write_atomic(stamp_path, json.dumps(fresh).encode())
+            write_atomic(folder / ".verified.json", json.dumps(fresh).encode())
 
 
 def load_prepared(folder: str | Path, image_size: int | None = None, channels: int | None = None) -> ImageData:
