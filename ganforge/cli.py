@@ -345,7 +345,7 @@ def cmd_eval(args) -> int:
     if extractor is None:  # ganforge's classifier of labelled data, else the self-supervised extractor
         folder_labels = bool(args.checkpoint and meta["config"].get("folder_labels"))
         real = load_data(data, images.shape[-1], images.shape[1], data_dir=args.data_dir, folder_labels=folder_labels)
-        extractor = get_extractor(default_extractor(real, data), root)
+        extractor = get_extractor(default_extractor(real, data), root, image_size=real.shape[-1], channels=real.shape[0])
     result = evaluate(images, data, extractor, args.n, args.data_dir, root, requested_labels=labels)
     print(format_table(result))
     if args.json:

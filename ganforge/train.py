@@ -155,7 +155,8 @@ class Trainer:
         if cfg.eval_every and group.main:
             from ganforge.metrics.evaluate import default_extractor
             from ganforge.metrics.features import get_extractor
-            self.extractor = get_extractor(cfg.eval_extractor or default_extractor(data, cfg.data))
+            self.extractor = get_extractor(cfg.eval_extractor or default_extractor(data, cfg.data),
+                                           image_size=data.shape[-1], channels=data.shape[0])
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         random.seed(cfg.seed)

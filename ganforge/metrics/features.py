@@ -1,8 +1,9 @@
-"""Feature extractors, by name: `pixels`, `classifier:<data>` and `inception`.
+"""Feature extractors, by name: `pixels`, `classifier:<data>`, `ssl:<data>` and `inception`.
 
 An extractor maps float images in [-1, 1] (N, C, H, W) to features (N, D); a classifier also
-gives class probabilities. `get_extractor(name)` builds one; a missing classifier is trained on
-first use (and says so).
+gives class probabilities. `ssl:<data>` is a self-supervised encoder (ssl.py) for data without
+labels. `get_extractor(name)` builds one; a missing classifier or self-supervised encoder is
+trained on first use (and says so).
 """
 
 from __future__ import annotations
@@ -44,13 +45,20 @@ class Classifier(Extractor):
     """ganforge's domain classifier: penultimate-layer features and softmax probabilities."""
 
     def __init__(self, data: str, root: Path | None = None, train_if_missing: bool = True):
-        from ganforge.metrics.classifier import classifier_path, load_classifier, train_classifier
+        from ganforge.metrics.classifier import DamagedCache, classifier_path, load_classifier, train_classifier
 
         self.name = f"classifier:{data}"
         if not classifier_path(data, root).is_file() and train_if_missing:
             print(f"{self.name}: no trained classifier in the cache yet; training it now (once)", file=sys.stderr)
             train_classifier(data, root)
-        self.net, self.meta = load_classifier(data, root)
+        try:
+            self.net, self.meta = load_classifier(data, root)
+        except DamagedCache as e:
+            if not train_if_missing:
+                raise
+            print(f"{e}: training it again now", file=sys.stderr)
+            train_classifier(data, root)
+            self.net, self.meta = load_classifier(data, root)
         self.classes, self.sha256 = self.meta["classes"], self.meta["sha256"]
 
     def _checked(self, images: torch.Tensor) -> torch.Tensor:
@@ -68,7 +76,10 @@ class Classifier(Extractor):
         return self.net(self._checked(images)).softmax(1)
 
 
-def get_extractor(name: str, root: Path | None = None, inception_weights: str | Path | None = None) -> Extractor:
+def get_extractor(name: str, root: Path | None = None, inception_weights: str | Path | None = None,
+                  image_size: int | None = None, channels: int | None = None) -> Extractor:
+    """An extractor by name. `image_size` and `channels`: how the data is loaded should ssl:<data> train first
+    (as the images measured have them)."""
     if name == "pixels":
         return Pixels()
     if name == "inception":
@@ -77,8 +88,13 @@ def get_extractor(name: str, root: Path | None = None, inception_weights: str | 
         return Inception(inception_weights, root)
     if name.startswith("classifier:") and len(name) > len("classifier:"):
         return Classifier(name.removeprefix("classifier:"), root)
-    raise GanforgeError(f"unknown feature extractor {name!r}; choose pixels, inception or "
-                        "classifier:<data> (e.g. classifier:fashion-mnist)")
+    if name.startswith("ssl:") and len(name) > len("ssl:"):
+        from ganforge.metrics.ssl import SelfSupervised
+
+        return SelfSupervised(name.removeprefix("ssl:"), root, image_size=image_size, channels=channels)
+    raise GanforgeError(f"unknown feature extractor {name!r}; choose pixels, inception, "
+                        "classifier:<data> (e.g. classifier:fashion-mnist) or, for data without labels, "
+                        "ssl:<data> (a self-supervised extractor, e.g. ssl:folder:PATH)")
 
 
 def extract(extractor: Extractor, images: torch.Tensor, batch: int = 100) -> tuple[torch.Tensor, torch.Tensor | None]:
