@@ -26,6 +26,7 @@ import datetime
 import fcntl
 import hashlib
 import json
+import mmap
 import multiprocessing
 import os
 import signal
@@ -402,6 +403,10 @@ def load_prepared(folder: str | Path, image_size: int | None = None, channels: i
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as e:
             raise GanforgeError(f"{path}: damaged, not a readable shard ({e}); prepare the data set again") from None
+        if hasattr(mmap, "MADV_RANDOM") and isinstance(getattr(array, "_mmap", None), mmap.mmap):
+            # batches are gathered from random places: without this hint the kernel reads ahead megabytes
+            # around every image (measured: 62x the bytes needed from a cold cache, with 8 MB read-ahead)
+            array._mmap.madvise(mmap.MADV_RANDOM)
         if array.dtype != np.uint8 or array.shape != (shard["count"], c, size, size):
             raise GanforgeError(f"{path}: holds {array.dtype} {array.shape}, but manifest.json says uint8 "
                                 f"{(shard['count'], c, size, size)}; prepare the data set again")
