@@ -115,15 +115,19 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     tensors_path = json_path.parent / meta["tensors"]
     if not tensors_path.is_file():
         raise GanforgeError(f"{json_path}: its tensors file {meta['tensors']!r} is missing")
-    blob = tensors_path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != meta["sha256"].lower():
-        raise GanforgeError(f"{tensors_path}: content does not match the checksum in {json_path.name}; "
-                            "the file is damaged, use an earlier checkpoint")
+    return meta, read_tensors(tensors_path, meta["sha256"], json_path.name, "use an earlier checkpoint")
+
+
+def read_tensors(path: Path, sha256: str, record: str, what_to_do: str) -> dict[str, torch.Tensor]:
+    """A safetensors file whose SHA-256 must be `sha256` (as written in the file named `record`); a
+    GanforgeError that calls it damaged, and says what to do, otherwise."""
+    blob = path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != sha256.lower():
+        raise GanforgeError(f"{path}: damaged, its content does not match the checksum in {record}; {what_to_do}")
     try:
-        tensors = load_tensors(blob)
+        return load_tensors(blob)
     except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError, and others
-        raise GanforgeError(f"{tensors_path}: not a safetensors file ({type(e).__name__}: {e})"[:400]) from None
-    return meta, tensors
+        raise GanforgeError(f"{path}: damaged, not a safetensors file ({type(e).__name__}: {e})"[:400]) from None
 
 
 def check_meta(json_path: Path, meta) -> None:

@@ -315,7 +315,7 @@ def test_tensors_file_that_is_not_safetensors_is_refused(run):
     meta = json.loads(path.read_text())
     (path.parent / meta["tensors"]).write_bytes(garbage)
     _edit_json(run, _set("sha256", hashlib.sha256(garbage).hexdigest().upper()))  # any case of hex digits
-    with pytest.raises(GanforgeError, match=r"\.safetensors: not a safetensors file"):
+    with pytest.raises(GanforgeError, match=r"\.safetensors: damaged, not a safetensors file"):
         load_checkpoint(run)
 
 

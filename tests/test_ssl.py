@@ -100,7 +100,7 @@ def test_damaged_weights_are_detected_and_rebuilt(tmp_path, trained, capsys):
     blob = bytearray(path.read_bytes())
     blob[-1] ^= 1
     path.write_bytes(bytes(blob))
-    with pytest.raises(GanforgeError, match=rf"{path}: damaged.*SHA-256"):
+    with pytest.raises(GanforgeError, match=rf"{path}: damaged.*checksum"):
         load_ssl("digits", root)
     with pytest.raises(GanforgeError, match="damaged"):
         SelfSupervised("digits", root, train_if_missing=False)

@@ -20,21 +20,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 from tqdm import tqdm
 
-from ganforge.checkpoint import load_module_state
+from ganforge.checkpoint import load_module_state, read_tensors, write_atomic
 from ganforge.data import cache_dir, load_data, to_float
 from ganforge.errors import GanforgeError
 from ganforge.metrics.features import Extractor
@@ -183,20 +180,6 @@ def default_steps(n_images: int) -> int:
     return min(MAX_STEPS, max(MIN_STEPS, EPOCHS * (n_images // min(BATCH, n_images))))
 
 
-def _write_unique(path: Path, data: bytes) -> None:
-    """Write atomically through a temp file of a unique name in the same folder (writers may race)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def train_ssl(spec: str, root: Path | None = None, steps: int | None = None, data_dir: str | None = None,
               progress: bool = True, limit: int | None = None, image_size: int | None = None,
               channels: int | None = None) -> Path:
@@ -254,12 +237,12 @@ def train_ssl(spec: str, root: Path | None = None, steps: int | None = None, dat
     path = ssl_path(spec, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = save_tensors({k: v.contiguous() for k, v in encoder.state_dict().items()})
-    _write_unique(path, blob)  # the weights first, the JSON that vouches for them last
+    write_atomic(path, blob)  # the weights first, the JSON that vouches for them last
     meta = {"data": spec, "method": "SimCLR (NT-Xent)", "steps": steps, "batch_size": batch, "images": n,
             "channels": channels, "image_size": image_size, "work_size": WORK_SIZE, "features": FEATURES,
             "temperature": TEMPERATURE, "final_loss": round(final_loss, 5),
             "seconds": round(time.perf_counter() - start, 1), "sha256": hashlib.sha256(blob).hexdigest()}
-    _write_unique(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+    write_atomic(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
     return path
 
 
@@ -280,14 +263,7 @@ def load_ssl(spec: str, root: Path | None = None) -> tuple[SSLEncoder, dict]:
             or not 8 <= meta["work_size"] <= 512):
         raise GanforgeError(f"{meta_path}: damaged, not the JSON of a ganforge self-supervised extractor; "
                             "delete it to train the extractor again")
-    blob = path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != meta["sha256"].lower():
-        raise GanforgeError(f"{path}: damaged, its SHA-256 does not match the one in {meta_path.name}; "
-                            "delete it to train the extractor again")
-    try:
-        state = load_tensors(blob)
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError, and others
-        raise GanforgeError(f"{path}: damaged, not a safetensors file ({type(e).__name__}: {e})"[:400]) from None
+    state = read_tensors(path, meta["sha256"], meta_path.name, "delete it to train the extractor again")
     encoder = SSLEncoder(meta["channels"], meta["work_size"])
     load_module_state(encoder, state, f"{path} (ssl:{spec})")
     return encoder.eval(), meta
