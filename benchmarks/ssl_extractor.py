@@ -134,11 +134,14 @@ def main() -> None:
         result = {"command": " ".join(["python", *sys.argv]), "commit": git_commit(),
                   "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                   "processor": processor(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "data": DATA, "n": args.n}
+                  "data": DATA, "n": args.n,
+                  # the machine's load (1, 5, 15 minutes): timings mean little when other work shared the cores
+                  "load_average": {"start": os.getloadavg()}}
 
         start = time.perf_counter()
         train_ssl(DATA, root, steps=args.ssl_steps)
         ssl_seconds = time.perf_counter() - start
+        result["load_average"]["after_ssl_training"] = os.getloadavg()
         ssl = SelfSupervised(DATA, root, train_if_missing=False)
         start = time.perf_counter()
         classifier = get_extractor(f"classifier:{DATA}", root)
@@ -196,6 +199,7 @@ def main() -> None:
         result["mode_dropping_kendall_tau_vs_classifier"] = {
             key: kendall_tau([fids[n][key] for n in dropped], [fids[n]["classifier"] for n in dropped])
             for key in ("ssl", "pixels")}
+        result["load_average"]["end"] = os.getloadavg()
         result["passed"] = {"knn_accuracy_at_least_0.75": result["knn"]["ssl"] >= 0.75,
                             "kendall_tau_at_least_0.8": result["kendall_tau_vs_classifier"]["ssl"] >= 0.8}
 
