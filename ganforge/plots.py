@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from PIL import Image
 
-from ganforge.checkpoint import write_atomic
+from ganforge.io import write_atomic
+from ganforge.stats import RunStats
 
 
 def save_figure(fig, out, dpi: int = 100) -> None:
@@ -25,36 +26,22 @@ def save_figure(fig, out, dpi: int = 100) -> None:
         write_atomic(Path(out), buf.getvalue())
 
 
-def read_stats(path: Path) -> list[dict]:
-    """stats.jsonl's records; a line still being written (or cut by a crash) is skipped."""
-    if not path.is_file():
-        return []
-    stats = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            stats.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return [s for s in stats if isinstance(s, dict)]
-
-
-def plot_curves(stats: list[dict], out: Path, title: str = "", probabilities: bool = True) -> None:
-    """D and G losses (top) and D(x), D(G(z)) (bottom) against training steps; D's outputs are
-    probabilities for the cross-entropy losses, raw scores for the others."""
-    measured = [s for s in stats if "fid" in s]  # quality measurements (--set eval_every=K)
-    stats = [s for s in stats if "d_loss" in s]
+def plot_curves(stats: RunStats, out, title: str = "", probabilities: bool = True) -> None:
+    """D and G losses (top) and D(x), D(G(z)) (bottom) against training steps, and FID when measured;
+    D's outputs are probabilities for losses whose D gives logits, raw scores for the others."""
+    measured, stats = stats.evals, stats.train
     if not stats:
         return
     steps = [s["step"] for s in stats]
     fig, axes = plt.subplots(3 if measured else 2, 1, figsize=(8, 8.5 if measured else 6), sharex=True)
     top, bottom = axes[0], axes[1]
-    top.plot(steps, [s["d_loss"] for s in stats], label="D loss")
-    top.plot(steps, [s["g_loss"] for s in stats], label="G loss")
+    top.plot(steps, [s.get("d_loss", math.nan) for s in stats], label="D loss")
+    top.plot(steps, [s.get("g_loss", math.nan) for s in stats], label="G loss")  # none in a line without G steps
     top.set_ylabel("loss")
     top.legend()
     top.set_title(title or "the contest")
-    bottom.plot(steps, [s["d_real"] for s in stats], label="D(x), real images")
-    bottom.plot(steps, [s["d_fake"] for s in stats], label="D(G(z)), forgeries")
+    bottom.plot(steps, [s.get("d_real", math.nan) for s in stats], label="D(x), real images")
+    bottom.plot(steps, [s.get("d_fake", math.nan) for s in stats], label="D(G(z)), forgeries")
     if probabilities:
         bottom.set_ylim(-0.02, 1.02)
     bottom.set_ylabel("D's output" if probabilities else "D's raw score")

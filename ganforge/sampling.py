@@ -1,4 +1,12 @@
-"""Drawing samples from a generator and writing them as a PNG grid or a .npy array."""
+"""Drawing from a generator: the one seeding function, a sampler object, and writing images out.
+
+`noise(n, z_dim, seed)` is how every part of ganforge turns a seed into z vectors: row i of a seed
+is the same whatever n (the rows are drawn in blocks of 16, each from its own generator, because
+torch's CPU `randn` fills the last numbers of a draw differently when its count is not a multiple
+of 16). So sample 5 of seed 42 is the same face in `ganforge sample --n 8`, `--n 64`, the studio and
+a `--concept A=42`.
+`Generator` wraps a trained G with what it needs to draw: `sample(n, seed, label)`.
+"""
 
 from __future__ import annotations
 
@@ -11,53 +19,113 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
-from ganforge.checkpoint import write_atomic
 from ganforge.data import to_uint8
 from ganforge.errors import GanforgeError
+from ganforge.io import write_atomic
+
+BLOCK = 16  # rows of noise drawn together from one generator
+_MASK = 2**64 - 1
 
 
-def noise(n: int, z_dim: int, seed: int) -> torch.Tensor:
-    """The noise vectors z ~ N(0, I) for a seed: the same seed always gives the same z."""
-    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+def _block_seed(seed: int, block: int) -> int:
+    """A 64-bit seed for block `block` of `seed` (SplitMix64 of the two): distinct blocks, distinct streams."""
+    x = (seed + block * 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+def noise(n: int, z_dim: int, seed: int, start: int = 0, truncation: float | None = None) -> torch.Tensor:
+    """Rows start .. start + n - 1 of the noise of `seed`: z ~ N(0, I), (n, z_dim). Row i is the same
+    whatever n and start. With `truncation`, clamped elementwise to [-truncation, truncation] (the
+    truncation trick, by clamping rather than resampling)."""
+    if n <= 0:
+        return torch.empty(0, z_dim)
+    first, last = start // BLOCK, (start + n - 1) // BLOCK
+    blocks = [torch.randn(BLOCK, z_dim, generator=torch.Generator().manual_seed(_block_seed(seed, b)))
+              for b in range(first, last + 1)]
+    z = torch.cat(blocks)[start - first * BLOCK:][:n]
+    return z.clamp(-truncation, truncation) if truncation else z
 
 
 @torch.no_grad()
-def generate(G: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
-    """G(z[, labels]) in eval mode, in batches, on the CPU: floats in [-1, 1]."""
+def generate(G: nn.Module, *inputs: torch.Tensor | None, batch_size: int = 256) -> torch.Tensor:
+    """G(*inputs) in eval mode, in batches, on G's device: floats in [-1, 1] on the CPU. Inputs that are
+    None are left out (G(z) for an unconditional G, G(z, labels) for a conditional one)."""
+    inputs = [x for x in inputs if x is not None]
     was_training = G.training
     G.eval()
     device = next(G.parameters()).device
     out = []
-    for i in range(0, len(z), batch_size):
-        extra = (labels[i:i + batch_size].to(device),) if labels is not None else ()
-        out.append(G(z[i:i + batch_size].to(device), *extra).float().cpu())
+    for i in range(0, len(inputs[0]), batch_size):
+        out.append(G(*(x[i:i + batch_size].to(device) for x in inputs)).float().cpu())
     G.train(was_training)
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.empty(0)
 
 
-def default_labels(G: nn.Module, n: int) -> torch.Tensor | None:
-    """The labels a conditional G draws n samples with when none are asked for: every class in turn."""
-    return torch.arange(n) % G.n_classes if getattr(G, "n_classes", 0) else None
+class Generator:
+    """A generator ready to draw images: `sample(n, seed)`, and for a class-conditional one `label=`.
 
+    net: G (or its EMA), left in whatever mode and device it is in (drawing switches it to eval mode and
+    back). classes: the class names of a class-conditional G, else None. meta: the checkpoint's JSON when
+    it was loaded from one (its config, step, and "generator": which of G and G_ema draws)."""
 
-def sample(G: nn.Module, n: int, seed: int = 0, labels: torch.Tensor | int | None = None) -> torch.Tensor:
-    """n images from G (floats in [-1, 1], NCHW), from the noise of `seed`; G in eval mode.
-    A conditional G draws the given class(es), by default every class in turn."""
-    n_classes = getattr(G, "n_classes", 0)
-    if labels is not None and not n_classes:
-        raise GanforgeError("this generator is not class-conditional; it takes no label")
-    labels = default_labels(G, n) if labels is None else torch.as_tensor(labels).expand(n)
-    if labels is not None and not ((labels >= 0) & (labels < n_classes)).all():
-        raise GanforgeError(f"labels must be in 0..{n_classes - 1}")
-    return generate(G, noise(n, G.z_dim, seed), labels)
+    def __init__(self, net: nn.Module, classes: list[str] | None = None, meta: dict | None = None):
+        self.net, self.classes, self.meta = net, classes, meta or {}
+        self.z_dim, self.image_size, self.channels = net.z_dim, net.image_size, net.channels
 
+    @property
+    def conditional(self) -> bool:
+        return self.classes is not None
 
-def class_grid(G: nn.Module, per_class: int, seed: int = 0) -> torch.Tensor:
-    """A row of `per_class` images for each class of a conditional G; each column shares its noise."""
-    if not getattr(G, "n_classes", 0):
-        raise GanforgeError("a grid by class needs a class-conditional generator (--model cgan)")
-    z = noise(per_class, G.z_dim, seed).repeat(G.n_classes, 1)
-    return generate(G, z, torch.arange(G.n_classes).repeat_interleave(per_class))
+    def label_index(self, label: int | str) -> int:
+        """A class given by index or by name -> its index."""
+        if not self.conditional:
+            raise GanforgeError("this generator is not class-conditional; it takes no label")
+        if isinstance(label, str) and label in self.classes:
+            return self.classes.index(label)
+        if isinstance(label, str) and label.isdigit():
+            label = int(label)
+        if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(self.classes):
+            return label
+        raise GanforgeError(f"unknown class {label!r}; this model's classes: "
+                            + ", ".join(f"{i}={name}" for i, name in enumerate(self.classes)))
+
+    def labels(self, n: int, label: int | str | torch.Tensor | None = None) -> torch.Tensor | None:
+        """The labels of n samples: `label` for all of them (an index, a name, or one per sample); by
+        default every class in turn. None for an unconditional G (which refuses a label)."""
+        if not self.conditional:
+            if label is not None:
+                self.label_index(label)  # raises: it takes no label
+            return None
+        if label is None:
+            return torch.arange(n) % len(self.classes)
+        if isinstance(label, torch.Tensor) and label.dim() == 1:
+            if not ((label >= 0) & (label < len(self.classes))).all():
+                raise GanforgeError(f"labels must be in 0..{len(self.classes) - 1}")
+            return label.long()
+        return torch.full((n,), self.label_index(label.item() if isinstance(label, torch.Tensor) else label))
+
+    def __call__(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """G(z[, labels]): float images in [-1, 1], NCHW, on the CPU."""
+        return generate(self.net, z, labels)
+
+    def sample(self, n: int = 16, seed: int = 0, label: int | str | torch.Tensor | None = None,
+               truncation: float | None = None, output: str = "float") -> torch.Tensor:
+        """n images from the noise of `seed` (sample i is the same whatever n): float in [-1, 1] NCHW, or with
+        output="uint8" bytes in [0, 255]. A class-conditional G draws `label` (index or name), by default
+        every class in turn."""
+        if output not in ("float", "uint8"):
+            raise GanforgeError(f"output={output!r}: choose float or uint8")
+        images = self(noise(n, self.z_dim, seed, truncation=truncation), self.labels(n, label))
+        return to_uint8(images) if output == "uint8" else images
+
+    def class_grid(self, per_class: int, seed: int = 0) -> torch.Tensor:
+        """A row of `per_class` images for each class; each column shares its noise."""
+        if not self.conditional:
+            raise GanforgeError("a grid by class needs a class-conditional generator (--model cgan)")
+        z = noise(per_class, self.z_dim, seed).repeat(len(self.classes), 1)
+        return self(z, torch.arange(len(self.classes)).repeat_interleave(per_class))
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -> None:
@@ -68,7 +136,7 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -> None
     write_atomic(Path(path), buf.getvalue())  # a crash never leaves half a panel
 
 
-def write_samples(images: torch.Tensor, path: str | Path) -> Path:
+def write_samples(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> Path:
     """.png: a grid; .npy: uint8 (N, H, W) for one channel, (N, H, W, 3) for three."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -76,7 +144,7 @@ def write_samples(images: torch.Tensor, path: str | Path) -> Path:
         raise GanforgeError(f"{path}: the output must end in .png (a grid) or .npy (an array)")
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":
-        save_grid(images, path)
+        save_grid(images, path, nrow)
     else:
         array = to_uint8(images).permute(0, 2, 3, 1).numpy()
         np.save(path, array[..., 0] if array.shape[-1] == 1 else array)

@@ -1,7 +1,7 @@
 """Drawing images from captions with a trained StackGAN: Stage-I alone, or Stage-I then Stage-II.
 
-`TextToImage.load(CKPT)` rebuilds the pipeline from a checkpoint alone (its text encoder travels
-in it, and a Stage-II checkpoint carries its frozen Stage-I). `pipe(captions, n, seed)` draws n
+`ganforge.load(CKPT)` of a StackGAN checkpoint gives a `TextToImage` (its text encoder travels in the
+checkpoint, and a Stage-II checkpoint carries its frozen Stage-I). `pipe(captions, n, seed)` draws n
 images per caption from the same n noises, so the columns of a figure differ only by the text.
 """
 
@@ -15,29 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganforge.checkpoint import load_checkpoint, load_module_state, unpack_state
-from ganforge.config import TEXT_MODELS
 from ganforge.errors import GanforgeError
 from ganforge.models.text import TextEncoder
 from ganforge.sampling import noise
 
 MAX_CAPTION = 200  # characters a caption may have at drawing time
-
-
-def stage1_generator(meta: dict, tensors: dict[str, torch.Tensor], ema: bool = True) -> nn.Module:
-    """The Stage-I generator of a Stage-I checkpoint (its EMA, if kept and asked for) or of a Stage-II one."""
-    from ganforge.models import build_generator
-
-    spec = meta["model_spec"]
-    if spec.get("model") == "stackgan2":
-        spec, which = spec["stage1"], "G1"
-    elif spec.get("model") == "stackgan1":
-        which = "G_ema" if ema and any(k.startswith("G_ema/") for k in tensors) else "G"
-    else:
-        raise GanforgeError(f"a {spec.get('model')} checkpoint is not a text-to-image model (stackgan1 or stackgan2)")
-    G1 = build_generator(spec)
-    load_module_state(G1, unpack_state(which, tensors), which)
-    return G1.eval().requires_grad_(False)
 
 
 def check_captions(captions: list[str]) -> list[str]:
@@ -54,26 +36,12 @@ def check_captions(captions: list[str]) -> list[str]:
 
 
 class TextToImage:
-    def __init__(self, encoder: TextEncoder, stage1: nn.Module, stage2: nn.Module | None = None):
-        self.encoder, self.stage1, self.stage2 = encoder, stage1, stage2
+    """A StackGAN ready to draw: its text encoder, Stage-I generator and (for a Stage-II model) Stage-II
+    generator; `meta` is the checkpoint's JSON when it was loaded from one."""
 
-    @classmethod
-    def load(cls, path: str | Path, ema: bool = True) -> tuple[TextToImage, dict]:
-        from ganforge.models import build_generator
-
-        meta, tensors = load_checkpoint(path)
-        spec = meta.get("model_spec", {})
-        if spec.get("model") not in TEXT_MODELS or "text" not in meta:
-            raise GanforgeError(f"{path}: a {spec.get('model')} checkpoint; `t2i` needs a text-to-image one "
-                                "(trained with --model stackgan1 or stackgan2)")
-        encoder = TextEncoder.from_state(meta["text"], tensors)
-        stage2 = None
-        if spec["model"] == "stackgan2":
-            stage2 = build_generator(spec)
-            which = "G_ema" if ema and any(k.startswith("G_ema/") for k in tensors) else "G"
-            load_module_state(stage2, unpack_state(which, tensors), which)
-            stage2.eval()
-        return cls(encoder, stage1_generator(meta, tensors, ema), stage2), meta
+    def __init__(self, encoder: TextEncoder, stage1: nn.Module, stage2: nn.Module | None = None,
+                 meta: dict | None = None):
+        self.encoder, self.stage1, self.stage2, self.meta = encoder, stage1, stage2, meta or {}
 
     @property
     def noise_dim(self) -> int:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from ganforge.checkpoint import pack_state
 from ganforge.config import TrainConfig
-from ganforge.train import train_run
+from ganforge.io import pack_state
+from ganforge.training import train_run
 
 out, values = Path(sys.argv[1]), json.loads(sys.argv[2])
 trainer = train_run(TrainConfig(**values), runs_dir=out / "runs", progress=False)

@@ -9,9 +9,9 @@ import pytest
 from conftest import tiny_config
 from PIL import Image
 
+from ganforge import train
 from ganforge.checkpoint import find_checkpoint, load_checkpoint
 from ganforge.cli import main
-from ganforge.train import train
 
 TINY = ["--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=16", "--set", "batch_size=256",
         "--set", "log_every=5", "--set", "n_samples=16", "--quiet"]

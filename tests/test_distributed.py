@@ -13,12 +13,14 @@ import torch
 from conftest import tiny_config
 from safetensors.torch import load_file
 
+from ganforge import train
 from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
 from ganforge.config import TrainConfig
 from ganforge.errors import GanforgeError
 from ganforge.losses import gradient_penalty, r1_penalty
-from ganforge.train import train, train_run
+from ganforge.stats import read_stats
+from ganforge.training import train_run
 
 WORKER = Path(__file__).parent / "ddp_worker.py"
 # an MLP GAN without dropout or batch norm: its training does not depend on how a batch is split
@@ -76,7 +78,7 @@ def test_only_rank_0_writes_and_a_two_process_run_resumes_as_one(two_process_run
     assert len(list(run.parent.iterdir())) == 1  # one run folder, not one per rank
     meta, _ = load_checkpoint(run)
     assert meta["world_size"] == 2 and meta["step"] == 10 and meta["images_seen"] == 10 * 32
-    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    stats = read_stats(run).lines
     assert [s["step"] for s in stats] == [5, 10]  # one line per log step, not one per rank
     train(resume=run, budget={"steps": 16}, progress=False)
     meta, _ = load_checkpoint(run)
@@ -144,7 +146,7 @@ def test_device_and_precision_errors_say_what_to_do(tmp_path):
 
 def test_bf16_autocast_trains_on_the_cpu(tmp_path):
     run = train(tiny_config(precision="bf16", steps=10), runs_dir=tmp_path, progress=False)
-    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    stats = read_stats(run).lines
     assert stats[-1]["step"] == 10 and all(torch.isfinite(torch.tensor(s["d_loss"])) for s in stats)
     _, tensors = load_checkpoint(run)
     assert tensors["G/project.weight"].dtype == torch.float32  # weights stay fp32; only the compute is bf16

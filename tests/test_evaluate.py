@@ -6,15 +6,17 @@ import pytest
 import torch
 from conftest import skip_or_fail, tiny_config
 
+from ganforge import train
 from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
-from ganforge.data import cache_dir, load_data
+from ganforge.data import load_data
 from ganforge.errors import GanforgeError
+from ganforge.io import cache_dir
 from ganforge.metrics import evaluate as evaluate_module
 from ganforge.metrics.classifier import classifier_path, load_classifier, train_classifier
 from ganforge.metrics.evaluate import evaluate
 from ganforge.metrics.features import Pixels, extract, get_extractor
-from ganforge.train import train
+from ganforge.stats import read_stats
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +107,7 @@ def test_classifier_reaches_its_accuracy_target(data, target):
 def test_eval_every_measures_during_training_and_stays_exact(tmp_path):
     cfg = tiny_config(steps=80, eval_every=1, eval_n=200, eval_extractor="pixels")  # 39 steps an epoch
     run = train(cfg, runs_dir=tmp_path / "a", progress=False)
-    lines = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    lines = read_stats(run).lines
     measured = [s for s in lines if "fid" in s]
     assert [s["step"] for s in measured] == [39, 78]
     assert all(s["extractor"] == "pixels" and s["n_fake"] == 200 and s["fid"] > 0 for s in measured)
@@ -122,7 +124,7 @@ def test_compare_runs(tmp_path, capsys):
     out = tmp_path / "cmp.png"
     assert main(["compare", str(a), str(b), "--out", str(out)]) == 0
     table = capsys.readouterr().out
-    fid_a = [s for s in map(json.loads, (a / "stats.jsonl").read_text().splitlines()) if "fid" in s][-1]["fid"]
+    fid_a = read_stats(a).evals[-1]["fid"]
     assert a.name in table and b.name in table and f"{fid_a:.4f}" in table
     assert out.stat().st_size > 5000
     plain = train(tiny_config(steps=10), runs_dir=tmp_path, progress=False)

@@ -5,11 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ganforge.data import ImageData, cache_dir, load_data
+from ganforge.data import ImageData, load_data
 from ganforge.data import faces as faces_module
 from ganforge.data import folder as folder_module
 from ganforge.data.faces import ATTRIBUTES, draw_face, draw_faces
 from ganforge.errors import GanforgeError
+from ganforge.io import cache_dir
 
 BINARY = ATTRIBUTES[:8]
 
@@ -32,7 +33,7 @@ def test_faces_are_cached_and_fit_any_model_size(monkeypatch):
     assert first.attribute_names == ATTRIBUTES and first.attributes.shape == (96, len(ATTRIBUTES))
     assert torch.equal(first.images, draw_faces(96, seed=0)[0])
     folder = cache_dir() / "faces"
-    assert (folder / f"faces-v{faces_module.VERSION}-96-seed0-64px.npz").is_file()
+    assert (folder / f"faces-v{faces_module.VERSION}-96-seed0-64px.safetensors").is_file()
     assert not list(folder.glob("*.tmp"))  # written atomically, no temp file left behind
 
     def no_drawing(*args, **kwargs):
@@ -49,7 +50,7 @@ def test_faces_are_cached_and_fit_any_model_size(monkeypatch):
 def test_a_damaged_faces_cache_is_reported_and_drawn_again(monkeypatch, capsys):
     monkeypatch.setattr(faces_module, "COUNT", 12)
     first = load_data("faces")
-    cache = cache_dir() / "faces" / f"faces-v{faces_module.VERSION}-12-seed0-64px.npz"
+    cache = cache_dir() / "faces" / f"faces-v{faces_module.VERSION}-12-seed0-64px.safetensors"
     cache.write_bytes(cache.read_bytes()[:1000])
     again = load_data("faces")
     assert torch.equal(again.images, first.images) and "damaged cache file" in capsys.readouterr().err

@@ -1,22 +1,23 @@
 """Losses, penalties, spectral norm, DiffAugment, EMA and the class-conditional GAN."""
 
 import copy
-import json
 
 import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
 
+from ganforge import load
 from ganforge.augment import color, cutout, diff_augment, translation
-from ganforge.checkpoint import load_checkpoint, load_generator
+from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
 from ganforge.config import TrainConfig, make_config
 from ganforge.errors import GanforgeError
-from ganforge.losses import LOSSES, d_loss, g_loss, gradient_penalty, r1_penalty
-from ganforge.models import build_discriminator, build_generator
-from ganforge.sampling import class_grid, sample
-from ganforge.train import ema_update, train
+from ganforge.families import build_discriminator, build_generator
+from ganforge.losses import LOSSES, gradient_penalty, r1_penalty
+from ganforge.state import ema_update
+from ganforge.stats import read_stats
+from ganforge.training import train
 
 
 def _linear_d(seed=0):
@@ -26,17 +27,18 @@ def _linear_d(seed=0):
 
 @pytest.mark.parametrize("kind", LOSSES)
 def test_each_loss_d_step_separates_and_g_step_fools(kind):
+    loss = LOSSES[kind](TrainConfig(loss=kind).validate())
     D = _linear_d()
     real, fake = torch.randn(64, 16) + 0.5, torch.randn(64, 16) - 0.5
     before = D(real).mean().item(), D(fake).mean().item()
     opt = torch.optim.SGD(D.parameters(), lr=0.05)
-    d_loss(D(real), D(fake), kind=kind).backward()
+    loss.d_term(D(real), D(fake)).backward()
     opt.step()
     after = D(real).mean().item(), D(fake).mean().item()
     assert after[0] > before[0] and after[1] < before[1]  # D's score rose on real, fell on forgeries
 
     fake = fake.clone().requires_grad_()
-    g_loss(D(fake), kind).backward()
+    loss.g_term(D(fake)).backward()
     with torch.no_grad():
         assert D(fake - 0.1 * fake.grad).mean() > D(fake).mean()  # a G step raises D's score on forgeries
 
@@ -134,21 +136,21 @@ def test_wgan_clips_d_and_n_critic_spaces_g_steps(tmp_path):
     steps = {k: v for k, v in tensors.items() if k.endswith("/step") and k.startswith("opt_")}
     assert {v.item() for k, v in steps.items() if k.startswith("opt_d/")} == {10}
     assert {v.item() for k, v in steps.items() if k.startswith("opt_g/")} == {2}  # every 5th step
-    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    stats = read_stats(run).lines
     assert all(np.isfinite(s["g_loss"]) for s in stats)
 
 
 def test_cgan_trains_on_labels_and_draws_classes(tmp_path, capsys):
     run = train(tiny_config(model="cgan", steps=8), runs_dir=tmp_path, progress=False)
-    G, meta = load_generator(run)
-    assert meta["generator"] == "G_ema" and meta["model_spec"]["class_names"][7] == "7"
-    z_grid = class_grid(G, per_class=3, seed=0)
+    G = load(run)
+    assert G.meta["generator"] == "G_ema" and G.meta["model_spec"]["class_names"][7] == "7"
+    z_grid = G.class_grid(per_class=3, seed=0)
     assert z_grid.shape == (30, 1, 28, 28)
     assert not torch.equal(z_grid[0], z_grid[3])  # same noise, class 0 vs class 1: different images
-    assert torch.equal(sample(G, 4, seed=1, labels=7), sample(G, 4, seed=1, labels=torch.full((4,), 7)))
+    assert torch.equal(G.sample(4, seed=1, label=7), G.sample(4, seed=1, label=torch.full((4,), 7)))
 
-    raw, _ = load_generator(run, ema=False)
-    assert not torch.equal(sample(G, 4, labels=1), sample(raw, 4, labels=1))  # the EMA is the default
+    raw = load(run, ema=False)
+    assert not torch.equal(G.sample(4, label=1), raw.sample(4, label=1))  # the EMA is the default
 
     assert main(["sample", str(run), "--label", "7", "--n", "5", "--out", str(tmp_path / "sevens.npy")]) == 0
     assert np.load(tmp_path / "sevens.npy").shape == (5, 28, 28)
@@ -178,15 +180,13 @@ def test_conditional_options_are_refused_where_they_make_no_sense(tmp_path, caps
 def test_cgan_honours_the_label(tmp_path):
     """A cGAN trained for 2,500 steps on digits (about 2 minutes on 2 cores) draws the digit it is
     asked for, by the digits classifier. Steps, not minutes, so that a slow machine gets the same model."""
-    from ganforge.data import to_uint8
     from ganforge.metrics.evaluate import evaluate
-    from ganforge.sampling import default_labels
 
     cfg = make_config(overrides={"model": "cgan", "steps": 2500})
     run = train(cfg, runs_dir=tmp_path, progress=False)
-    G, _ = load_generator(run)
-    labels = default_labels(G, 1000)
-    result = evaluate(to_uint8(sample(G, 1000, seed=5, labels=labels)), "digits", "classifier:digits",
+    G = load(run)
+    labels = G.labels(1000)
+    result = evaluate(G.sample(1000, seed=5, label=labels, output="uint8"), "digits", "classifier:digits",
                       requested_labels=labels)
     per_class = result["label_accuracy_per_class"]
     assert result["label_accuracy"] >= 0.9, per_class

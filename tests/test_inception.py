@@ -8,8 +8,9 @@ import torch
 from conftest import skip_or_fail
 
 from ganforge.cli import main
-from ganforge.data import cache_dir, load_data
+from ganforge.data import load_data
 from ganforge.errors import GanforgeError
+from ganforge.io import cache_dir
 from ganforge.metrics.features import extract, get_extractor
 from ganforge.metrics.functions import feature_stats, fid_from_stats
 from ganforge.metrics.inception import WEIGHTS_FILE, fid_inception

@@ -9,6 +9,7 @@ from conftest import tiny_config
 from PIL import Image
 from torch import nn
 
+from ganforge import train
 from ganforge.cli import main
 from ganforge.errors import GanforgeError
 from ganforge.latent import (
@@ -24,8 +25,7 @@ from ganforge.latent import (
     seed_noise,
     slerp,
 )
-from ganforge.sampling import generate
-from ganforge.train import train
+from ganforge.sampling import Generator
 
 
 class LinearG(nn.Module):
@@ -68,12 +68,12 @@ def test_parse_expression():
 
 
 def test_arithmetic_on_a_linear_generator_is_exact():
-    G = LinearG()
+    G = Generator(LinearG())
     concepts = {name: Concept(name, seed_noise(seeds, G.z_dim), "seeds", seeds)
                 for name, seeds in {"A": [1, 2, 3], "B": [4, 5, 6], "C": [7, 8, 9]}.items()}
     result = combine(parse_expression("A - B + C"), concepts)
-    image = generate(G, around(result, 9, 0.25)[:1])[0]
-    mean_image = {n: generate(G, c.z).mean(0) for n, c in concepts.items()}
+    image = G(around(result, 9, 0.25)[:1])[0]
+    mean_image = {n: G(c.z).mean(0) for n, c in concepts.items()}
     assert torch.allclose(image, mean_image["A"] - mean_image["B"] + mean_image["C"], atol=1e-5)
     with pytest.raises(GanforgeError, match="no concept given for D"):
         combine(parse_expression("A - D"), concepts)
@@ -87,7 +87,7 @@ def test_noise_around_the_result_is_small_and_seeded():
 
 
 def test_query_concept_returns_samples_that_satisfy_the_query():
-    G = LinearG()
+    G = Generator(LinearG())
     names = ["bright", "top_heavy"]
 
     def classify(images):  # attributes read off the pixels: mean brightness, top half brighter than bottom
@@ -96,7 +96,7 @@ def test_query_concept_returns_samples_that_satisfy_the_query():
 
     concept = query_concept(G, classify, names, "bright&!top_heavy", k=5, pool=300, name="A")
     assert len(concept.z) == 5 and len(set(concept.seeds)) == 5
-    logits = classify(generate(G, concept.z))
+    logits = classify(G(concept.z))
     assert (logits[:, 0] > 0).all() and (logits[:, 1] < 0).all()
     assert concept.scores == sorted(concept.scores, reverse=True)
     assert torch.equal(concept.z, seed_noise(concept.seeds, G.z_dim))  # the seeds name the vectors
@@ -107,9 +107,9 @@ def test_query_concept_returns_samples_that_satisfy_the_query():
 
 
 def test_inversion_recovers_z_of_a_linear_generator():
-    G = LinearG(z_dim=6)
+    G = Generator(LinearG(z_dim=6))
     wanted = seed_noise([11], 6)[0]
-    z, mse = invert(G, generate(G, wanted.unsqueeze(0))[0], steps=600, restarts=3, lr=0.05, prior=0.0)
+    z, mse = invert(G, G(wanted.unsqueeze(0))[0], steps=600, restarts=3, lr=0.05, prior=0.0)
     assert mse < 1e-6
     assert torch.allclose(z, wanted, atol=1e-2)
 

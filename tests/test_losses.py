@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from ganforge.losses import d_loss, g_loss
+from ganforge.config import TrainConfig
+from ganforge.losses import LOSSES
+
+
+def _loss(kind="non-saturating", real_target=1.0, fake_target=0.0):
+    return LOSSES[kind](TrainConfig(loss=kind, real_label=real_target, fake_label=fake_target).validate())
 
 
 def _linear_d(seed=0):
@@ -15,7 +20,7 @@ def test_a_d_step_moves_d_towards_its_targets(real_target, fake_target):
     real, fake = torch.randn(64, 16) + 1, torch.randn(64, 16) - 1
     before = torch.sigmoid(D(real)).mean().item(), torch.sigmoid(D(fake)).mean().item()
     opt = torch.optim.SGD(D.parameters(), lr=0.1)
-    d_loss(D(real).squeeze(1), D(fake).squeeze(1), real_target, fake_target).backward()
+    _loss("non-saturating", real_target, fake_target).d_term(D(real).squeeze(1), D(fake).squeeze(1)).backward()
     opt.step()
     after = torch.sigmoid(D(real)).mean().item(), torch.sigmoid(D(fake)).mean().item()
     sign = 1 if real_target > fake_target else -1  # which way "more real" points
@@ -29,7 +34,7 @@ def test_a_g_step_makes_forgeries_look_more_real(kind, real_target, fake_target)
     D = _linear_d()
     fake = (torch.randn(64, 16) - 1).requires_grad_()
     before = torch.sigmoid(D(fake)).mean().item()
-    g_loss(D(fake).squeeze(1), kind, real_target, fake_target).backward()
+    _loss(kind, real_target, fake_target).g_term(D(fake).squeeze(1)).backward()
     with torch.no_grad():
         moved = fake - 0.5 * fake.grad
     after = torch.sigmoid(D(moved)).mean().item()
@@ -39,11 +44,11 @@ def test_a_g_step_makes_forgeries_look_more_real(kind, real_target, fake_target)
 
 def test_minimax_saturates_where_non_saturating_does_not():
     logits = torch.full((8,), -6.0, requires_grad=True)  # D is sure these are fakes
-    (g_minimax,) = torch.autograd.grad(g_loss(logits, "minimax"), logits)
-    (g_ns,) = torch.autograd.grad(g_loss(logits, "non-saturating"), logits)
+    (g_minimax,) = torch.autograd.grad(_loss("minimax").g_term(logits), logits)
+    (g_ns,) = torch.autograd.grad(_loss("non-saturating").g_term(logits), logits)
     assert g_minimax.abs().mean() < 0.01 * g_ns.abs().mean()
 
 
 def test_d_loss_value():
     logits = torch.zeros(4)  # D(x) = 0.5 everywhere: log 2 per term
-    assert d_loss(logits, logits).item() == pytest.approx(2 * torch.log(torch.tensor(2.0)).item())
+    assert _loss().d_term(logits, logits).item() == pytest.approx(2 * torch.log(torch.tensor(2.0)).item())

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ganforge.errors import GanforgeError
-from ganforge.models import build_discriminator, build_generator
+from ganforge.families import build_discriminator, build_generator
 from ganforge.models.dcgan import DCGANGenerator
 
 

@@ -15,7 +15,6 @@ import torch
 from conftest import skip_or_fail
 from PIL import Image
 
-from ganforge.checkpoint import sha256_file
 from ganforge.cli import main
 from ganforge.data import folder as folder_module
 from ganforge.data import load_data
@@ -23,9 +22,11 @@ from ganforge.data import prepared as prepared_module
 from ganforge.data.folder import decode
 from ganforge.data.prepared import ShardedImages, load_prepared, prepare_source, read_manifest
 from ganforge.errors import GanforgeError
+from ganforge.io import sha256_file
 from ganforge.metrics import evaluate as evaluate_module
 from ganforge.metrics.evaluate import evaluate, real_features
 from ganforge.metrics.features import get_extractor
+from ganforge.stats import read_stats
 
 
 def make_folder(root: Path, count: int = 24, broken: bool = True, subfolders: bool = False) -> Path:
@@ -289,10 +290,10 @@ def test_real_features_follow_the_folder_and_the_extractor(tmp_path, monkeypatch
     Image.new("RGB", (8, 8), (0, 255, 0)).save(src / "000.jpg")  # a changed folder: computed again
     evaluate(samples, spec, "pixels", root=tmp_path)
     assert calls[3:] == [10, 10]
-    cached = sorted((tmp_path / "real_features").iterdir())
+    cached = sorted((tmp_path / "real_features").glob("*.safetensors"))  # each beside its JSON record
     assert len(cached) == 2
     newest = max(cached, key=lambda p: p.stat().st_mtime_ns)
-    newest.write_bytes(b"PK\x03\x04 damaged")
+    newest.write_bytes(b"\x08\x00 damaged")
     evaluate(samples, spec, "pixels", root=tmp_path)
     assert calls[5:] == [10, 10] and "damaged cache file" in capsys.readouterr().err
 
@@ -302,22 +303,21 @@ def test_real_features_follow_the_folder_and_the_extractor(tmp_path, monkeypatch
         probs = staticmethod(lambda x: None)
 
     real_features(spec, Retrained(), 10, 16, 3, root=tmp_path)
-    assert calls[7:] == [10] and len(list((tmp_path / "real_features").iterdir())) == 3
+    assert calls[7:] == [10] and len(list((tmp_path / "real_features").glob("*.safetensors"))) == 3
 
 
 def test_resume_may_change_what_is_measured_and_logs_it(tmp_path):
     from conftest import tiny_config
 
-    from ganforge.plots import read_stats
-    from ganforge.train import train
+    from ganforge import train
 
     src = make_folder(tmp_path / "photos", count=40)  # 5 steps an epoch
     run = train(tiny_config(data=f"folder:{src}", image_size=28, batch_size=8, steps=10, eval_every=1, eval_n=32,
                             eval_extractor="pixels"), runs_dir=tmp_path / "runs", progress=False)
-    assert [s["step"] for s in read_stats(run / "stats.jsonl") if "fid" in s] == [5, 10]
+    assert [s["step"] for s in read_stats(run).evals] == [5, 10]
     assert main(["train", "--resume", str(run), "--steps", "20", "--set", "eval_every=0", "--set", "log_every=2",
                  "--quiet"]) == 0
-    stats = read_stats(run / "stats.jsonl")
+    stats = read_stats(run).lines
     event = next(s for s in stats if s.get("event") == "resume")
     assert event["step"] == 10 and event["changed"] == {"steps": [10, 20], "eval_every": [1, 0], "log_every": [5, 2]}
     assert stats[-1]["step"] == 20 and not any("fid" in s for s in stats if s["step"] > 10)
@@ -335,7 +335,7 @@ def test_a_flat_folder_trains_measures_evaluates_and_compares(tmp_path, capsys):
     assert main(["train", *common, "--steps", "5", "--seed", "1"]) == 0
     runs = sorted((tmp_path / "runs").iterdir())
     for run, steps in zip(runs, ([5, 10], [5])):
-        measured = [s for s in map(json.loads, (run / "stats.jsonl").read_text().splitlines()) if "fid" in s]
+        measured = read_stats(run).evals
         assert [m["step"] for m in measured] == steps and measured[0]["extractor"] == f"ssl:folder:{src}"
     capsys.readouterr()
     assert main(["eval", str(runs[0]), "--n", "32", "--json", str(tmp_path / "eval.json")]) == 0
@@ -385,8 +385,9 @@ def test_camera_photos_are_turned_upright_and_decoded_at_a_reduced_scale(tmp_pat
 
 
 def test_a_damaged_classifier_is_reported_and_trained_again(tmp_path, monkeypatch, capsys):
+    from ganforge.io import DamagedRecord
     from ganforge.metrics import classifier as classifier_module
-    from ganforge.metrics.classifier import DamagedCache, classifier_path, load_classifier, train_classifier
+    from ganforge.metrics.classifier import classifier_path, load_classifier, train_classifier
 
     def quick(spec, root=None, **kwargs):
         calls.append(spec)
@@ -397,12 +398,12 @@ def test_a_damaged_classifier_is_reported_and_trained_again(tmp_path, monkeypatc
     path = classifier_path("digits", tmp_path)
     before = load_classifier("digits", tmp_path)[1]["sha256"]
     path.write_bytes(path.read_bytes()[:-8] + b"damaged!")
-    with pytest.raises(DamagedCache, match="damaged"):
+    with pytest.raises(DamagedRecord, match="damaged"):
         load_classifier("digits", tmp_path)
     monkeypatch.setattr(classifier_module, "train_classifier", quick)
     extractor = get_extractor("classifier:digits", tmp_path)
     assert calls == ["digits", "digits"] and "damaged" in capsys.readouterr().err
     assert extractor.sha256 == before  # trained again the same way: the same weights
     path.with_suffix(".json").write_text("{not json")
-    with pytest.raises(DamagedCache, match=r"digits\.json: damaged"):
+    with pytest.raises(DamagedRecord, match=r"digits\.json: damaged"):
         load_classifier("digits", tmp_path)

@@ -4,11 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from ganforge.checkpoint import load_generator
+from ganforge import load, train
 from ganforge.config import TrainConfig
 from ganforge.data import load_data, to_float
-from ganforge.sampling import sample
-from ganforge.train import train
 
 pytestmark = pytest.mark.slow
 
@@ -60,9 +58,9 @@ def test_demo_networks_draw_digits_after_brief_training(tmp_path):
     cfg = TrainConfig(steps=1500, seed=0)  # the demo's networks and batch, about a minute
     run = train(cfg, runs_dir=tmp_path, progress=False)
     untrained = TrainConfig(steps=1, seed=0)
-    noise = _looks_like_digits(sample(load_generator(train(untrained, runs_dir=tmp_path, progress=False))[0], 500),
+    noise = _looks_like_digits(load(train(untrained, runs_dir=tmp_path, progress=False)).sample(500),
                                classifier)
     assert not _passes(noise), noise  # ... and rejects an untrained generator
-    G, _ = load_generator(run)
-    fake = _looks_like_digits(sample(G, 500, seed=1), classifier)
+    G = load(run)
+    fake = _looks_like_digits(G.sample(500, seed=1), classifier)
     assert _passes(fake), fake

@@ -2,7 +2,6 @@
 first checkpoint, and the warnings for a starved G and for mode collapse."""
 
 import errno
-import json
 import os
 import random
 import shutil
@@ -14,10 +13,15 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from ganforge import training
 from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
 from ganforge.errors import GanforgeError
-from ganforge.train import Trainer, load_training_data, new_run_dir, train, train_run
+from ganforge.families import MODELS
+from ganforge.record import Recorder, new_run_dir
+from ganforge.state import TrainState
+from ganforge.stats import read_stats
+from ganforge.training import train, train_run
 
 # a DCGAN of a few thousand weights, a checkpoint after every step (many kills land inside a write),
 # and an epoch end every 78 steps
@@ -82,7 +86,7 @@ def check_kills(tmp_path, steps: int, kills: int, seed: int, within: float) -> N
     assert ref.keys() == got.keys()
     for key in ref:
         assert torch.equal(ref[key], got[key]), (key, moments)
-    stats = [json.loads(line)["step"] for line in (run / "stats.jsonl").read_text().splitlines()]
+    stats = [s["step"] for s in read_stats(run).lines]
     assert stats == list(range(5, steps + 1, 5))  # nothing lost, nothing twice
 
 
@@ -106,22 +110,22 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_pat
 # --- divergence
 def _poison_at(monkeypatch, steps: set[int]):
     """Make G's weights NaN just before the given steps (counted from 1) run, as a blow-up would."""
-    original = Trainer.train_step
+    original = training.train_step
 
-    def train_step(self, real, cond=None):
-        if self.step + 1 in steps:
-            steps.discard(self.step + 1)  # once per listed step: the replay after a rollback is clean
+    def train_step(state, real, cond=None):
+        if state.step + 1 in steps:
+            steps.discard(state.step + 1)  # once per listed step: the replay after a rollback is clean
             with torch.no_grad():
-                next(self.G.parameters()).fill_(float("nan"))
-        return original(self, real, cond)
+                next(state.G.parameters()).fill_(float("nan"))
+        return original(state, real, cond)
 
-    monkeypatch.setattr(Trainer, "train_step", train_step)
+    monkeypatch.setattr(training, "train_step", train_step)
 
 
 def test_a_nan_rolls_back_to_the_last_checkpoint_with_lower_learning_rates(tmp_path, monkeypatch, capsys):
     _poison_at(monkeypatch, {13})
     trainer = train_run(tiny_config(steps=20, checkpoint_every=5), runs_dir=tmp_path, progress=False)
-    events = [json.loads(line) for line in (trainer.run_dir / "stats.jsonl").read_text().splitlines()]
+    events = read_stats(trainer.run_dir).lines
     rollbacks = [e for e in events if e.get("event") == "rollback"]
     assert len(rollbacks) == 1 and rollbacks[0]["at_step"] == 13 and rollbacks[0]["step"] == 10
     assert rollbacks[0]["lr_g"] == pytest.approx(1e-4) and "rolled back to step 10" in capsys.readouterr().err
@@ -142,18 +146,23 @@ def test_a_run_that_keeps_diverging_stops_with_advice_and_keeps_its_last_good_ch
     assert meta["step"] == 5 and all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
 
 
+def _recorder(tmp_path, cfg) -> Recorder:
+    rec = Recorder(TrainState(cfg, new_run_dir(tmp_path, cfg), MODELS[cfg.model].load_data(cfg)))
+    rec.open({})
+    return rec
+
+
 def test_d_winning_every_time_warns_once(tmp_path, capsys):
-    cfg = tiny_config()
-    trainer = Trainer(cfg, new_run_dir(tmp_path, cfg), load_training_data(cfg))
+    rec = _recorder(tmp_path, tiny_config())
 
     class Bar:
         def set_postfix(self, **_):
             pass
 
-    with open(trainer.run_dir / "stats.jsonl", "a") as f:
-        for _ in range(6):  # d_loss, g_loss, D(x) 0.999, D(G(z)) 0.001, G steps
-            trainer._log(f, torch.tensor([0.01, 7.0, 0.999, 0.001, 1.0]), 1, Bar(), 100.0)
-    events = [json.loads(line) for line in (trainer.run_dir / "stats.jsonl").read_text().splitlines()]
+    for _ in range(6):  # D(x) 0.999, D(G(z)) 0.001 on every line
+        rec.log({"d_loss": 0.01, "g_loss": 7.0, "d_real": 0.999, "d_fake": 0.001}, 100.0, Bar())
+    rec.close()
+    events = read_stats(rec.run_dir).lines
     warnings = [e for e in events if e.get("event") == "warning"]
     assert len(warnings) == 1 and warnings[0]["kind"] == "d_wins"
     assert "G gets little gradient" in capsys.readouterr().err
@@ -162,18 +171,17 @@ def test_d_winning_every_time_warns_once(tmp_path, capsys):
 def test_low_recall_warns_of_mode_collapse(tmp_path, monkeypatch, capsys):
     from ganforge.metrics import evaluate
     monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: {"fid": 80.0, "recall": 0.01, "extractor": "pixels"})
-    cfg = tiny_config(eval_every=1, eval_extractor="pixels", eval_n=10)
-    trainer = Trainer(cfg, new_run_dir(tmp_path, cfg), load_training_data(cfg))
-    with open(trainer.run_dir / "stats.jsonl", "a") as f:
-        trainer.measure(f)
+    rec = _recorder(tmp_path, tiny_config(eval_every=1, eval_extractor="pixels", eval_n=10))
+    rec.measure()
+    rec.close()
     assert "mode collapse?" in capsys.readouterr().err
-    assert '"kind": "collapse"' in (trainer.run_dir / "stats.jsonl").read_text()
+    assert '"kind": "collapse"' in (rec.run_dir / "stats.jsonl").read_text()
 
 
 # --- disks
 def test_a_full_disk_at_save_is_a_clear_error_and_the_last_checkpoint_stays_intact(tmp_path, monkeypatch):
-    import ganforge.train as train_module
-    real_save, calls = train_module.save_checkpoint, []
+    import ganforge.state as state_module
+    real_save, calls = state_module.save_checkpoint, []
 
     def save_checkpoint(folder, step, *args, **kwargs):
         calls.append(step)
@@ -182,7 +190,7 @@ def test_a_full_disk_at_save_is_a_clear_error_and_the_last_checkpoint_stays_inta
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(folder, step, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", save_checkpoint)
+    monkeypatch.setattr(state_module, "save_checkpoint", save_checkpoint)
     with pytest.raises(GanforgeError, match="No space left on device. The last good one, step-00000005, is intact"):
         train(tiny_config(steps=20, checkpoint_every=5), runs_dir=tmp_path, progress=False)
     run = next(tmp_path.iterdir())

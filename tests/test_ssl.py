@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ganforge.checkpoint import sha256_file
 from ganforge.data import load_data, to_float
 from ganforge.errors import GanforgeError
+from ganforge.io import sha256_file
 from ganforge.metrics import ssl
 from ganforge.metrics.features import extract, get_extractor
 from ganforge.metrics.ssl import (

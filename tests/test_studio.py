@@ -11,11 +11,10 @@ import torch
 from conftest import make_shapes_folder, skip_or_fail, tiny_config
 from PIL import Image
 
-from ganforge.checkpoint import load_generator
+from ganforge import load, train
 from ganforge.cli import main
 from ganforge.config import TrainConfig
 from ganforge.errors import GanforgeError
-from ganforge.train import train
 
 try:
     from fastapi.testclient import TestClient
@@ -39,15 +38,14 @@ def fake_attribute_classifier(data: str, names: list[str], G) -> None:
     attribute holds for about half of G's samples: enough to answer queries."""
     from safetensors.torch import save_file
 
-    from ganforge.checkpoint import sha256_file
+    from ganforge.io import sha256_file
     from ganforge.latent import seed_noise
     from ganforge.metrics.classifier import DomainClassifier, classifier_path
-    from ganforge.sampling import generate
 
     torch.manual_seed(0)
     net = DomainClassifier(1, len(names)).eval()
     with torch.no_grad():
-        features = net.body(generate(G, seed_noise(list(range(500)), G.z_dim))).double()
+        features = net.body(G(seed_noise(list(range(500)), G.z_dim))).double()
         W = torch.randn(len(names), features.shape[1], dtype=torch.float64)
         logits = features @ W.T
         median, spread = logits.median(0).values, logits.std(0)
@@ -80,7 +78,7 @@ def studio(tmp_path_factory):
         (fresh / "samples").mkdir(parents=True)
         (fresh / "config.json").write_text(json.dumps({"loss": "non-saturating"}))
         (fresh / "stats.jsonl").write_text("")
-        fake_attribute_classifier("digits", ["bright", "wide"], load_generator(dcgan)[0])
+        fake_attribute_classifier("digits", ["bright", "wide"], load(dcgan))
         app = create_app([out])
         with TestClient(app) as client:
             names = [m["name"] for m in client.get("/api/info").json()["models"]]

@@ -10,8 +10,8 @@ import sys
 import pytest
 from conftest import make_shapes_folder, skip_or_fail, tiny_config
 
+from ganforge import train
 from ganforge.config import TrainConfig
-from ganforge.train import train
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

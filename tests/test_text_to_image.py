@@ -9,15 +9,23 @@ from conftest import SHAPE_COLORS as COLORS
 from conftest import SHAPES, make_shapes_folder, skip_or_fail
 from PIL import Image
 
-from ganforge.checkpoint import load_checkpoint, load_generator
+from ganforge import load, train
+from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
 from ganforge.config import TrainConfig, make_config
-from ganforge.data import cache_dir
 from ganforge.errors import GanforgeError
+from ganforge.io import cache_dir
 from ganforge.models.stackgan import CondAugment, StageIGenerator, StageIIGenerator, TextDiscriminator, kl_divergence
-from ganforge.models.text import MAX_WORDS, GRUTextEncoder, TextEncoder, Vocabulary, pretrain_builtin, tokenize
-from ganforge.t2i import TextToImage
-from ganforge.train import train
+from ganforge.models.text import (
+    MAX_WORDS,
+    Builtin,
+    GRUTextEncoder,
+    MiniLM,
+    TextEncoder,
+    Vocabulary,
+    pretrain_builtin,
+    tokenize,
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +70,14 @@ def test_vocabulary_orders_by_frequency_and_maps_unknown_words():
 def test_builtin_encoder_ignores_padding_and_caches_per_caption():
     vocab = Vocabulary.build(["a red disc", "a blue square with a red border"])
     torch.manual_seed(0)
-    encoder = TextEncoder("builtin", vocab, GRUTextEncoder(len(vocab), dim=16))
-    alone = encoder._encode_builtin(["a red disc"])
-    beside_long = encoder._encode_builtin(["a red disc", "a blue square with a red border"])[:1]
+    encoder = TextEncoder(Builtin(vocab, GRUTextEncoder(len(vocab), dim=16)))
+    alone = encoder.backend.embed(["a red disc"])
+    beside_long = encoder.backend.embed(["a red disc", "a blue square with a red border"])[:1]
     torch.testing.assert_close(alone, beside_long)  # padding does not change a caption's embedding
     first = encoder.encode(["a red disc", "a blue square with a red border", "a red disc"])
     assert first.shape == (3, 16) and torch.allclose(first.norm(dim=1), torch.ones(3))
     assert torch.equal(first[0], first[2]) and len(encoder._cache) == 2
-    encoder.net.out.weight.data.zero_()  # the cache answers: a changed net is not asked again
+    encoder.backend.net.out.weight.data.zero_()  # the cache answers: a changed net is not asked again
     assert torch.equal(encoder.encode(["a red disc"])[0], first[0])
 
 
@@ -174,7 +182,7 @@ def test_t2i_reads_captions_from_a_file_and_works_with_stage1_alone(stage_runs, 
 
 
 def test_captions_change_the_image_and_the_noise_columns_are_shared(stage_runs):
-    pipe, _ = TextToImage.load(stage_runs[1])
+    pipe = load(stage_runs[1])
     _, fine = pipe(["a red disc", "a blue square"], 2, seed=3)
     assert not torch.equal(fine[0], fine[2])  # same noise, other caption
     assert not torch.equal(fine[0], fine[1])  # same caption, other noise
@@ -218,7 +226,7 @@ def test_config_errors_name_what_to_do(stage_runs, tmp_path):
     with pytest.raises(GanforgeError, match="text_encoder"):
         make_config(overrides={"model": "stackgan1"}, pairs=["text_encoder=bert"])
     with pytest.raises(GanforgeError, match="text-to-image checkpoint"):
-        load_generator(stage_runs[0])
+        load(stage_runs[0], kind="image")
 
 
 # --- minilm
@@ -233,13 +241,13 @@ def test_minilm_encoder_trains_stage1_and_caches_embeddings_on_disk(shapes_folde
     meta, tensors = load_checkpoint(run)
     assert meta["text"] == {"encoder": "minilm"} and meta["model_spec"]["text_dim"] == 384
     assert not any(k.startswith("text/") for k in tensors)  # its weights come from the package, not the file
-    encoder = TextEncoder("minilm")
+    encoder = TextEncoder(MiniLM())
     assert "a red disc" in encoder._cache  # read back from the disk cache
     (cache_dir() / "text" / "minilm.safetensors").write_bytes(b"damaged")
-    encoder = TextEncoder("minilm")  # a damaged cache is ignored (and said so), then rebuilt
+    encoder = TextEncoder(MiniLM())  # a damaged cache is ignored (and said so), then rebuilt
     assert encoder._cache == {}
-    assert encoder.encode(["a red disc"]).shape == (1, 384) and TextEncoder("minilm")._cache
-    pipe, _ = TextToImage.load(run)
+    assert encoder.encode(["a red disc"]).shape == (1, 384) and TextEncoder(MiniLM())._cache
+    pipe = load(run)
     coarse, fine = pipe(["a red disc"], 2)
     assert coarse.shape == (2, 3, 32, 32) and fine is None
 
@@ -251,7 +259,7 @@ def test_trained_discriminator_scores_mismatched_captions_lower(tmp_path):
     their own caption above the same images with a caption of another class."""
     from ganforge.data import load_data, to_float
     from ganforge.data.captions import fashion_caption
-    from ganforge.models import build_discriminator
+    from ganforge.families import build_discriminator
 
     try:
         data = load_data("fashion-mnist-captions", split="test")

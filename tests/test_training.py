@@ -4,10 +4,10 @@ import pytest
 import torch
 from conftest import skip_or_fail, tiny_config
 
-from ganforge.checkpoint import find_checkpoint, load_checkpoint, load_generator, save_checkpoint
+from ganforge import load, train
+from ganforge.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from ganforge.errors import GanforgeError
-from ganforge.sampling import sample
-from ganforge.train import train
+from ganforge.stats import read_stats
 
 
 def _weights(run_dir):
@@ -20,7 +20,7 @@ def test_run_folder_holds_everything(tmp_path):
     assert run.name == "00000-dcgan-digits"
     config = json.loads((run / "config.json").read_text())
     assert config["steps"] == 50 and config["model_spec"]["image_size"] == 28
-    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    stats = read_stats(run).lines
     assert [s["step"] for s in stats] == list(range(5, 51, 5))
     for key in ("epoch", "images_seen", "d_loss", "g_loss", "d_real", "d_fake", "seconds"):
         assert all(key in s for s in stats)
@@ -54,7 +54,7 @@ def test_resume_is_bit_exact(tmp_path, model):
     assert a.keys() == b.keys() and len(a) > 10 and any(k.startswith("G_ema/") for k in a)
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    lines = [json.loads(line) for line in (resumed / "stats.jsonl").read_text().splitlines()]
+    lines = read_stats(resumed).lines
     assert [s["step"] for s in lines if "event" not in s] == list(range(5, 41, 5))  # no duplicates after the resume
     assert [s for s in lines if "event" in s] == [{"step": 20, "event": "resume", "changed": {"steps": [20, 40]}}]
 
@@ -82,11 +82,12 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
 
 def test_checkpoint_round_trip_rebuilds_g(tmp_path):
     run = train(tiny_config(steps=5, image_size=32, channels=3), runs_dir=tmp_path, progress=False)
-    G, meta = load_generator(run)
+    G = load(run)
+    meta = G.meta
     assert meta["step"] == 5 and meta["model_spec"]["channels"] == 3
-    x = sample(G, 4, seed=3)
+    x = G.sample(4, seed=3)
     assert x.shape == (4, 3, 32, 32)
-    assert torch.equal(x, sample(G, 4, seed=3)) and not torch.equal(x, sample(G, 4, seed=4))
+    assert torch.equal(x, G.sample(4, seed=3)) and not torch.equal(x, G.sample(4, seed=4))
 
 
 def test_damaged_or_foreign_checkpoints_are_refused(tmp_path):
@@ -96,11 +97,11 @@ def test_damaged_or_foreign_checkpoints_are_refused(tmp_path):
     blob[-1] ^= 0xFF
     tensors_file.write_bytes(bytes(blob))
     with pytest.raises(GanforgeError, match="damaged"):
-        load_generator(run)
+        load(run)
     pickle = tmp_path / "model.pt"
     pickle.write_bytes(b"whatever")
     with pytest.raises(GanforgeError, match="never unpickles"):
-        load_generator(pickle)
+        load(pickle)
 
 
 def test_wrong_shape_names_the_tensor(tmp_path):
@@ -110,14 +111,14 @@ def test_wrong_shape_names_the_tensor(tmp_path):
     path = find_checkpoint(run)
     path.write_text(json.dumps(meta))
     with pytest.raises(GanforgeError, match=r"G(_ema)?: tensor '[\w.]+' has shape .*, the model expects"):
-        load_generator(run)
+        load(run)
 
 
 def test_one_sided_label_smoothing_and_inverted_labels_train(tmp_path):
     run = train(tiny_config(steps=10, real_label=0.0, label_smoothing=0.1),
                 runs_dir=tmp_path, progress=False)
     assert json.loads((run / "config.json").read_text())["fake_label"] == 1.0  # one option flips both
-    stats = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    stats = read_stats(run).lines
     assert stats[-1]["d_real"] < stats[-1]["d_fake"]  # D near 0 means real in this convention
 
 

@@ -8,9 +8,7 @@ channel count once, and returns an `ImageData`; `to_float` turns a batch into fl
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -77,13 +75,6 @@ class ImageData:
 
 def _subset_fingerprint(parent: str, index) -> str:
     return hashlib.sha256(parent.encode() + torch.as_tensor(index).numpy().tobytes()).hexdigest()
-
-
-def cache_dir() -> Path:
-    """ganforge's cache folder: $GANFORGE_CACHE, else $XDG_CACHE_HOME/ganforge, else ~/.cache/ganforge."""
-    if os.environ.get("GANFORGE_CACHE"):
-        return Path(os.environ["GANFORGE_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ganforge"
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

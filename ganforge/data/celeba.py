@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ganforge.checkpoint import sha256_file
 from ganforge.data import ImageData
 from ganforge.data.folder import DECODER, decode_paths, fingerprint_files, report_skipped
 from ganforge.data.prepared import Listing, prepare_cached
 from ganforge.errors import GanforgeError
+from ganforge.io import sha256_file
 
 ATTRIBUTE_FILE = "list_attr_celeba.txt"
 IMAGE_FOLDER = "img_align_celeba"

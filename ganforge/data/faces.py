@@ -7,22 +7,20 @@ and skin tone. The binary ones are drawn independently with the chances in CHANC
 hat rules out baldness, baldness rules out long hair, and sunglasses count as glasses; every
 attribute is visible (the hair colour also shows under a hat, in sideburns and in a bald head's
 side tufts). Face i of a seed is the same whatever the count. `load_faces` draws COUNT faces once
-and caches them as uint8 in ganforge's cache folder.
+and caches them as uint8 in ganforge's cache folder (a record: io.py).
 """
 
 from __future__ import annotations
 
 import colorsys
-import io
-import sys
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from ganforge.checkpoint import write_atomic
-from ganforge.data import ImageData, cache_dir
+from ganforge.data import ImageData
+from ganforge.io import cache_dir, read_cache, save_record
 
 VERSION = 1  # bump when a change to the drawing changes the images: the cache is keyed by it
 COUNT = 20_000
@@ -82,23 +80,19 @@ def draw_faces(n: int, seed: int = 0, size: int = SIZE) -> tuple[torch.Tensor, t
 def load_faces(count: int | None = None, seed: int = 0) -> ImageData:
     """COUNT (or count) faces at 64x64 RGB with their attributes, drawn on first use and then cached."""
     count = COUNT if count is None else count
-    cache = cache_dir() / "faces" / f"faces-v{VERSION}-{count}-seed{seed}-{SIZE}px.npz"
-    images = None
-    if cache.is_file():
-        try:
-            with np.load(cache, allow_pickle=False) as npz:
-                images, attributes = torch.from_numpy(npz["images"]), torch.from_numpy(npz["attributes"])
-            if images.shape != (count, 3, SIZE, SIZE) or attributes.shape != (count, len(ATTRIBUTES)):
-                raise ValueError(f"holds {tuple(images.shape)} images")
-        except Exception as e:  # noqa: BLE001 - zipfile, numpy and OS errors alike: draw them again
-            print(f"{cache}: damaged cache file ({type(e).__name__}: {e}); drawing the faces again", file=sys.stderr)
-            images = None
-    if images is None:
+    cache = cache_dir() / "faces" / f"faces-v{VERSION}-{count}-seed{seed}-{SIZE}px.safetensors"
+
+    def check(meta, tensors):
+        shapes = tuple(tensors["images"].shape), tuple(tensors["attributes"].shape)
+        if shapes != ((count, 3, SIZE, SIZE), (count, len(ATTRIBUTES))):
+            raise ValueError(f"holds {shapes[0]} images")
+
+    cached = read_cache(cache, "drawing the faces again", check)
+    if cached is not None:
+        images, attributes = cached[1]["images"], cached[1]["attributes"]
+    else:
         images, attributes = draw_faces(count, seed, SIZE)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        np.savez(buffer, images=images.numpy(), attributes=attributes.numpy())
-        write_atomic(cache, buffer.getvalue())
+        save_record(cache, {"images": images, "attributes": attributes}, {"version": VERSION, "seed": seed})
     return ImageData(images, attributes=attributes, attribute_names=list(ATTRIBUTES))
 
 

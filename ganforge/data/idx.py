@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganforge.data import ImageData, cache_dir
+from ganforge.data import ImageData
 from ganforge.errors import GanforgeError
+from ganforge.io import cache_dir
 
 CLASSES = {
     "mnist": [str(d) for d in range(10)],

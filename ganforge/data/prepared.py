@@ -41,9 +41,9 @@ import torch
 from tqdm import tqdm
 
 from ganforge import __version__
-from ganforge.checkpoint import sha256_file, unique_tmp, write_atomic
 from ganforge.data import ImageData
 from ganforge.errors import GanforgeError
+from ganforge.io import cache_dir, sha256_file, unique_tmp, write_atomic
 
 FORMAT = "ganforge-prepared"
 FORMAT_VERSION = 1
@@ -434,7 +434,6 @@ def prepare_cached(listing: Listing, size: int, channels: int, progress: bool = 
 
 def cached_folder(listing: Listing, size: int, channels: int) -> Path:
     """Where a listing is prepared in ganforge's cache: named by its source, fingerprint, size and channels."""
-    from ganforge.data import cache_dir
 
     kind = listing.source.partition(":")[0]  # not the path as spelled: the fingerprint holds the resolved files
     key = hashlib.sha256(f"{kind}\0{listing.fingerprint}\0{size}\0{channels}".encode()).hexdigest()[:24]

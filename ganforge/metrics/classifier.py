@@ -4,33 +4,26 @@ Its penultimate layer (128 units) gives features for FID and friends; its softma
 predictions for the class-based scores. With `attributes=True` the same network is a multi-label
 attribute classifier (one sigmoid per attribute, e.g. smiling, glasses), trained on data that
 carries attributes (faces, CelebA); it is what latent arithmetic is checked with. Stored as
-safetensors + JSON (data, split, held-out accuracy, SHA-256) in `<cache>/classifiers/`.
+a record (io.py: safetensors + JSON with data, split, held-out accuracy, SHA-256) in `<cache>/classifiers/`.
 Nothing is downloaded: it is trained here from the data.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save
 from torch import nn
 from tqdm import tqdm
 
-from ganforge.checkpoint import load_module_state, sha256_file, write_atomic
-from ganforge.data import ImageData, cache_dir, fit, load_data, to_float
+from ganforge.data import ImageData, fit, load_data, to_float
 from ganforge.errors import GanforgeError
+from ganforge.io import DamagedRecord, cache_dir, load_module_state, load_or_train, load_record, save_record
 
 FEATURES = 128
-
-
-class DamagedCache(GanforgeError):
-    """A cached network whose file does not match its record: trained again where ganforge trains it on first use."""
 ATTRIBUTE_SIZE = 32  # attributes are read at most at this size: 4x cheaper than 64 px, and the faces' attributes stay clear
 
 
@@ -145,31 +138,23 @@ def train_classifier(spec: str, root: Path | None = None, epochs: int | None = N
                  "class_counts": torch.bincount(train.labels, minlength=len(train.classes)).tolist()}
     meta["seconds"] = round(time.perf_counter() - start, 1)
     path = classifier_path(spec, root, attributes)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, save(net.state_dict()))
-    meta["sha256"] = sha256_file(path)
-    write_atomic(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+    save_record(path, net.state_dict(), meta)
     return path
 
 
 def load_classifier(spec: str, root: Path | None = None, attributes: bool = False) -> tuple[DomainClassifier, dict]:
     """The cached classifier of a data source (or of its attributes) -> (net in eval mode, its JSON)."""
     path = classifier_path(spec, root, attributes)
-    meta_path = path.with_suffix(".json")
-    if not (path.is_file() and meta_path.is_file()):
+    if not (path.is_file() and path.with_suffix(".json").is_file()):
         flag = " --attributes" if attributes else ""
         raise GanforgeError(f"no {'attribute ' if attributes else ''}classifier for {spec} in {path.parent}; "
                             f"train one with `ganforge classifier train --data {spec}{flag}`")
+    meta, state = load_record(path, "train the classifier again")
     try:
-        meta = json.loads(meta_path.read_text())
-        if not isinstance(meta, dict):
-            raise TypeError("not a JSON object")
-    except (ValueError, TypeError) as e:
-        raise DamagedCache(f"{meta_path}: damaged ({type(e).__name__}); train the classifier again") from None
-    if sha256_file(path) != meta.get("sha256"):
-        raise DamagedCache(f"{path}: damaged, its content does not match its checksum; train it again")
-    net = DomainClassifier(meta["channels"], len(meta["attributes"] if attributes else meta["classes"]))
-    load_module_state(net, load_file(str(path)), f"classifier:{spec}")
+        net = DomainClassifier(meta["channels"], len(meta["attributes"] if attributes else meta["classes"]))
+    except (KeyError, TypeError) as e:
+        raise DamagedRecord(f"{path.with_suffix('.json')}: damaged, not a classifier's record ({e})") from None
+    load_module_state(net, state, f"classifier:{spec}")
     return net.eval(), meta
 
 
@@ -177,10 +162,9 @@ def attribute_scorer(spec: str, root: Path | None = None):
     """(function: float images in [-1, 1] -> attribute logits (N, A), attribute names) from the cached
     attribute classifier of a data source, trained first (and said so) when missing. Images of
     another size are resized to the classifier's."""
-    if not classifier_path(spec, root, attributes=True).is_file():
-        print(f"no attribute classifier for {spec} in the cache yet; training it now (once)", file=sys.stderr)
-        train_classifier(spec, root, attributes=True)
-    net, meta = load_classifier(spec, root, attributes=True)
+    net, meta = load_or_train(f"the attribute classifier of {spec}", classifier_path(spec, root, attributes=True),
+                              lambda: load_classifier(spec, root, attributes=True),
+                              lambda: train_classifier(spec, root, attributes=True))
 
     @torch.no_grad()
     def classify(images: torch.Tensor) -> torch.Tensor:

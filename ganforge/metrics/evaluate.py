@@ -1,22 +1,20 @@
 """Evaluate samples against a data source: features of both, then every metric that applies.
 
-Real-set features are cached in `<cache>/real_features/`, named by (data, split, extractor, n, size, channels)
-and by the SHA-256 of the extractor's weights and of the data's content.
+Real-set features are cached in `<cache>/real_features/` (records: io.py), named by (data, split, extractor,
+n, size, channels) and by the SHA-256 of the extractor's weights and of the data's content.
 """
 
 from __future__ import annotations
 
-import io
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ganforge.checkpoint import write_atomic
-from ganforge.data import ImageData, cache_dir, load_data
+from ganforge.data import ImageData, load_data
 from ganforge.errors import GanforgeError
+from ganforge.io import cache_dir, read_cache, save_record
 from ganforge.metrics import functions as M
 from ganforge.metrics.features import Extractor, extract, get_extractor
 
@@ -48,26 +46,21 @@ def real_features(data: str, extractor, n: int, size: int, channels: int, data_d
     real = load_data(data, size, channels, data_dir=data_dir, folder_labels=extractor.classes is not None)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{data}-train-{extractor.name}")[-80:]
     key = f"{name}-{n}-{size}-{channels}-x{extractor.sha256[:16]}-d{real.content_sha256()[:16]}"
-    path = (root or cache_dir()) / "real_features" / f"{key}.npz"
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                features, probs, labels = z["features"], z["probs"], z["labels"]
-            if features.ndim != 2 or len(features) != min(n, len(real)):
-                raise ValueError(f"{features.shape} features for {min(n, len(real))} images")
-            return (torch.from_numpy(features), torch.from_numpy(probs) if probs.size else None,
-                    torch.from_numpy(labels))
-        except Exception as e:  # noqa: BLE001 - zipfile, numpy and OS errors alike: rebuild the file
-            print(f"{path}: damaged cache file ({type(e).__name__}: {e}); computing the features again",
-                  file=sys.stderr)
+    path = (root or cache_dir()) / "real_features" / f"{key}.safetensors"
+
+    def check(meta, tensors):
+        if tensors["features"].dim() != 2 or len(tensors["features"]) != min(n, len(real)):
+            raise ValueError(f"{tuple(tensors['features'].shape)} features for {min(n, len(real))} images")
+
+    cached = read_cache(path, "computing the features again", check)
+    if cached is not None:
+        tensors = cached[1]
+        return tensors["features"], tensors.get("probs"), tensors["labels"]
     order = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:n]
     features, probs = extract(extractor, real.images[order])
     labels = real.labels[order] if real.labels is not None else torch.zeros(0, dtype=torch.int64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    np.savez(buffer, features=features.numpy(), labels=labels.numpy(),
-             probs=probs.numpy() if probs is not None else np.zeros(0))
-    write_atomic(path, buffer.getvalue())
+    save_record(path, {"features": features, "labels": labels, **({"probs": probs} if probs is not None else {})},
+                {"data": data, "extractor": extractor.name, "n": n})
     return features, probs, labels
 
 

@@ -1,4 +1,4 @@
-"""Feature extractors, by name: `pixels`, `classifier:<data>`, `ssl:<data>` and `inception`.
+"""Feature extractors, registered by name in EXTRACTORS: `pixels`, `classifier:<data>`, `ssl:<data>`, `inception`.
 
 An extractor maps float images in [-1, 1] (N, C, H, W) to features (N, D); a classifier also
 gives class probabilities. `ssl:<data>` is a self-supervised encoder (ssl.py) for data without
@@ -9,7 +9,6 @@ trained on first use (and says so).
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import torch
@@ -17,6 +16,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ganforge.errors import GanforgeError
+from ganforge.io import load_or_train
+from ganforge.registry import Registry
 
 
 class Extractor:
@@ -45,20 +46,11 @@ class Classifier(Extractor):
     """ganforge's domain classifier: penultimate-layer features and softmax probabilities."""
 
     def __init__(self, data: str, root: Path | None = None, train_if_missing: bool = True):
-        from ganforge.metrics.classifier import DamagedCache, classifier_path, load_classifier, train_classifier
+        from ganforge.metrics.classifier import classifier_path, load_classifier, train_classifier
 
         self.name = f"classifier:{data}"
-        if not classifier_path(data, root).is_file() and train_if_missing:
-            print(f"{self.name}: no trained classifier in the cache yet; training it now (once)", file=sys.stderr)
-            train_classifier(data, root)
-        try:
-            self.net, self.meta = load_classifier(data, root)
-        except DamagedCache as e:
-            if not train_if_missing:
-                raise
-            print(f"{e}: training it again now", file=sys.stderr)
-            train_classifier(data, root)
-            self.net, self.meta = load_classifier(data, root)
+        self.net, self.meta = load_or_train(self.name, classifier_path(data, root), lambda: load_classifier(data, root),
+                                            lambda: train_classifier(data, root), train_if_missing)
         self.classes, self.sha256 = self.meta["classes"], self.meta["sha256"]
 
     def _checked(self, images: torch.Tensor) -> torch.Tensor:
@@ -76,25 +68,52 @@ class Classifier(Extractor):
         return self.net(self._checked(images)).softmax(1)
 
 
+# --- the registry: a factory per kind of extractor; "classifier" and "ssl" take the data they were trained on
+EXTRACTORS = Registry("feature extractor")
+
+
+@EXTRACTORS.register("pixels", "raw pixels pooled to 8x8: a sanity check that needs no training")
+def _pixels(data, root, **_):
+    return Pixels()
+
+
+@EXTRACTORS.register("classifier", "classifier:<data>, ganforge's classifier of labelled data, trained here on "
+                     "first use (the default for data with labels)")
+def _classifier(data, root, **_):
+    return Classifier(data, root)
+
+
+_classifier.per_data = True  # named classifier:<data>
+
+
+@EXTRACTORS.register("ssl", "ssl:<data>, a self-supervised extractor trained here on the data's images (the "
+                     "default for data without labels)")
+def _ssl(data, root, image_size=None, channels=None, **_):
+    from ganforge.metrics.ssl import SelfSupervised
+
+    return SelfSupervised(data, root, image_size=image_size, channels=channels)
+
+
+_ssl.per_data = True  # named ssl:<data>
+
+
+@EXTRACTORS.register("inception", "Inception-v3 pool3 features as FID's reference code computes them, from "
+                     "pytorch-fid's weights file (--inception-weights)")
+def _inception(data, root, inception_weights=None, **_):
+    from ganforge.metrics.inception import Inception
+
+    return Inception(inception_weights, root)
+
+
 def get_extractor(name: str, root: Path | None = None, inception_weights: str | Path | None = None,
                   image_size: int | None = None, channels: int | None = None) -> Extractor:
-    """An extractor by name. `image_size` and `channels`: how the data is loaded should ssl:<data> train first
-    (as the images measured have them)."""
-    if name == "pixels":
-        return Pixels()
-    if name == "inception":
-        from ganforge.metrics.inception import Inception
-
-        return Inception(inception_weights, root)
-    if name.startswith("classifier:") and len(name) > len("classifier:"):
-        return Classifier(name.removeprefix("classifier:"), root)
-    if name.startswith("ssl:") and len(name) > len("ssl:"):
-        from ganforge.metrics.ssl import SelfSupervised
-
-        return SelfSupervised(name.removeprefix("ssl:"), root, image_size=image_size, channels=channels)
-    raise GanforgeError(f"unknown feature extractor {name!r}; choose pixels, inception, "
-                        "classifier:<data> (e.g. classifier:fashion-mnist) or, for data without labels, "
-                        "ssl:<data> (a self-supervised extractor, e.g. ssl:folder:PATH)")
+    """An extractor by name: pixels, inception, classifier:<data> or ssl:<data>. `image_size` and `channels`:
+    how the data is loaded should ssl:<data> train first (as the images measured have them)."""
+    kind, _, data = name.partition(":")
+    if kind not in EXTRACTORS or getattr(EXTRACTORS[kind], "per_data", False) != bool(data):
+        raise GanforgeError(f"unknown feature extractor {name!r}; choose one of: {EXTRACTORS.help()}")
+    return EXTRACTORS[kind](data, root, inception_weights=inception_weights, image_size=image_size,
+                            channels=channels)
 
 
 def extract(extractor: Extractor, images: torch.Tensor, batch: int = 100) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -17,9 +17,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import inception as tv
 
-from ganforge.checkpoint import sha256_file
-from ganforge.data import cache_dir
 from ganforge.errors import GanforgeError
+from ganforge.io import cache_dir, sha256_file
 from ganforge.metrics.features import Extractor
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"

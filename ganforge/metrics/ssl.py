@@ -17,23 +17,27 @@ final loss, SHA-256) in `<cache>/extractors/`. Nothing is downloaded: it is trai
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save as save_tensors
 from torch import nn
 from tqdm import tqdm
 
-from ganforge.checkpoint import load_module_state, read_tensors, write_atomic
-from ganforge.data import cache_dir, load_data, to_float
+from ganforge.data import load_data, to_float
 from ganforge.errors import GanforgeError
+from ganforge.io import (
+    DamagedRecord,
+    cache_dir,
+    load_module_state,
+    load_or_train,
+    read_json,
+    read_tensors,
+    save_record,
+)
 from ganforge.metrics.features import Extractor
 
 WORK_SIZE = 32  # every image is read at this size: Fashion-MNIST's 28 px barely grows, 64 and 128 px shrink
@@ -235,35 +239,26 @@ def train_ssl(spec: str, root: Path | None = None, steps: int | None = None, dat
     if not math.isfinite(final_loss):
         raise GanforgeError(f"ssl:{spec}: the training loss is {final_loss}; the extractor was not saved")
     path = ssl_path(spec, root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = save_tensors({k: v.contiguous() for k, v in encoder.state_dict().items()})
-    write_atomic(path, blob)  # the weights first, the JSON that vouches for them last
-    meta = {"data": spec, "method": "SimCLR (NT-Xent)", "steps": steps, "batch_size": batch, "images": n,
-            "channels": channels, "image_size": image_size, "work_size": WORK_SIZE, "features": FEATURES,
-            "temperature": TEMPERATURE, "final_loss": round(final_loss, 5),
-            "seconds": round(time.perf_counter() - start, 1), "sha256": hashlib.sha256(blob).hexdigest()}
-    write_atomic(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+    save_record(path, encoder.state_dict(), {
+        "data": spec, "method": "SimCLR (NT-Xent)", "steps": steps, "batch_size": batch, "images": n,
+        "channels": channels, "image_size": image_size, "work_size": WORK_SIZE, "features": FEATURES,
+        "temperature": TEMPERATURE, "final_loss": round(final_loss, 5), "seconds": round(time.perf_counter() - start, 1)})
     return path
 
 
 def load_ssl(spec: str, root: Path | None = None) -> tuple[SSLEncoder, dict]:
     """The cached self-supervised extractor of a data source -> (encoder in eval mode, its JSON)."""
     path = ssl_path(spec, root)
-    meta_path = path.with_suffix(".json")
-    if not (path.is_file() and meta_path.is_file()):
+    if not (path.is_file() and path.with_suffix(".json").is_file()):
         raise GanforgeError(f"no self-supervised extractor for {spec} in {path.parent}; it is trained on first use "
                             f"of --extractor ssl:{spec}, or train it with ganforge.metrics.ssl.train_ssl({spec!r})")
-    try:
-        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise GanforgeError(f"{meta_path}: damaged, not valid JSON ({type(e).__name__}: {e})"[:400]
-                            + "; delete it to train the extractor again") from None
-    if (not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) or meta.get("channels") not in (1, 3)
+    what_to_do, json_path = "delete it to train the extractor again", path.with_suffix(".json")
+    meta = read_json(json_path, "record", what_to_do)
+    if (not isinstance(meta.get("sha256"), str) or meta.get("channels") not in (1, 3)
             or not isinstance(meta.get("work_size"), int) or isinstance(meta["work_size"], bool)
             or not 8 <= meta["work_size"] <= 512):
-        raise GanforgeError(f"{meta_path}: damaged, not the JSON of a ganforge self-supervised extractor; "
-                            "delete it to train the extractor again")
-    state = read_tensors(path, meta["sha256"], meta_path.name, "delete it to train the extractor again")
+        raise DamagedRecord(f"{json_path}: damaged, not the JSON of a ganforge self-supervised extractor; {what_to_do}")
+    state = read_tensors(path, meta["sha256"], json_path.name, what_to_do)
     encoder = SSLEncoder(meta["channels"], meta["work_size"])
     load_module_state(encoder, state, f"{path} (ssl:{spec})")
     return encoder.eval(), meta
@@ -282,19 +277,10 @@ class SelfSupervised(Extractor):
                  steps: int | None = None, limit: int | None = None, image_size: int | None = None,
                  channels: int | None = None):
         self.name = f"ssl:{data}"
-        path = ssl_path(data, root)
-        if train_if_missing and not (path.is_file() and path.with_suffix(".json").is_file()):
-            print(f"{self.name}: no trained self-supervised extractor in the cache yet; training it now (once)",
-                  file=sys.stderr)
-            train_ssl(data, root, steps=steps, limit=limit, image_size=image_size, channels=channels)
-        try:
-            self.net, self.meta = load_ssl(data, root)
-        except GanforgeError as e:
-            if not train_if_missing:
-                raise
-            print(f"{self.name}: {e}; rebuilding it: training it again now", file=sys.stderr)
-            train_ssl(data, root, steps=steps, limit=limit, image_size=image_size, channels=channels)
-            self.net, self.meta = load_ssl(data, root)
+        self.net, self.meta = load_or_train(
+            self.name, ssl_path(data, root), lambda: load_ssl(data, root),
+            lambda: train_ssl(data, root, steps=steps, limit=limit, image_size=image_size, channels=channels),
+            train_if_missing)
         self.sha256 = self.meta["sha256"]
 
     @torch.no_grad()

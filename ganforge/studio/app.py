@@ -5,10 +5,11 @@ Requests never carry a file-system path: models and runs are referred to by the 
 gives them (`GET /api/info`). Every input is checked (422 with a message when wrong); errors of
 the library (GanforgeError) become 400 with its message.
 
-A sample is named by (seed, index, truncation, label): its z is row `index` of
-`noise(64, z_dim, seed)` (always 64 rows, so a sample's z does not depend on the grid size),
-clamped elementwise to [-truncation, truncation] when a truncation is given (the truncation
-trick, by clamping rather than resampling).
+Models are loaded through the inference layer (`ganforge.load`), which validates the checkpoint.
+A sample is named by (seed, index, truncation, label): its z is row `index` of the seed's noise
+(`sampling.noise`, whose rows do not depend on how many are drawn: the same z as `ganforge sample`
+and `--concept A=SEED` give), clamped elementwise to [-truncation, truncation] when a truncation is
+given (the truncation trick, by clamping rather than resampling).
 
 All torch work runs in a thread pool of `workers` threads behind a bounded queue: at most
 `max_pending` requests wait or run at once; one more is answered 503 at once, so a flood slows the
@@ -38,13 +39,13 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ganforge.checkpoint import find_checkpoint, list_checkpoints, load_generator
-from ganforge.config import TEXT_MODELS
+from ganforge.checkpoint import find_checkpoint, list_checkpoints
 from ganforge.data import to_uint8
 from ganforge.errors import GanforgeError
+from ganforge.inference import load
 from ganforge.latent import around, lerp, query_concept, slerp
-from ganforge.plots import read_stats
-from ganforge.sampling import noise
+from ganforge.sampling import Generator, noise
+from ganforge.stats import read_stats
 from ganforge.t2i import MAX_CAPTION, TextToImage, check_captions
 
 STATIC = Path(__file__).parent / "static"
@@ -125,14 +126,14 @@ class Model:
     name: str
     checkpoint: Path
     meta: dict
-    G: torch.nn.Module | None = None  # image models
+    G: Generator | None = None  # image models
     pipe: TextToImage | None = None  # text-to-image models
     classify: object = None  # attribute classifier (function) when one is cached for the data
     attributes: list[str] | None = None
     queries: dict = field(default_factory=dict)  # query -> its z vectors (3, z_dim)
 
     def info(self) -> dict:
-        spec, config = self.meta.get("model_spec", {}), self.meta.get("config", {})
+        spec, config = self.meta["model_spec"], self.meta["config"]
         data = str(config.get("data", ""))
         if ":" in data:  # folder:PATH and the like: the folder's name only, no path travels
             data = data.split(":", 1)[0] + ":" + Path(data.split(":", 1)[1]).name
@@ -144,10 +145,8 @@ class Model:
                              "stages": [s1.image_size] + ([s2.image_size] if s2 is not None else []),
                              "max_prompt": MAX_CAPTION}
         G = self.G
-        n_classes = getattr(G, "n_classes", 0)
         return common | {"kind": "image", "image_size": G.image_size, "channels": G.channels, "z_dim": G.z_dim,
-                         "classes": (spec.get("class_names") or [str(i) for i in range(n_classes)]) if n_classes
-                         else None, "attributes": self.attributes}
+                         "classes": G.classes, "attributes": self.attributes}
 
 
 @dataclass
@@ -160,7 +159,7 @@ class Run:
         stats = self.folder / "stats.jsonl"
         mtime = stats.stat().st_mtime if stats.is_file() else None
         panels = self.panels()
-        last = read_stats(stats)[-1:]
+        last = read_stats(stats).lines[-1:]
         return {"id": self.id, "name": self.name,
                 "training": mtime is not None and time.time() - mtime < TRAINING_WINDOW_S,
                 "stats_version": stats.stat().st_mtime_ns if mtime is not None else 0,
@@ -209,15 +208,12 @@ def discover(paths: list[str | Path]) -> tuple[list[tuple[str, Path]], list[tupl
 
 
 def load_model(i: int, name: str, ckpt: Path, load_attributes: bool = True) -> Model:
-    meta = json.loads(ckpt.read_text())
-    if meta.get("model_spec", {}).get("model") in TEXT_MODELS:
-        pipe, meta = TextToImage.load(ckpt)
-        return Model(i, name, ckpt, meta, pipe=pipe)
-    G, meta = load_generator(ckpt)
-    G.requires_grad_(False)
-    model = Model(i, name, ckpt, meta, G=G)
-    data = meta.get("config", {}).get("data")
-    if load_attributes and data and not getattr(G, "n_classes", 0):
+    sampler = load(ckpt)
+    if isinstance(sampler, TextToImage):
+        return Model(i, name, ckpt, sampler.meta, pipe=sampler)
+    model = Model(i, name, ckpt, sampler.meta, G=sampler)
+    data = sampler.meta["config"].get("data")
+    if load_attributes and data and not sampler.conditional:
         from ganforge.metrics.classifier import attribute_scorer, classifier_path
         if classifier_path(data, attributes=True).is_file():  # never train one from here
             model.classify, model.attributes = attribute_scorer(data)
@@ -315,20 +311,14 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32)
         return runs[rid]
 
     def check_label(model: Model, label: int | None) -> int | None:
-        n_classes = getattr(model.G, "n_classes", 0)
-        if label is not None and not n_classes:
+        if label is not None and not model.G.conditional:
             raise HTTPException(400, f"model {model.id} is not class-conditional; it takes no label")
-        if label is not None and label >= n_classes:
-            raise HTTPException(400, f"label must be in 0..{n_classes - 1}")
+        if label is not None and label >= len(model.G.classes):
+            raise HTTPException(400, f"label must be in 0..{len(model.G.classes) - 1}")
         return label
 
     def ref_z(model: Model, ref: Ref) -> torch.Tensor:
-        z = noise(ROWS, model.G.z_dim, ref.seed)[ref.index]
-        return z.clamp(-ref.truncation, ref.truncation) if ref.truncation else z
-
-    def draw(model: Model, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        with torch.inference_mode():
-            return model.G(z, labels) if labels is not None else model.G(z)
+        return noise(1, model.G.z_dim, ref.seed, start=ref.index, truncation=ref.truncation)[0]
 
     # --- pages and listing
     @app.get("/", include_in_schema=False)
@@ -353,13 +343,7 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32)
         check_label(model, label)
 
         def job():
-            z = noise(ROWS, model.G.z_dim, seed)[:n]
-            if truncation:
-                z = z.clamp(-truncation, truncation)
-            n_classes = getattr(model.G, "n_classes", 0)
-            labels = (torch.full((n,), label) if label is not None else torch.arange(n) % n_classes) \
-                if n_classes else None
-            return png(draw(model, z, labels), nrow=math.ceil(math.sqrt(n)))
+            return png(model.G.sample(n, seed, label, truncation), nrow=math.ceil(math.sqrt(n)))
 
         columns = math.ceil(math.sqrt(n))
         return png_response(await queue.run(job), **{"X-Grid-Columns": str(columns)})
@@ -371,13 +355,13 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32)
         at positions t0 to t1 (0 is a, 1 is b); one row."""
         model = get_model(mid, "image")
         label = check_label(model, body.label if body.label is not None else body.a.label)
-        labels = torch.full((body.steps,), label or 0) if getattr(model.G, "n_classes", 0) else None
+        labels = model.G.labels(body.steps, label or 0) if model.G.conditional else None
 
         def job():
             a, b = ref_z(model, body.a), ref_z(model, body.b)
             t = torch.linspace(body.t0, body.t1, body.steps).unsqueeze(1)
             z = (slerp if body.method == "slerp" else lerp)(a.unsqueeze(0), b.unsqueeze(0), t)
-            return png(draw(model, z, labels), nrow=body.steps)
+            return png(model.G(z, labels), nrow=body.steps)
 
         return png_response(await queue.run(job))
 
@@ -387,7 +371,7 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32)
         """A - B + C as a 3x3 grid: the result itself first, then it plus `noise`-scaled N(0, I) noise.
         A term is the average z of its samples, or of the 3 best answers to an attribute query."""
         model = get_model(mid, "image")
-        if getattr(model.G, "n_classes", 0):
+        if model.G.conditional:
             raise HTTPException(400, "arithmetic works on unconditional generators (dcgan, mlp)")
         for term in (body.a, body.b, body.c):
             if term.query is not None and model.classify is None:
@@ -406,7 +390,7 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32)
 
         def job():
             result = term_z(body.a) - term_z(body.b) + term_z(body.c)
-            return png(draw(model, around(result, 9, body.noise, body.seed), None), nrow=3)
+            return png(model.G(around(result, 9, body.noise, body.seed)), nrow=3)
 
         return png_response(await queue.run(job))
 
@@ -449,7 +433,7 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32)
     async def run_stats(rid: Annotated[int, PathParam(ge=0)], after: Annotated[int, Query(ge=-1)] = -1):
         """Its stats.jsonl lines with step > after."""
         stats = get_run(rid).folder / "stats.jsonl"
-        return [s for s in read_stats(stats) if s.get("step", 0) > after]
+        return [s for s in read_stats(stats).lines if s["step"] > after]
 
     @app.get("/api/runs/{rid}/figure/{name}")
     async def run_figure(rid: Annotated[int, PathParam(ge=0)], name: Literal["curves", "latest", "progress"]):
@@ -480,19 +464,19 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32)
 
 
 def render_curves(run: Run) -> bytes:
-    from ganforge.losses import PROBABILITY_LOSSES
+    from ganforge.losses import LOSSES
     from ganforge.plots import plot_curves
 
     try:
-        config = json.loads((run.folder / "config.json").read_text())
-    except (OSError, ValueError):
-        config = {}
-    stats = read_stats(run.folder / "stats.jsonl")
-    if not any("d_loss" in s for s in stats):
+        loss = json.loads((run.folder / "config.json").read_text()).get("loss")
+    except (OSError, ValueError, AttributeError):
+        loss = None
+    stats = read_stats(run.folder)
+    if not stats.train:
         raise GanforgeError(f"run {run.id} ({run.name}) has logged no losses yet")
     buffer = io.BytesIO()
-    plot_curves(stats, buffer, title=f"{run.name}: the contest ({config.get('loss', '?')})",
-                probabilities=config.get("loss", "non-saturating") in PROBABILITY_LOSSES)
+    plot_curves(stats, buffer, title=f"{run.name}: the contest ({loss or '?'})",
+                probabilities=LOSSES[loss].logits if loss in LOSSES else True)
     return buffer.getvalue()
 
 

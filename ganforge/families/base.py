@@ -1,0 +1,148 @@
+"""What a model is to ganforge: a registered class (MODELS) of one family, with its networks and options.
+
+A family is what a kind of model adds to the game the loop plays, and owns:
+- its spec: the networks' constructor arguments (`spec()`), stored in every checkpoint;
+- its conditioning: what G and D are given besides noise and images (`condition`, `mismatch`);
+- its forgeries (`forge`), and the length of the noise it draws (`noise_dim`);
+- its panels (`panel`), its extra checkpoint state (`extra_state`), and its sampling: the object
+  that draws from a trained model (`sampler`, `load_sampler`).
+The families: unconditional (mlp, dcgan) and class-conditional (cgan) in image.py; StackGAN's Stage-I
+and Stage-II (stackgan1, stackgan2) in text.py. A model class names its two networks (plain
+nn.Modules from models/) and declares its options.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from ganforge.data import ImageData, load_data
+from ganforge.distributed import SINGLE, Group
+from ganforge.errors import GanforgeError
+from ganforge.io import load_module_state, unpack_state
+from ganforge.registry import Option, Registry
+
+if TYPE_CHECKING:
+    from ganforge.config import TrainConfig
+
+MODELS: Registry[type[Family]] = Registry("model")
+
+
+def pick_generator(tensors: dict[str, torch.Tensor], ema: bool = True) -> str:
+    """Which generator of a checkpoint draws: its EMA ("G_ema") when the run kept one and `ema`, else "G"."""
+    return "G_ema" if ema and any(k.startswith("G_ema/") for k in tensors) else "G"
+
+
+def family_of(spec: dict, where: str | Path = "") -> type[Family]:
+    """The registered model class of a spec; a GanforgeError naming `where` (a checkpoint) for one unknown here."""
+    name = spec.get("model") if isinstance(spec, dict) else None
+    if name not in MODELS:
+        raise GanforgeError(f"{where}: \"model_spec\" is {repr(spec)[:80]}; expected an object whose \"model\" is "
+                            f"one of {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def _construct(cls: type[nn.Module], spec: dict) -> nn.Module:
+    wanted = inspect.signature(cls).parameters  # each network takes its own part of the spec
+    return cls(**{k: v for k, v in spec.items() if k in wanted})
+
+
+def build_generator(spec: dict) -> nn.Module:
+    return _construct(family_of(spec).generator, spec)
+
+
+def build_discriminator(spec: dict) -> nn.Module:
+    D = _construct(family_of(spec).discriminator, spec)
+    if spec.get("spectral_norm"):  # every weight layer, so that D is 1-Lipschitz up to its activations
+        for module in list(D.modules()):
+            if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
+                spectral_norm(module)
+    return D
+
+
+class Family:
+    """The base of every model class (see the module's docstring). One instance per run, made before the
+    networks: `Family(cfg, data, device, group, resume)`, where `resume` is the checkpoint (meta, tensors) a
+    resumed run continues from."""
+
+    name: str  # set by MODELS.register
+    options: tuple[Option, ...] = ()
+    generator: type[nn.Module]
+    discriminator: type[nn.Module]
+    conv = True  # convolutional: trained in the channels_last memory layout when the config asks for it
+    kind = "image"  # what its sampler draws from: noise (and a label), "image"; or a caption, "text"
+
+    # --- before a run: its config and its data
+    @classmethod
+    def configure(cls, cfg: TrainConfig) -> None:
+        """Check the config's options for this model (raising a GanforgeError); fill in its defaults."""
+
+    @classmethod
+    def resolve(cls, cfg: TrainConfig) -> TrainConfig:
+        """A new run's config completed from elsewhere (Stage-II: from its Stage-I run); most models: as is."""
+        return cfg
+
+    @classmethod
+    def load_data(cls, cfg: TrainConfig) -> ImageData:
+        return load_data(cfg.data, cfg.image_size, cfg.channels, data_dir=cfg.data_dir, download=cfg.download,
+                         folder_labels=cfg.folder_labels)
+
+    def __init__(self, cfg: TrainConfig, data: ImageData, device: torch.device, group: Group = SINGLE,
+                 resume: tuple[dict, dict] | None = None):
+        self.cfg, self.data, self.device, self.group = cfg, data, device, group
+
+    # --- a run's part
+    def spec(self) -> dict:
+        """The networks' constructor arguments: what a checkpoint rebuilds them from."""
+        channels, size, _ = self.data.shape
+        return {"model": self.name, "image_size": size, "channels": channels, "z_dim": self.cfg.z_dim,
+                "spectral_norm": self.cfg.spectral_norm}
+
+    @property
+    def noise_dim(self) -> int:
+        """The length of the noise drawn for one forgery."""
+        return self.cfg.z_dim
+
+    def condition(self, idx: torch.Tensor, step: int) -> torch.Tensor | None:
+        """What G and D are given with the images at `idx` at this step: nothing for unconditional models."""
+        return None
+
+    mismatch = None  # or a function: conditions -> conditions that do not match them (a matching-aware D)
+
+    def forge(self, G: nn.Module, z: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """-> (G's forgeries, a regulariser added to G's loss)."""
+        return (G(z) if cond is None else G(z, cond)), 0.0
+
+    def sampler(self, G: nn.Module):
+        """The object that draws from this model's generator (a sampling.Generator or a t2i.TextToImage)."""
+        raise NotImplementedError
+
+    def panel(self, sampler, n: int, seed: int) -> tuple[torch.Tensor, int | None]:
+        """The samples panel: (about n images from fixed noise, images per row or None for a square grid)."""
+        return sampler.sample(n, seed), None
+
+    def panel_files(self) -> dict[str, str]:
+        """Text files that explain the panels (samples/NAME: text), written once."""
+        return {}
+
+    def extra_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """What this model adds to a checkpoint besides the networks, optimizers and RNGs: (tensors, JSON)."""
+        return {}, {}
+
+    # --- from a checkpoint
+    @classmethod
+    def load_sampler(cls, meta: dict, tensors: dict[str, torch.Tensor], ema: bool = True):
+        """The sampler of a checkpoint of this model, its networks in eval mode without gradients."""
+        raise NotImplementedError
+
+
+def load_net(spec: dict, tensors: dict[str, torch.Tensor], which: str, build=build_generator) -> nn.Module:
+    """A network rebuilt from its spec with the checkpoint's tensors under `which/`, in eval mode, frozen."""
+    net = build(spec)
+    load_module_state(net, unpack_state(which, tensors), which)
+    return net.eval().requires_grad_(False)

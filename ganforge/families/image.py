@@ -1,0 +1,117 @@
+"""The image families: unconditional G(z) (mlp, dcgan) and class-conditional G(z, y) (cgan)."""
+
+from __future__ import annotations
+
+from ganforge.errors import GanforgeError
+from ganforge.families.base import MODELS, Family, load_net, pick_generator
+from ganforge.models.dcgan import CGANDiscriminator, CGANGenerator, DCGANDiscriminator, DCGANGenerator
+from ganforge.models.mlp import MLPDiscriminator, MLPGenerator
+from ganforge.registry import Option, bounded
+from ganforge.sampling import Generator
+
+
+class Unconditional(Family):
+    """G(z) and D(x): noise in, images out, no condition."""
+
+    def sampler(self, G):
+        return Generator(G)
+
+    @classmethod
+    def load_sampler(cls, meta, tensors, ema=True):
+        return Generator(load_net(meta["model_spec"], tensors, pick_generator(tensors, ema)), meta=meta)
+
+
+class ClassConditional(Family):
+    """G(z, y) and D(x, y) for class labels y: the data's labels are the condition, panels have a row per class."""
+
+    @classmethod
+    def load_data(cls, cfg):
+        data = super().load_data(cfg)
+        if not data.classes:
+            raise GanforgeError(f"--model {cfg.model} needs labelled data; {cfg.data} has no labels "
+                                "(for a folder: one subfolder per class and --set folder_labels=true)")
+        return data
+
+    def spec(self):
+        return super().spec() | {"n_classes": len(self.data.classes), "class_names": list(self.data.classes)}
+
+    def condition(self, idx, step):
+        return self.data.labels[idx].to(self.device)
+
+    def sampler(self, G):
+        return Generator(G, list(self.data.classes))
+
+    def panel(self, sampler, n, seed):
+        """A row per class, the same noise down each column."""
+        per_class = max(n // len(sampler.classes), 1)
+        return sampler.class_grid(per_class, seed), per_class
+
+    @classmethod
+    def load_sampler(cls, meta, tensors, ema=True):
+        spec = meta["model_spec"]
+        classes = spec.get("class_names") or [str(i) for i in range(spec["n_classes"])]
+        return Generator(load_net(spec, tensors, pick_generator(tensors, ema)), list(classes), meta)
+
+
+# --- the models
+WIDTHS = (  # the conv nets' widths, shared by every DCGAN-shaped model
+    Option("g_width", int | None, None, "conv G: channels of its last hidden layer, doubling towards the input; "
+           "none: the model's default (64; stackgan2 32)", bounded(1, 4096)),
+    Option("d_width", int | None, None, "conv D: channels of its first layer, doubling with depth; none: the "
+           "model's default (64; stackgan2 32)", bounded(1, 4096)),
+)
+
+
+def conv_spec(cfg) -> dict:
+    return {"g_width": cfg.g_width, "d_width": cfg.d_width, "d_norm": cfg.d_norm}
+
+
+class Conv:
+    """Fills in the DCGAN-shaped models' widths."""
+
+    default_width = 64
+
+    @classmethod
+    def configure(cls, cfg):
+        super().configure(cfg)
+        cfg.g_width = cfg.g_width or cls.default_width
+        cfg.d_width = cfg.d_width or cls.default_width
+
+
+@MODELS.register("mlp", "fully connected G and maxout D (Goodfellow et al. 2014)")
+class MLP(Unconditional):
+    generator, discriminator = MLPGenerator, MLPDiscriminator
+    conv = False
+    options = (
+        Option("mlp_g_hidden", int, 1200, "mlp: units of G's two ReLU layers (the 2014 paper's MNIST model)",
+               bounded(1, 65536)),
+        Option("mlp_d_hidden", int, 240, "mlp: maxout units of D's two layers", bounded(1, 65536)),
+        Option("mlp_d_pieces", int, 5, "mlp: pieces per maxout unit", bounded(1, 64)),
+        Option("mlp_d_dropout", bool, True, "mlp: D's dropout (0.2 on the input, 0.5 after each maxout layer), as "
+               "in the paper"),
+    )
+
+    def spec(self):
+        cfg = self.cfg
+        spec = super().spec() | {"g_hidden": cfg.mlp_g_hidden, "d_hidden": cfg.mlp_d_hidden,
+                                 "d_pieces": cfg.mlp_d_pieces}
+        return spec if cfg.mlp_d_dropout else spec | {"d_dropout": False}  # so that earlier specs still match
+
+
+@MODELS.register("dcgan", "conv nets for G and D (Radford et al. 2015; the default)")
+class DCGAN(Conv, Unconditional):
+    generator, discriminator = DCGANGenerator, DCGANDiscriminator
+    options = WIDTHS
+
+    def spec(self):
+        return super().spec() | conv_spec(self.cfg)
+
+
+@MODELS.register("cgan", "class-conditional DCGAN: conditional batch norm in G, projection D")
+class CGAN(Conv, ClassConditional):
+    generator, discriminator = CGANGenerator, CGANDiscriminator
+    options = WIDTHS
+
+    def spec(self):
+        return super().spec() | conv_spec(self.cfg)
+

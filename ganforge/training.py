@@ -1,0 +1,248 @@
+"""The training loop: D and G take turns, the run folder records the contest.
+
+`train(cfg)` makes a run folder and trains until the budget is spent; `train(resume=RUN_DIR)`
+continues a run exactly where its latest checkpoint left it. One step of the loop:
+  1. a batch of real images x, their condition (a label, a caption; none for plain GANs) and noise z;
+     forgeries G(z);
+  2. D step: the loss's D term on x and G(z), with its penalties; one optimiser step on D;
+  3. every n_critic-th step, G step: the loss's G term on the updated D's scores of G(z), with D frozen;
+     one optimiser step on G, and the EMA of G's weights moves towards G.
+The loop knows no loss or model by name: the loss (losses/) owns the terms and penalties, the model's
+family (families/) the condition and the forgeries, the state (state.py) the networks and checkpoints,
+the recorder (record.py) what the run folder holds. Statistics are reported by name (stats.py) and read
+every `log_every` steps; the loop's host syncs are those reads, the check that the losses are finite
+(every step), and the agreement of several processes on the clock and Ctrl-C (every SYNC_EVERY steps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ganforge.checkpoint import list_checkpoints, load_checkpoint
+from ganforge.config import TrainConfig
+from ganforge.distributed import broadcast, broadcast_buffers, setup, teardown
+from ganforge.errors import GanforgeError
+from ganforge.families import MODELS
+from ganforge.record import Recorder, new_run_dir, write_config
+from ganforge.state import TrainState, epoch_order
+from ganforge.stats import Collector, collecting
+
+SYNC_EVERY = 10  # steps between the points where several processes agree on Ctrl-C and the clock
+BUDGET_KEYS = ("steps", "epochs", "minutes")
+RUNTIME_KEYS = ("device", "precision", "compile", "sync_bn")  # how to train, not what: a resume may change them
+# what is measured and recorded, which changes neither the model nor the data order: a resume may change them too
+RECORD_KEYS = ("eval_every", "eval_n", "eval_extractor", "log_every", "tensorboard")
+
+
+def train_step(s: TrainState, real: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One D step and, every n_critic-th step, one G step -> (D's loss, G's loss or 0), on the device."""
+    g_turn = (s.step + 1) % s.cfg.n_critic == 0
+    with torch.set_grad_enabled(g_turn), s.autocast():  # no graph through G on D-only steps
+        fake, g_extra = s.family.forge(s.G_train, s.noise(len(real)), cond)
+    # D step: raise D's score on real images, lower it on forgeries (G is not updated)
+    with s.autocast():
+        loss_d = s.loss.discriminator(s.critic, real, fake.detach(), cond)
+    s.update(s.opt_d, s.scaler_d, loss_d)
+    s.loss.after_discriminator_step(s.D)
+    loss_g = torch.zeros((), device=s.device)
+    if g_turn:  # G step: make the updated D score forgeries as real; D's weights need no gradients here
+        s.D.requires_grad_(False)
+        with s.autocast():
+            loss_g = s.loss.generator(s.critic_frozen, real, fake, cond) + g_extra
+        s.update(s.opt_g, s.scaler_g, loss_g)
+        s.D.requires_grad_(True)
+        s.update_ema()
+    return loss_d.detach(), loss_g.detach()
+
+
+def fit(s: TrainState, rec: Recorder, progress: bool = True) -> bool:
+    """Train until the budget is spent or Ctrl-C; returns True when stopped by Ctrl-C."""
+    cfg, collector = s.cfg, Collector(s.device)
+    if s.step == 0:
+        s.save()  # a checkpoint to resume from, or to roll back to, from the first step on
+    # in a log file rather than a terminal, a line every 30 s instead of a redraw 10 times a second
+    bar = tqdm(total=s.stop_step(), initial=s.step, unit="step", disable=not progress or not s.group.main,
+               mininterval=0.1 if sys.stderr.isatty() else 30, dynamic_ncols=True,
+               desc=s.run_dir.name + (f" ({cfg.minutes:g} min)" if cfg.minutes else ""))
+    logged = (s.seconds, s.images_seen)  # at the last stats line
+    done = interrupted = False
+    with StopFlag() as stop, collecting(collector):
+        while not done:
+            order = epoch_order(len(s.data), cfg.seed, s.epoch)
+            started = time.perf_counter()
+            while s.batch_in_epoch < s.steps_per_epoch:
+                idx, real = s.batch(order)
+                losses = train_step(s, real, s.family.condition(idx, s.step))
+                if bad := s.diverged(*losses):  # a non-finite loss: back to the last good checkpoint
+                    reason, at_step = f"non-finite {bad}", s.step + 1
+                    rec.rolled_back(reason, at_step, *s.rollback(reason))
+                    collector.clear()
+                    logged, bar.n = (s.seconds, s.images_seen), s.step
+                    bar.refresh()
+                    break  # the epoch and its order may have changed
+                s.step, s.batch_in_epoch, s.images_seen = s.step + 1, s.batch_in_epoch + 1, s.images_seen + s.global_batch
+                now = time.perf_counter()
+                s.seconds, started = s.seconds + now - started, now
+                bar.update()
+                if s.step % cfg.log_every == 0:
+                    rate = (s.images_seen - logged[1]) / max(s.seconds - logged[0], 1e-9)
+                    rec.log(collector.read(s.group), rate, bar)
+                    logged = (s.seconds, s.images_seen)
+                done, interrupted = s.stop_now(stop.set, sync=s.step % SYNC_EVERY == 0)
+                if done:
+                    break
+                if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
+                    s.save()
+                    started = time.perf_counter()  # checkpoints are not counted as training time
+            if s.batch_in_epoch == s.steps_per_epoch:  # a whole epoch is done
+                s.epoch, s.batch_in_epoch = s.epoch + 1, 0
+                rec.panel()
+                s.save()  # before measuring: a measurement that fails loses no training
+                if cfg.eval_every and s.epoch % cfg.eval_every == 0:
+                    rec.measure()
+                rec.figures()  # panels, checkpoints, measurements are not counted as training time
+                if not done:
+                    done, interrupted = s.stop_now(stop.set, sync=True)
+    bar.close()
+    broadcast_buffers(s.group, *(m for m in (s.G, s.D, s.G_ema) if m is not None))
+    if s.batch_in_epoch:  # stopped inside an epoch: a panel of where it stands
+        rec.panel(s.epoch + 1)
+    s.save()
+    rec.figures()
+    return interrupted
+
+
+class StopFlag:
+    """Ctrl-C (or SIGTERM, which torchrun sends its workers on Ctrl-C) sets a flag that the loop reads
+    between steps; a second one stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.set = False
+
+    def __enter__(self):
+        self._previous = [signal.signal(s, self._handle) for s in self.SIGNALS]
+        return self
+
+    def _handle(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+        tqdm.write("stopping after this step and saving a checkpoint (Ctrl-C again to abort without saving)",
+                   file=sys.stderr)
+
+    def __exit__(self, *exc):
+        for s, previous in zip(self.SIGNALS, self._previous):
+            signal.signal(s, previous)
+
+
+# --- starting and resuming runs
+def train(cfg: TrainConfig | dict | None = None, runs_dir: str | Path = "runs", resume: str | Path | None = None,
+          budget: dict | None = None, progress: bool = True, runtime: dict | None = None,
+          record: dict | None = None) -> Path:
+    """Train a GAN and return its run folder.
+
+    cfg: a new run's config (a TrainConfig, or a dict of its keys), budget included (ignored with
+    `resume`). resume: a run folder to continue from its latest checkpoint; a `budget` ({"steps": ..,
+    "epochs": .., "minutes": ..}) with any value set then replaces the run's budget, `runtime` (device,
+    precision, compile, sync_bn) may change how it goes on, and `record` (eval_every, eval_n,
+    eval_extractor, log_every, tensorboard) what it measures and logs; what a resume changed is logged
+    in stats.jsonl as an event. Under torchrun, every process calls this; rank 0 writes.
+    """
+    return train_run(cfg, runs_dir, resume, budget, progress, runtime, record).run_dir
+
+
+def train_run(cfg: TrainConfig | dict | None = None, runs_dir: str | Path = "runs", resume: str | Path | None = None,
+              budget: dict | None = None, progress: bool = True, runtime: dict | None = None,
+              record: dict | None = None) -> TrainState:
+    """`train`, returning the TrainState (its networks as this process holds them) rather than the folder."""
+    if resume is not None:
+        run_dir = Path(resume).expanduser()
+        cfg, checkpoint, resumed_with = _resumed_config(run_dir, budget, runtime, record)
+    else:
+        cfg = (TrainConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg or TrainConfig()).validate()
+        checkpoint, resumed_with = None, {}
+    group = setup(cfg.device)
+    try:
+        model = MODELS[cfg.model]
+        cfg = model.resolve(cfg) if resume is None else cfg
+        # rank 0 first: it prepares a folder (or LSUN) once while the others wait, then they all read it
+        if group.enabled and not group.main:
+            torch.distributed.barrier()
+        data = model.load_data(cfg)
+        if group.enabled and group.main:
+            torch.distributed.barrier()
+        extractor = _extractor(cfg, data) if cfg.eval_every and group.main else None
+        if resume is None:  # rank 0 numbers the run folder; the others learn its name
+            run_dir = broadcast(group, new_run_dir(Path(runs_dir), cfg) if group.main else None)
+        state = TrainState(cfg, run_dir, data, group, checkpoint)
+        if checkpoint is not None:
+            state.restore(*checkpoint)
+            if state.budget_spent():
+                if group.main:
+                    print(f"{run_dir}: already trained to step {state.step}, its budget; "
+                          "pass --steps, --epochs or --minutes to go further", file=sys.stderr)
+                teardown(group)
+                return state
+        rec = Recorder(state, extractor, active=group.main)
+        if group.main:
+            write_config(run_dir, cfg, state.spec)
+        try:
+            rec.open(resumed_with)
+            interrupted = fit(state, rec, progress=progress)
+        finally:
+            rec.close()
+        if interrupted and group.main:
+            print(f"interrupted at step {state.step}; checkpoint saved. Resume with:\n"
+                  f"  ganforge train --resume {run_dir}", file=sys.stderr)
+    except BaseException:
+        teardown(group, failed=True)
+        raise
+    teardown(group)
+    return state
+
+
+def _resumed_config(run_dir: Path, budget, runtime, record) -> tuple[TrainConfig, tuple | None, dict]:
+    """(the run's config with the changes a resume may make, its checkpoint or None, what changed)."""
+    if run_dir.is_dir() and not list_checkpoints(run_dir / "checkpoints") and (run_dir / "config.json").is_file():
+        # stopped before its first checkpoint: start it again, in the same folder
+        print(f"{run_dir}: no checkpoint yet; starting the run again from step 0", file=sys.stderr)
+        values = json.loads((run_dir / "config.json").read_text())
+        values.pop("model_spec", None)
+        saved, checkpoint = TrainConfig.from_dict(values), None
+    else:
+        checkpoint = load_checkpoint(run_dir)
+        saved = TrainConfig.from_dict(checkpoint[0]["config"])
+    cfg = saved
+    if budget and any(v is not None for v in budget.values()):
+        cfg = dataclasses.replace(cfg, **{k: budget.get(k) for k in BUDGET_KEYS})
+    refused = sorted(k for k, v in (record or {}).items() if v is not None and k not in RECORD_KEYS)
+    if refused:
+        raise GanforgeError(f"--resume cannot change {', '.join(refused)}: that would change the model or the "
+                            f"data order; a resume may change {', '.join(RECORD_KEYS)}, the budget, "
+                            f"{', '.join(RUNTIME_KEYS)}")
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in {**(runtime or {}), **(record or {})}.items()
+                                      if k in RUNTIME_KEYS + RECORD_KEYS and v is not None}).validate()
+    changed = {k: [getattr(saved, k), getattr(cfg, k)] for k in BUDGET_KEYS + RUNTIME_KEYS + RECORD_KEYS
+               if getattr(saved, k) != getattr(cfg, k)}
+    return cfg, checkpoint, changed
+
+
+def _extractor(cfg: TrainConfig, data):
+    """What --eval-every measures with (on rank 0): built before training, as it may train itself first,
+    without touching the run's random state."""
+    from ganforge.metrics.evaluate import default_extractor
+    from ganforge.metrics.features import get_extractor
+
+    with torch.random.fork_rng(devices=[]):
+        return get_extractor(cfg.eval_extractor or default_extractor(data, cfg.data),
+                             image_size=data.shape[-1], channels=data.shape[0])
