@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch and torchvision: the releases these machines keep on disk (a CUDA build that runs on the CPU)
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-fast setup
+.PHONY: demo test test-fast lint setup
 
 $(BIN)/ganforge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +24,6 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check ganforge tests benchmarks scripts

@@ -29,5 +29,5 @@ def test_dcgan_initialisation_follows_the_paper():
 
 
 def test_unsupported_size_is_a_clear_error():
-    with pytest.raises(GanforgeError, match="28, 32 and 64"):
+    with pytest.raises(GanforgeError, match="28, 32, 56, 64 and 128"):
         DCGANGenerator(48, 1)

@@ -1,4 +1,4 @@
-"""DCGAN (Radford, Metz, Chintala 2015) for 28, 32 and 64 pixel images.
+"""DCGAN (Radford, Metz, Chintala 2015) for 28, 32, 56, 64 and 128 pixel images (4 or 7 times a power of 2).
 
 G: z -> linear projection to a (w * 2^(k-1)) x s x s block (s = 7 for 28 pixels, else 4), then k
 transposed 4x4 stride-2 convolutions, each halving the channels, the last giving the image
@@ -28,7 +28,8 @@ def _plan(image_size: int) -> tuple[int, int]:
         stages = math.log2(image_size / start)
         if stages >= 1 and stages.is_integer():
             return start, int(stages)
-    raise GanforgeError(f"DCGAN supports 28, 32 and 64 pixel images (4 or 7 times a power of 2), not {image_size}")
+    raise GanforgeError(f"DCGAN supports 28, 32, 56, 64 and 128 pixel images (4 or 7 times a power of 2), "
+                        f"not {image_size}")
 
 
 def init_dcgan(module: nn.Module) -> None:
