@@ -1,0 +1,87 @@
+"""The registries are the single source of truth: the command line, the config, checkpoint loading and the
+studio follow what is registered, and a plug-in's declared options are --set keys with their checks."""
+
+import pytest
+import torch
+
+from ganforge.cli import build_parser, main
+from ganforge.config import PLUGIN_OPTIONS, TrainConfig, make_config
+from ganforge.errors import GanforgeError
+from ganforge.families import MODELS
+from ganforge.losses import LOSSES
+from ganforge.metrics.features import EXTRACTORS, get_extractor
+from ganforge.models.text import TEXT_ENCODERS
+from ganforge.registry import Option, Registry, declared_options
+from ganforge.stats import Collector, collecting, report
+
+
+def _choices(command: str, flag: str) -> list[str]:
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    return next(a for a in sub._actions if flag in a.option_strings).choices
+
+
+def test_the_command_line_offers_what_is_registered(capsys):
+    assert _choices("train", "--model") == MODELS.names() == ["mlp", "dcgan", "cgan", "stackgan1", "stackgan2"]
+    assert _choices("train", "--loss") == LOSSES.names() and LOSSES.names()[0] == "non-saturating"
+    assert _choices("train", "--text-encoder") == TEXT_ENCODERS.names() == ["builtin", "minilm"]
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    for name in [*MODELS, *LOSSES, *TEXT_ENCODERS]:
+        assert name in help_text
+    for option in PLUGIN_OPTIONS.values():  # every declared option, with what it means
+        assert option.name in help_text and option.help.split()[1] in help_text
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    eval_help = capsys.readouterr().out
+    assert all(name in eval_help for name in EXTRACTORS)
+
+
+def test_declared_options_are_config_keys_with_their_checks():
+    cfg = TrainConfig()
+    for option in PLUGIN_OPTIONS.values():
+        assert hasattr(cfg, option.name)
+    assert make_config(pairs=["mlp_g_hidden=64", "model=mlp"]).mlp_g_hidden == 64  # --set follows the declaration
+    with pytest.raises(GanforgeError, match="^mlp_d_pieces=0: must be at least 1"):
+        make_config(pairs=["mlp_d_pieces=0"])
+    with pytest.raises(GanforgeError, match="^clip=-1.0: must be positive"):
+        make_config(pairs=["clip=-1"])
+    with pytest.raises(GanforgeError, match="^text_encoder='gpt': choose one of builtin, minilm"):
+        make_config(pairs=["text_encoder=gpt"])
+    # the owners' defaults: a loss's n_critic and d_norm, a model's widths
+    assert make_config(overrides={"loss": "wgan"}).n_critic == LOSSES["wgan"].n_critic == 5
+    assert make_config(overrides={"model": "stackgan2"}).g_width == 32
+
+
+def test_options_are_gathered_from_a_class_and_its_bases():
+    names = [o.name for o in declared_options(LOSSES["wgan-gp"])]
+    assert names[:1] == ["r1_gamma"] and "clip" in names and names[-1] == "gp_weight"
+    assert [o.name for o in declared_options(MODELS["stackgan2"])][-2:] == ["stage1", "res_blocks"]
+
+
+def test_an_unknown_name_lists_what_is_registered():
+    registry = Registry("widget")
+
+    @registry.register("gear", "turns")
+    class Gear:
+        options = (Option("teeth", int, 12, "gear: its teeth"),)
+
+    assert registry["gear"] is Gear and Gear.name == "gear" and registry.help() == "gear: turns"
+    assert [o.name for o in registry.options()] == ["teeth"]
+    with pytest.raises(GanforgeError, match="unknown widget 'cog'; choose one of gear"):
+        registry["cog"]
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("gear", "again")(type("Other", (), {}))
+    with pytest.raises(GanforgeError, match="unknown feature extractor 'classifier'"):
+        get_extractor("classifier")  # classifier needs its data: classifier:<data>
+
+
+def test_statistics_are_reported_by_name_and_averaged_per_name():
+    collector = Collector()
+    report("ignored", 1.0)  # no collector active: nothing happens
+    with collecting(collector):
+        for value in (1.0, 3.0):
+            report("d_loss", torch.tensor(value))
+        report("g_loss", 4.0)  # reported once: its mean is over its own count
+    assert collector.read() == {"d_loss": 2.0, "g_loss": 4.0}
+    assert collector.read() == {}  # read, then cleared
