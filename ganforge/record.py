@@ -109,7 +109,8 @@ class Recorder:
         """A training line: the reported statistics' means since the last one, and the speed."""
         if not self.active:
             return
-        values = {k: round(values[k], 5) for k in sorted(values, key=lambda k: (k not in FIRST_KEYS, k))}
+        order = {k: i for i, k in enumerate(FIRST_KEYS)}
+        values = {k: round(values[k], 5) for k in sorted(values, key=lambda k: (order.get(k, len(order)), k))}
         self.write({**self._progress(), **values, "seconds": round(self.state.seconds, 2),
                     "images_per_s": round(rate, 1)})
         if self.state.loss.logits and "d_real" in values:  # D right about nearly every image, line after line
