@@ -62,13 +62,10 @@ WIDTHS = (  # the conv nets' widths, shared by every DCGAN-shaped model
 )
 
 
-def conv_spec(cfg) -> dict:
-    return {"g_width": cfg.g_width, "d_width": cfg.d_width, "d_norm": cfg.d_norm}
-
-
 class Conv:
-    """Fills in the DCGAN-shaped models' widths."""
+    """What the DCGAN-shaped models share: their widths (options, defaults) and D's normalisation, in the spec."""
 
+    options = WIDTHS
     default_width = 64
 
     @classmethod
@@ -76,6 +73,9 @@ class Conv:
         super().configure(cfg)
         cfg.g_width = cfg.g_width or cls.default_width
         cfg.d_width = cfg.d_width or cls.default_width
+
+    def spec(self):
+        return super().spec() | {"g_width": self.cfg.g_width, "d_width": self.cfg.d_width, "d_norm": self.cfg.d_norm}
 
 
 @MODELS.register("mlp", "fully connected G and maxout D (Goodfellow et al. 2014)")
@@ -101,17 +101,9 @@ class MLP(Unconditional):
 @MODELS.register("dcgan", "conv nets for G and D (Radford et al. 2015; the default)")
 class DCGAN(Conv, Unconditional):
     generator, discriminator = DCGANGenerator, DCGANDiscriminator
-    options = WIDTHS
-
-    def spec(self):
-        return super().spec() | conv_spec(self.cfg)
 
 
 @MODELS.register("cgan", "class-conditional DCGAN: conditional batch norm in G, projection D")
 class CGAN(Conv, ClassConditional):
     generator, discriminator = CGANGenerator, CGANDiscriminator
-    options = WIDTHS
-
-    def spec(self):
-        return super().spec() | conv_spec(self.cfg)
 

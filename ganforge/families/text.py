@@ -21,7 +21,7 @@ from ganforge.data import fit
 from ganforge.distributed import SINGLE
 from ganforge.errors import GanforgeError
 from ganforge.families.base import MODELS, Family, family_of, load_net, pick_generator
-from ganforge.families.image import WIDTHS, Conv
+from ganforge.families.image import Conv
 from ganforge.io import pack_state
 from ganforge.models.stackgan import StageIGenerator, StageIIGenerator, TextDiscriminator
 from ganforge.models.text import TEXT_ENCODERS, TextEncoder
@@ -38,7 +38,7 @@ class Captioned(Conv, Family):
 
     discriminator = TextDiscriminator
     kind = "text"
-    options = WIDTHS + (
+    options = (
         Option("text_encoder", str, "builtin", "stackgan: the text encoder: " + TEXT_ENCODERS.help(),
                lambda v: None if v in TEXT_ENCODERS else f"choose one of {', '.join(TEXT_ENCODERS)}"),
         Option("c_dim", int, 128, "stackgan: length of the Conditioning Augmentation's condition c (the paper's 128)",
