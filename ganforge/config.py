@@ -19,6 +19,7 @@ from ganforge.augment import parse_policy
 from ganforge.errors import GanforgeError
 from ganforge.families import MODELS
 from ganforge.losses import LOSSES
+from ganforge.metrics.features import EXTRACTORS
 from ganforge.models.text import TEXT_ENCODERS
 from ganforge.registry import Option
 
@@ -148,6 +149,8 @@ class CoreConfig:
             raise bad("eval_every", "must be 0 or more")
         if self.eval_n < 10:
             raise bad("eval_n", "must be at least 10")
+        if self.eval_extractor is not None and self.eval_extractor.partition(":")[0] not in EXTRACTORS:
+            raise bad("eval_extractor", f"unknown feature extractor; choose one of {EXTRACTORS.help()}")
         if self.checkpoint_every < 0:
             raise bad("checkpoint_every", "must be 0 or more")
         return self

@@ -48,6 +48,8 @@ def test_declared_options_are_config_keys_with_their_checks():
         make_config(pairs=["clip=-1"])
     with pytest.raises(GanforgeError, match="^text_encoder='gpt': choose one of builtin, minilm"):
         make_config(pairs=["text_encoder=gpt"])
+    with pytest.raises(GanforgeError, match="^eval_extractor='vgg': unknown feature extractor; choose one of pixels"):
+        make_config(pairs=["eval_extractor=vgg"])
     # the owners' defaults: a loss's n_critic and d_norm, a model's widths
     assert make_config(overrides={"loss": "wgan"}).n_critic == LOSSES["wgan"].n_critic == 5
     assert make_config(overrides={"model": "stackgan2"}).g_width == 32
