@@ -26,15 +26,13 @@ from pathlib import Path
 
 import torch
 
-from ganforge.checkpoint import load_generator
+from ganforge import load, train
 from ganforge.config import make_config
 from ganforge.data import fit, to_float
 from ganforge.data.faces import draw_faces
 from ganforge.latent import Concept, around, invert, parse_query, pick, seed_noise
 from ganforge.metrics.classifier import attribute_scorer, load_classifier, resize_to
 from ganforge.plots import plot_arithmetic
-from ganforge.sampling import generate
-from ganforge.train import train
 
 TARGETS = ["smiling", "glasses", "hat", "sunglasses"]
 IDENTITIES = ["long_hair", "beard", "bald", "moustache"]
@@ -70,14 +68,15 @@ def main() -> None:
 
     cfg = make_config(overrides={"data": "faces", "minutes": args.minutes, "image_size": args.image_size})
     run = Path(args.run) if args.run else train(cfg, runs_dir=args.out)
-    G, meta = load_generator(run)
+    G = load(run, kind="image")
+    meta = G.meta
     if meta["config"]["data"] != "faces":
         raise SystemExit(f"{run} was trained on {meta['config']['data']}, not faces")
     classify, names = attribute_scorer("faces")
 
     seeds = list(range(args.pool))
     z = seed_noise(seeds, G.z_dim)
-    logits = classify(generate(G, z))
+    logits = classify(G(z))
     rng = torch.Generator().manual_seed(1)
     hits = {k: 0 for k in EXEMPLARS}
     example = None
@@ -90,7 +89,7 @@ def main() -> None:
                 chosen, _ = pick(logits[half], parse_query(query, names), k, query)
                 concepts[name] = Concept(name, z[half[chosen]], f"query {query}")
             result = concepts["A"].mean - concepts["B"].mean + concepts["C"].mean
-            got = classify(generate(G, result.unsqueeze(0)))[0] > 0
+            got = classify(G(result.unsqueeze(0)))[0] > 0
             ok = bool(got[names.index(t)] and got[names.index(u)] and not got[names.index(s)])
             hits[k] += ok
             if k == 3 and example is None:
@@ -100,9 +99,9 @@ def main() -> None:
 
     # the first triplet's figure, as the command line draws it
     t, s, u, concepts, result = example
-    columns = [(f"{sign} {c.name}: {c.source}", generate(G, c.z), generate(G, c.mean.unsqueeze(0)))
+    columns = [(f"{sign} {c.name}: {c.source}", G(c.z), G(c.mean.unsqueeze(0)))
                for sign, c in zip("+-+", concepts.values())]
-    plot_arithmetic(columns, generate(G, around(result, 9, 0.25)), run / "arithmetic.png",
+    plot_arithmetic(columns, G(around(result, 9, 0.25)), run / "arithmetic.png",
                     title=f"[{t}, {s}] - [{s}] + [{u}] = [{t}, {u}]")
 
     # inversion of held-out real faces
@@ -118,7 +117,7 @@ def main() -> None:
     for target, truth in zip(targets, attributes):
         zi, mse = invert(G, target, steps=200, restarts=2, features=features)
         errors.append(mse)
-        agree.append(((classify(generate(G, zi.unsqueeze(0)))[0] > 0) == truth).double().mean().item())
+        agree.append(((classify(G(zi.unsqueeze(0)))[0] > 0) == truth).double().mean().item())
         agree_real.append(((classify(target.unsqueeze(0))[0] > 0) == truth).double().mean().item())
     report = {"run": str(run), "steps": meta["step"], "triplets": n, "pool": args.pool,
               "success_rate": {str(k): rates[k] for k in EXEMPLARS},

@@ -15,8 +15,9 @@ memory-mapped shards is as fast as from memory and keeps the process's own memor
 4. Training: the default DCGAN (TrainConfig(data="prepared:DIR", image_size=64, channels=3, steps=--steps),
    all else default) on (a) the small set memory-mapped, (b) the same images in one tensor
    (ImageData(images=data.images[:])), (c) the large set memory-mapped; a and b alternate --rounds times,
-   then c, then a and b are started at the same time --together times. Each run is a fresh process (load_training_data, then Trainer(cfg, run_dir, data).fit, which is
-   what train_run does for one process), with --threads torch threads. Training images/s comes from the
+   then c, then a and b are started at the same time --together times. Each run is a fresh process (the model's
+   load_data, then TrainState(cfg, run_dir, data) and fit with a Recorder, which is what train_run does for one
+   process), with --threads torch threads. Training images/s comes from the
    run's stats.jsonl: images seen over training seconds from its first line (warm-up, left out) to its last.
    The parent reads the child's /proc/PID/status every 50 ms and keeps the peak RssAnon (anonymous resident
    memory: the process's own, not the page cache of the memory-mapped shards) and VmHWM (peak resident
@@ -59,11 +60,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ganforge import training
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData
 from ganforge.data.folder import list_folder
 from ganforge.data.prepared import load_prepared, prepare_source
-from ganforge.train import Trainer, load_training_data, new_run_dir
+from ganforge.families import MODELS
+from ganforge.record import Recorder, new_run_dir
+from ganforge.state import TrainState
+from ganforge.stats import read_stats
 
 SIZE = 64
 CHUNK = 1000  # images per generation task, and per subfolder
@@ -230,15 +235,15 @@ def child(spec: dict) -> None:
     torch.set_num_threads(spec["threads"])
     marks = {"started": mark()}
     cfg = TrainConfig(data=f"prepared:{spec['prepared']}", image_size=SIZE, channels=3, steps=spec["steps"])
-    data = load_training_data(cfg)
+    data = MODELS[cfg.model].load_data(cfg)
     if spec["in_memory"]:
         data = ImageData(images=data.images[:])
     marks["loaded"] = mark()
     run_dir = new_run_dir(Path(spec["runs"]), cfg)
-    trainer = Trainer(cfg, run_dir, data)
+    trainer = TrainState(cfg, run_dir, data)
     marks["built"] = mark()
     loop = []  # (wall clock, CPU seconds) at the start of the first training step and at the end of the last
-    train_step = trainer.train_step
+    train_step = training.train_step
 
     step_ends = []  # wall clock at the end of every step
 
@@ -250,10 +255,15 @@ def child(spec: dict) -> None:
         step_ends.append(loop[1][0])
         return out
 
-    trainer.train_step = timed_step  # fit calls self.train_step: this instance's attribute
-    trainer.fit(progress=False)
+    training.train_step = timed_step  # fit calls the module's train_step: this process's (a child's) own
+    rec = Recorder(trainer)
+    try:
+        rec.open({})
+        training.fit(trainer, rec, progress=False)
+    finally:
+        rec.close()
     marks["trained"] = mark()
-    stats = [json.loads(line) for line in (run_dir / "stats.jsonl").open()]
+    stats = read_stats(run_dir).train
     result = {"run_dir": str(run_dir), "images": len(data), "images_type": type(data.images).__name__,
               "step": trainer.step, "threads": torch.get_num_threads(),
               "stats": [s for s in stats if "images_per_s" in s], "marks": marks, "loop": loop, "step_ends": step_ends}

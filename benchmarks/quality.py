@@ -12,12 +12,11 @@ import json
 
 import torch
 
-from ganforge.checkpoint import load_generator
+from ganforge import load, train
 from ganforge.config import make_config
 from ganforge.data import to_uint8
 from ganforge.metrics.evaluate import evaluate, format_table
-from ganforge.sampling import default_labels, sample, write_samples
-from ganforge.train import train
+from ganforge.sampling import write_samples
 
 
 def main() -> None:
@@ -33,9 +32,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cfg = make_config(overrides={"data": args.data, "minutes": args.minutes, "model": args.model})
     run = train(cfg, runs_dir=args.out)
-    G, meta = load_generator(run)
-    labels = default_labels(G, args.n)
-    images = sample(G, args.n, seed=0, labels=labels)
+    G = load(run, kind="image")
+    meta = G.meta
+    labels = G.labels(args.n)
+    images = G.sample(args.n, seed=0, label=labels)
     write_samples(images, run / "samples.npy")
     result = evaluate(to_uint8(images), args.data, f"classifier:{args.data}", args.n, requested_labels=labels)
     (run / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -14,13 +14,14 @@ line). Efficiency = rate / (processes x the first row's rate).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from ganforge.stats import read_stats
 
 
 def rate(args: list[str], threads: int, steps: int, batch: int, model: str) -> float:
@@ -29,7 +30,7 @@ def rate(args: list[str], threads: int, steps: int, batch: int, model: str) -> f
                    "--quiet", "--set", f"batch_size={batch}", "--set", "log_every=50", *args]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
-        stats = [json.loads(line) for line in next(Path(out).iterdir()).joinpath("stats.jsonl").open()]
+        stats = read_stats(next(Path(out).iterdir())).train  # training lines only: no event has a rate
         return statistics.median(s["images_per_s"] for s in stats[1:])
 
 

@@ -36,14 +36,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ganforge.checkpoint import list_checkpoints, load_generator
+from ganforge import load, train
+from ganforge.checkpoint import list_checkpoints
 from ganforge.config import make_config
-from ganforge.data import load_data, to_uint8
+from ganforge.data import load_data
 from ganforge.metrics.features import Pixels, extract, get_extractor
 from ganforge.metrics.functions import fid
 from ganforge.metrics.ssl import SelfSupervised, train_ssl
-from ganforge.sampling import sample
-from ganforge.train import train
 
 DATA = "fashion-mnist"
 MODE_CLASSES = (10, 8, 6, 4, 2, 1)  # mode dropping: sets from the first k classes
@@ -173,8 +172,8 @@ def main() -> None:
         reference = train_data.images[reference_index]
         ladder = {"real (test split)": test_data.images[torch.randperm(len(test_data), generator=gen)[:args.n]]}
         for s in sorted(gan_steps, reverse=True):
-            G, _ = load_generator(run / "checkpoints" / f"step-{s:08d}.json", ema=False)
-            ladder[f"dcgan step {s}"] = to_uint8(sample(G, args.n, seed=1))
+            G = load(run / "checkpoints" / f"step-{s:08d}.json", ema=False, kind="image")
+            ladder[f"dcgan step {s}"] = G.sample(args.n, seed=1, output="uint8")
         ladder["uniform noise"] = torch.randint(0, 256, reference.shape, dtype=torch.uint8, generator=gen)
         extractors = {"ssl": ssl, "classifier": classifier, "pixels": Pixels()}
         real = {key: extract(extractor, reference, batch=500)[0] for key, extractor in extractors.items()}

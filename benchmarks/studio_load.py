@@ -59,8 +59,8 @@ def start_studio(checkpoint: str, threads: int) -> tuple[subprocess.Popen, str]:
 
 
 def tiny_run(folder: Path) -> str:
+    from ganforge import train
     from ganforge.config import TrainConfig
-    from ganforge.train import train
 
     config = TrainConfig(model="dcgan", data="digits", g_width=8, d_width=8, z_dim=16, batch_size=256,
                          log_every=5, n_samples=16, steps=10).validate()

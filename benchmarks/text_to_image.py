@@ -29,13 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ganforge import load, train
 from ganforge.config import make_config
 from ganforge.data import fit, load_data, to_float
 from ganforge.data.captions import HELD_OUT_COMBOS, face_caption, fashion_caption
 from ganforge.metrics.classifier import attribute_scorer, classifier_path, load_classifier, resize_to, train_classifier
 from ganforge.metrics.functions import fid
 from ganforge.t2i import TextToImage, t2i_figure
-from ganforge.train import train
 
 DESCRIBED = ["smiling", "glasses", "sunglasses", "beard", "moustache", "hat", "bald", "long_hair"]
 
@@ -130,7 +130,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     run = Path(args.stage2) if args.stage2 else train_stages(args.data, args.stage1_steps, args.stage2_steps,
                                                               args.out, args.seed)
-    pipe, meta = TextToImage.load(run)
+    pipe = load(run, kind="text")
+    meta = pipe.meta
     if meta["config"]["data"] != args.data:
         raise SystemExit(f"{run} was trained on {meta['config']['data']}, not {args.data}")
     result, examples = (fashion if args.data.startswith("fashion") else faces)(pipe, args.n, args.seed)

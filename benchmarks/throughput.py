@@ -31,8 +31,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ganforge.config import TrainConfig
 from ganforge.data import load_data, to_float
-from ganforge.sampling import sample
-from ganforge.train import Trainer, epoch_order
+from ganforge.sampling import Generator
+from ganforge.state import TrainState, epoch_order
+from ganforge.stats import Collector, collecting
+from ganforge.training import train_step
 
 
 def matmul_flops(device: str, n: int = 2048, repeats: int = 10, rounds: int = 3) -> float:
@@ -67,7 +69,7 @@ def write_torchvision_mnist(root: Path, images: np.ndarray, labels: np.ndarray) 
         (raw / name).write_bytes((raw / name.replace("t10k", "train")).read_bytes())
 
 
-def textbook_train(trainer: Trainer, root: Path, steps: int, workers: int) -> float:
+def textbook_train(trainer: TrainState, root: Path, steps: int, workers: int) -> float:
     """images/s of the pytorch/examples-style loop over the trainer's networks, with its own plain Adam."""
     cfg, G, D = trainer.cfg, trainer.G, trainer.D
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
@@ -111,28 +113,31 @@ def textbook_train(trainer: Trainer, root: Path, steps: int, workers: int) -> fl
     return steps * cfg.batch_size / (time.perf_counter() - start)
 
 
-def ganforge_train(trainer: Trainer, steps: int) -> float:
+def ganforge_train(trainer: TrainState, steps: int) -> float:
     """images/s of ganforge's step on in-memory uint8 data, one host sync per `log_every` steps."""
     images, cfg = trainer.data.images, trainer.cfg
     order = epoch_order(len(images), 0, 0)
-    sums = torch.zeros(4)
-    for i in range(-3, steps):
-        if i == 0:
-            start = time.perf_counter()
-        j = i % trainer.steps_per_epoch
-        real = to_float(images[order[j * cfg.batch_size:(j + 1) * cfg.batch_size]])
-        sums += torch.stack(trainer.train_step(real.contiguous(memory_format=trainer.memory_format)))
-        if i % cfg.log_every == 0:
-            sums.tolist()
-    sums.tolist()
+    # the step reports its statistics (d_loss, g_loss, D(x), D(G(z))) into a collector on the device, as in
+    # ganforge's loop, which reads them (the host sync) every log_every steps
+    with collecting(Collector(trainer.device)) as collector:
+        for i in range(-3, steps):
+            if i == 0:
+                start = time.perf_counter()
+            j = i % trainer.steps_per_epoch
+            real = to_float(images[order[j * cfg.batch_size:(j + 1) * cfg.batch_size]])
+            train_step(trainer, real.contiguous(memory_format=trainer.memory_format), None)
+            if i % cfg.log_every == 0:
+                collector.read()
+        collector.read()
     return steps * cfg.batch_size / (time.perf_counter() - start)
 
 
 def sampling_rates(G, z_dim: int, n: int = 2048, batch: int = 64) -> tuple[float, float]:
     """(ganforge's sample(), textbook: G(noise) with autograd on, batch by batch) in images/s."""
-    sample(G, 256)
+    sampler = Generator(G)
+    sampler.sample(256)
     start = time.perf_counter()
-    sample(G, n)
+    sampler.sample(n)
     ours = n / (time.perf_counter() - start)
     start = time.perf_counter()
     for _ in range(n // batch):
@@ -140,10 +145,10 @@ def sampling_rates(G, z_dim: int, n: int = 2048, batch: int = 64) -> tuple[float
     return ours, n // batch * batch / (time.perf_counter() - start)
 
 
-def step_flops(trainer: Trainer) -> int:
+def step_flops(trainer: TrainState) -> int:
     real = torch.randn(trainer.cfg.batch_size, *trainer.data.shape)
     with FlopCounterMode(display=False) as counter:
-        trainer.train_step(real.contiguous(memory_format=trainer.memory_format))
+        train_step(trainer, real.contiguous(memory_format=trainer.memory_format), None)
     return counter.get_total_flops()
 
 
@@ -168,14 +173,14 @@ def main() -> None:
             cfg = TrainConfig(model=model, batch_size=args.batch_size)
             # both loops train the same networks; rounds alternate so drifts of the machine hit both
             # (the textbook keeps PyTorch's default memory layout, as the textbook does)
-            ours_trainer = Trainer(cfg, Path(tmp), data)
-            textbook_trainer = Trainer(dataclasses.replace(cfg, channels_last=False), Path(tmp), data)
+            ours_trainer = TrainState(cfg, Path(tmp), data)
+            textbook_trainer = TrainState(dataclasses.replace(cfg, channels_last=False), Path(tmp), data)
             rates = [(ganforge_train(ours_trainer, args.steps),
                       textbook_train(textbook_trainer, Path(tmp), args.steps, args.workers))
                      for _ in range(args.rounds)]
             ours, textbook = (float(np.median(r)) for r in zip(*rates))
             print(f"{model + ' training, images/s':28}{ours:12.0f}{textbook:12.0f}{ours / textbook:8.2f}")
-            trainer = Trainer(cfg, Path(tmp), data)
+            trainer = TrainState(cfg, Path(tmp), data)
             ours_s, textbook_s = sampling_rates(trainer.G, cfg.z_dim)
             print(f"{model + ' sampling, images/s':28}{ours_s:12.0f}{textbook_s:12.0f}{ours_s / textbook_s:8.2f}")
             if model == "dcgan":
