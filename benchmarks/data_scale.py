@@ -62,9 +62,9 @@ from PIL import Image
 
 from ganforge import training
 from ganforge.config import TrainConfig
-from ganforge.data import ImageData
+from ganforge.data import ImageData, prepare_source
 from ganforge.data.folder import list_folder
-from ganforge.data.prepared import load_prepared, prepare_source
+from ganforge.data.prepared import load_prepared
 from ganforge.families import MODELS
 from ganforge.record import Recorder, new_run_dir
 from ganforge.state import TrainState

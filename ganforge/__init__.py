@@ -8,11 +8,10 @@ The Python API (docs/python-api.md):
     images = g.sample(16, seed=0)                           # floats in [-1, 1], (16, 1, 28, 28)
 """
 
-__version__ = "0.1.0"
-
 from ganforge.config import TrainConfig
 from ganforge.errors import GanforgeError
 from ganforge.inference import load
 from ganforge.training import train
+from ganforge.version import __version__
 
 __all__ = ["GanforgeError", "TrainConfig", "__version__", "load", "train"]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from ganforge import __version__
 from ganforge.errors import GanforgeError
 from ganforge.io import read_json, read_tensors, save_record
+from ganforge.version import __version__
 
 FORMAT = "ganforge-checkpoint"
 FORMAT_VERSION = 1

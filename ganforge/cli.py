@@ -8,13 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-from ganforge import __version__
 from ganforge.config import IMAGE_SIZES, PLUGIN_OPTIONS, PRECISIONS, CoreConfig
 from ganforge.errors import GanforgeError
 from ganforge.families import MODELS
 from ganforge.losses import LOSSES
 from ganforge.metrics.features import EXTRACTORS
 from ganforge.models.text import TEXT_ENCODERS
+from ganforge.version import __version__
 
 DEFAULT_MINUTES = 3.0  # the budget when none of --steps, --epochs, --minutes is given
 # train's flags that set config fields (default None: not given); a resumed run keeps its own
@@ -279,7 +279,8 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def cmd_prepare(args) -> int:
-    from ganforge.data.prepared import load_prepared, prepare_source
+    from ganforge.data import prepare_source
+    from ganforge.data.prepared import load_prepared
 
     out = prepare_source(args.source, args.out, args.image_size, args.channels, args.workers,
                          progress=not args.quiet, folder_labels=args.folder_labels, split=args.split,

@@ -17,10 +17,10 @@ from PIL import Image
 
 from ganforge.cli import main
 from ganforge.data import folder as folder_module
-from ganforge.data import load_data
+from ganforge.data import load_data, prepare_source
 from ganforge.data import prepared as prepared_module
 from ganforge.data.folder import decode
-from ganforge.data.prepared import ShardedImages, load_prepared, prepare_source, read_manifest
+from ganforge.data.prepared import ShardedImages, load_prepared, read_manifest
 from ganforge.errors import GanforgeError
 from ganforge.io import sha256_file
 from ganforge.metrics import evaluate as evaluate_module

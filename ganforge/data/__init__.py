@@ -1,110 +1,24 @@
 """Image sources. Each gives uint8 images (N, C, H, W) plus optional integer labels, boolean attributes or
-captions (text describing each image, for text-to-image models).
+captions (text describing each image, for text-to-image models), as an ImageData (images.py).
 
-`load_data(cfg)` picks the source named by `cfg.data`, brings the images to the model's size and
-channel count once, and returns an `ImageData`; `to_float` turns a batch into floats in [-1, 1].
+`load_data(spec)` picks the source named by `spec` (a config's `data`), brings the images to the model's
+size and channel count once, and returns its ImageData; `to_float` turns a batch into floats in [-1, 1].
+`prepare_source(spec)` is `ganforge prepare`: any source decoded once into a prepared set (prepared.py).
+Each source is one module here; this one picks among them, and prepared.py knows none of them.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from functools import partial
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
+from ganforge.data.images import ImageData, fit, to_float, to_uint8
+from ganforge.data.prepared import Listing, cached_folder, prepare
 from ganforge.errors import GanforgeError
 
-if TYPE_CHECKING:
-    from ganforge.data.prepared import ShardedImages
-
-
-@dataclass
-class ImageData:
-    images: torch.Tensor | ShardedImages  # uint8 (N, C, H, W), in memory or memory-mapped (a prepared set)
-    labels: torch.Tensor | None = None  # int64 (N,)
-    classes: list[str] | None = None  # class names, indexed by label
-    skipped: list[str] = field(default_factory=list)  # files that could not be decoded
-    attributes: torch.Tensor | None = None  # bool (N, A): which attributes each image has
-    attribute_names: list[str] | None = None  # A names, one per column of attributes
-    captions: list[list[str]] | None = None  # per image, one or more captions describing it
-    fingerprint: str | None = None  # what the images were made from: a prepared set's manifest SHA-256
-
-    def __post_init__(self):
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
-        if self.labels is not None and len(self.labels) != len(self.images):
-            raise ValueError("labels and images differ in length")
-        if self.attributes is not None and len(self.attributes) != len(self.images):
-            raise ValueError("attributes and images differ in length")
-        if self.captions is not None and len(self.captions) != len(self.images):
-            raise ValueError("captions and images differ in length")
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def subset(self, index: torch.Tensor) -> ImageData:
-        """The images at `index` (a bool mask or integer indices), with their labels, attributes and captions."""
-        captions = None
-        if self.captions is not None:
-            positions = torch.as_tensor(index)
-            if positions.dtype == torch.bool:
-                positions = positions.nonzero().flatten()
-            captions = [self.captions[i] for i in positions.flatten().tolist()]
-        return ImageData(self.images[index], None if self.labels is None else self.labels[index], self.classes,
-                         attributes=None if self.attributes is None else self.attributes[index],
-                         attribute_names=self.attribute_names, captions=captions,
-                         fingerprint=None if self.fingerprint is None else _subset_fingerprint(self.fingerprint, index))
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])
-
-    def content_sha256(self) -> str:
-        """What these images (and labels) were made from: a prepared set's manifest SHA-256, else a hash of
-        the images in memory. Caches of anything computed from the data are keyed by it."""
-        if self.fingerprint is None:
-            h = hashlib.sha256(str(tuple(self.images.shape)).encode())
-            h.update(self.images.contiguous().numpy().data)
-            if self.labels is not None:
-                h.update(self.labels.numpy().tobytes())
-            self.fingerprint = h.hexdigest()
-        return self.fingerprint
-
-
-def _subset_fingerprint(parent: str, index) -> str:
-    return hashlib.sha256(parent.encode() + torch.as_tensor(index).numpy().tobytes()).hexdigest()
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 in [0, 255] -> float32 in [-1, 1]."""
-    return images.float().div_(127.5).sub_(1.0)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float in [-1, 1] -> uint8 in [0, 255] (clamped, rounded)."""
-    return images.detach().add(1.0).mul_(127.5).clamp_(0, 255).round_().to(torch.uint8)
-
-
-def fit(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
-    """Bring uint8 (N, C, H, W) square images to (N, channels, size, size)."""
-    if tuple(images.shape[1:]) == (channels, size, size):
-        return images.contiguous() if isinstance(images, torch.Tensor) else images
-    if images.shape[1] != channels:
-        if channels == 3:
-            images = images.expand(-1, 3, -1, -1)
-        else:  # ITU-R 601 luma, as Pillow's convert("L")
-            weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-            images = (images.float() * weights).sum(1, keepdim=True).round_().to(torch.uint8)
-    if images.shape[-1] != size:
-        out = torch.empty((len(images), channels, size, size), dtype=torch.uint8)
-        for i in range(0, len(images), 4096):  # in slices, to keep the float copy small
-            chunk = F.interpolate(images[i:i + 4096].float(), size=(size, size), mode="bilinear",
-                                  antialias=True, align_corners=False)
-            out[i:i + 4096] = chunk.round_().clamp_(0, 255).to(torch.uint8)
-        images = out
-    return images.contiguous()
+__all__ = ["ImageData", "fit", "list_source", "load_data", "prepare_source", "to_float", "to_uint8"]
 
 
 def load_data(spec: str, image_size: int | None = None, channels: int | None = None, *,
@@ -154,3 +68,52 @@ def load_data(spec: str, image_size: int | None = None, channels: int | None = N
     size = image_size or data.images.shape[-1]
     data.images = fit(data.images, size, channels or data.images.shape[1])
     return data
+
+
+def list_source(spec: str, folder_labels: bool = False, split: str = "train", data_dir: str | None = None,
+                download: bool = False, image_size: int | None = None, channels: int | None = None) -> Listing:
+    """Any source's Listing. Files and databases are listed without decoding; a built-in set (digits,
+    fashion-mnist, faces, ...) is loaded at the size asked for and listed from memory."""
+    kind, _, path = spec.partition(":")
+    if kind == "folder":
+        from ganforge.data.folder import list_folder
+        return list_folder(path, folder_labels)
+    if kind == "celeba":
+        from ganforge.data.celeba import list_celeba
+        return list_celeba(path)
+    if kind == "lsun":
+        from ganforge.data.lsun import list_lsun
+        return list_lsun(path)
+    if kind == "captions":
+        from ganforge.data.captions import list_captions
+        return list_captions(path, split)
+    if kind == "prepared":
+        raise GanforgeError(f"{spec} is prepared already")
+    data = load_data(spec, image_size, channels, data_dir=data_dir, download=download, split=split)
+    images = data.images.numpy()
+    return Listing(spec, list(range(len(data))), partial(_take, images), data.content_sha256(),
+                   labels=None if data.labels is None else data.labels.numpy(), classes=data.classes,
+                   attributes=None if data.attributes is None else data.attributes.numpy(),
+                   attribute_names=data.attribute_names, captions=data.captions)
+
+
+def _take(images: np.ndarray, items: list[int], size: int, channels: int):
+    """A prepared set's `decode` for images already in memory (at the size asked for)."""
+    return images[items], list(range(len(items))), []
+
+
+def prepare_source(spec: str, out: str | Path | None = None, image_size: int | None = None,
+                   channels: int | None = None, workers: int | None = None, progress: bool = True,
+                   **options) -> Path:
+    """`ganforge prepare`: list a source and prepare it into `out` (default: ganforge's cache, where folder:,
+    celeba:, lsun: and captions: go on first use); returns the prepared folder."""
+    listing = list_source(spec, image_size=image_size, channels=channels, **options)
+    in_memory = isinstance(listing.decode, partial) and listing.decode.func is _take
+    if in_memory:  # already at its size: the size and channels are the loaded images'
+        first = listing.decode(listing.items[:1], 0, 0)[0]
+        channels, image_size = first.shape[1], first.shape[-1]
+    size, channels = image_size or 64, channels or 3
+    if out is None:
+        out = cached_folder(listing, size, channels)
+    prepare(listing, Path(out), size, channels, workers=1 if in_memory else workers, progress=progress)
+    return Path(out)

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganforge.data import ImageData
 from ganforge.data.folder import DECODER, decode_paths, fingerprint_files, report_skipped
+from ganforge.data.images import ImageData
 from ganforge.data.prepared import Listing, prepare_cached
 from ganforge.errors import GanforgeError
 

@@ -8,7 +8,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-from ganforge.data import ImageData
+from ganforge.data.images import ImageData
 
 CLASSES = [str(d) for d in range(10)]
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from ganforge.data import ImageData
+from ganforge.data.images import ImageData
 from ganforge.io import cache_dir, read_cache, save_record
 
 VERSION = 1  # bump when a change to the drawing changes the images: the cache is keyed by it

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from ganforge.data import ImageData
+from ganforge.data.images import ImageData
 from ganforge.data.prepared import Listing, prepare_cached
 from ganforge.errors import GanforgeError
 

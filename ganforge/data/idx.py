@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganforge.data import ImageData
+from ganforge.data.images import ImageData
 from ganforge.errors import GanforgeError
 from ganforge.io import cache_dir
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ganforge.data import ImageData
 from ganforge.data.folder import DECODER, _reason, decode, report_skipped
+from ganforge.data.images import ImageData
 from ganforge.data.prepared import Listing, prepare_cached
 from ganforge.errors import GanforgeError
 

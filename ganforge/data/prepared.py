@@ -33,17 +33,16 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from ganforge import __version__
-from ganforge.data import ImageData
+from ganforge.data.images import ImageData
 from ganforge.errors import GanforgeError
 from ganforge.io import cache_dir, sha256_file, unique_tmp, write_atomic
+from ganforge.version import __version__
 
 FORMAT = "ganforge-prepared"
 FORMAT_VERSION = 1
@@ -438,54 +437,3 @@ def cached_folder(listing: Listing, size: int, channels: int) -> Path:
     kind = listing.source.partition(":")[0]  # not the path as spelled: the fingerprint holds the resolved files
     key = hashlib.sha256(f"{kind}\0{listing.fingerprint}\0{size}\0{channels}".encode()).hexdigest()[:24]
     return cache_dir() / "prepared" / key
-
-
-def list_source(spec: str, folder_labels: bool = False, split: str = "train", data_dir: str | None = None,
-                download: bool = False, image_size: int | None = None, channels: int | None = None) -> Listing:
-    """Any source's Listing. Files and databases are listed without decoding; a built-in set (digits,
-    fashion-mnist, faces, ...) is loaded at the size asked for and listed from memory."""
-    kind, _, path = spec.partition(":")
-    if kind == "folder":
-        from ganforge.data.folder import list_folder
-        return list_folder(path, folder_labels)
-    if kind == "celeba":
-        from ganforge.data.celeba import list_celeba
-        return list_celeba(path)
-    if kind == "lsun":
-        from ganforge.data.lsun import list_lsun
-        return list_lsun(path)
-    if kind == "captions":
-        from ganforge.data.captions import list_captions
-        return list_captions(path, split)
-    if kind == "prepared":
-        raise GanforgeError(f"{spec} is prepared already")
-    from ganforge.data import load_data
-
-    data = load_data(spec, image_size, channels, data_dir=data_dir, download=download, split=split)
-    images = data.images.numpy()
-    return Listing(spec, list(range(len(data))), partial(_take, images), data.content_sha256(),
-                   labels=None if data.labels is None else data.labels.numpy(), classes=data.classes,
-                   attributes=None if data.attributes is None else data.attributes.numpy(),
-                   attribute_names=data.attribute_names, captions=data.captions)
-
-
-def _take(images: np.ndarray, items: list[int], size: int, channels: int):
-    """A prepared set's `decode` for images already in memory (at the size asked for)."""
-    return images[items], list(range(len(items))), []
-
-
-def prepare_source(spec: str, out: str | Path | None = None, image_size: int | None = None,
-                   channels: int | None = None, workers: int | None = None, progress: bool = True,
-                   **options) -> Path:
-    """`ganforge prepare`: list a source and prepare it into `out` (default: ganforge's cache, where folder:,
-    celeba:, lsun: and captions: go on first use); returns the prepared folder."""
-    listing = list_source(spec, image_size=image_size, channels=channels, **options)
-    in_memory = isinstance(listing.decode, partial) and listing.decode.func is _take
-    if in_memory:  # already at its size: the size and channels are the loaded images'
-        first = listing.decode(listing.items[:1], 0, 0)[0]
-        channels, image_size = first.shape[1], first.shape[-1]
-    size, channels = image_size or 64, channels or 3
-    if out is None:
-        out = cached_folder(listing, size, channels)
-    prepare(listing, Path(out), size, channels, workers=1 if in_memory else workers, progress=progress)
-    return Path(out)

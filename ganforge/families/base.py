@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -26,9 +25,6 @@ from ganforge.distributed import SINGLE, Group
 from ganforge.errors import GanforgeError
 from ganforge.io import load_module_state, unpack_state
 from ganforge.registry import Option, Registry
-
-if TYPE_CHECKING:
-    from ganforge.config import TrainConfig
 
 MODELS: Registry[type[Family]] = Registry("model")
 
@@ -67,8 +63,8 @@ def build_discriminator(spec: dict) -> nn.Module:
 
 class Family:
     """The base of every model class (see the module's docstring). One instance per run, made before the
-    networks: `Family(cfg, data, device, group, resume)`, where `resume` is the checkpoint (meta, tensors) a
-    resumed run continues from."""
+    networks: `Family(cfg, data, device, group, resume)`, where `cfg` is the run's TrainConfig and `resume` the
+    checkpoint (meta, tensors) a resumed run continues from."""
 
     name: str  # set by MODELS.register
     options: tuple[Option, ...] = ()
@@ -79,20 +75,20 @@ class Family:
 
     # --- before a run: its config and its data
     @classmethod
-    def configure(cls, cfg: TrainConfig) -> None:
+    def configure(cls, cfg) -> None:
         """Check the config's options for this model (raising a GanforgeError); fill in its defaults."""
 
     @classmethod
-    def resolve(cls, cfg: TrainConfig) -> TrainConfig:
+    def resolve(cls, cfg):
         """A new run's config completed from elsewhere (Stage-II: from its Stage-I run); most models: as is."""
         return cfg
 
     @classmethod
-    def load_data(cls, cfg: TrainConfig) -> ImageData:
+    def load_data(cls, cfg) -> ImageData:
         return load_data(cfg.data, cfg.image_size, cfg.channels, data_dir=cfg.data_dir, download=cfg.download,
                          folder_labels=cfg.folder_labels)
 
-    def __init__(self, cfg: TrainConfig, data: ImageData, device: torch.device, group: Group = SINGLE,
+    def __init__(self, cfg, data: ImageData, device: torch.device, group: Group = SINGLE,
                  resume: tuple[dict, dict] | None = None):
         self.cfg, self.data, self.device, self.group = cfg, data, device, group
 

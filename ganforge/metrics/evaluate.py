@@ -16,7 +16,8 @@ from ganforge.data import ImageData, load_data
 from ganforge.errors import GanforgeError
 from ganforge.io import cache_dir, read_cache, save_record
 from ganforge.metrics import functions as M
-from ganforge.metrics.features import Extractor, extract, get_extractor
+from ganforge.metrics.extractor import Extractor
+from ganforge.metrics.features import extract, get_extractor
 
 SAMPLE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 

@@ -17,19 +17,8 @@ from tqdm import tqdm
 
 from ganforge.errors import GanforgeError
 from ganforge.io import load_or_train
+from ganforge.metrics.extractor import Extractor
 from ganforge.registry import Registry
-
-
-class Extractor:
-    name: str
-    classes: list[str] | None = None  # class names when it predicts classes
-    sha256: str  # of its weights (of its definition for one without weights): caches of its features are keyed by it
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def probs(self, images: torch.Tensor) -> torch.Tensor | None:
-        return None
 
 
 class Pixels(Extractor):

@@ -19,7 +19,7 @@ from torchvision.models import inception as tv
 
 from ganforge.errors import GanforgeError
 from ganforge.io import cache_dir, sha256_file
-from ganforge.metrics.features import Extractor
+from ganforge.metrics.extractor import Extractor
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILE}"

@@ -38,7 +38,7 @@ from ganforge.io import (
     read_tensors,
     save_record,
 )
-from ganforge.metrics.features import Extractor
+from ganforge.metrics.extractor import Extractor
 
 WORK_SIZE = 32  # every image is read at this size: Fashion-MNIST's 28 px barely grows, 64 and 128 px shrink
 FEATURES = 128  # the representation used as features
