@@ -30,7 +30,7 @@ class CoreConfig:
     losses/, a model's in families/, a text encoder's in models/text.py); `ganforge train --help` lists all."""
 
     # --- what to train
-    model: str = "dcgan"  # one of MODELS (families/): mlp, dcgan, cgan, stackgan1, stackgan2
+    model: str = "dcgan"  # one of MODELS (families/; `ganforge train --help` lists them)
     # digits, mnist, fashion-mnist, faces, folder:PATH, celeba:PATH, lsun:PATH, prepared:DIR; captioned (for stackgan):
     # faces-captions, fashion-mnist-captions, captions:PATH
     data: str = "digits"
@@ -47,7 +47,7 @@ class CoreConfig:
     spectral_norm: bool = False  # spectral normalisation of every D weight (Miyato et al. 2018)
 
     # --- the game
-    loss: str = "non-saturating"  # one of LOSSES (losses/): non-saturating, minimax, lsgan, hinge, wgan, wgan-gp
+    loss: str = "non-saturating"  # one of LOSSES (losses/; `ganforge train --help` lists them)
     n_critic: int | None = None  # D steps per G step; None: the loss's (5 for wgan and wgan-gp, else 1)
     diffaugment: str = ""  # DiffAugment policy for small data, e.g. color,translation,cutout; empty: off
     ema_decay: float | None = 0.999  # EMA of G's weights, used for samples and evaluation; None: no EMA
