@@ -41,14 +41,11 @@ its training loop) shows how much of the machine a run got when other work share
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import multiprocessing
 import os
-import platform
 import resource
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -58,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import run_record
 from PIL import Image
 
 from ganforge import training
@@ -371,26 +369,6 @@ def common_window(a: dict, b: dict, warmup: int) -> dict:
 
 # ---- the report ------------------------------------------------------------------------------------------------
 
-def git_commit() -> dict:
-    root = Path(__file__).resolve().parent.parent
-    def git(*a):
-        return subprocess.run(["git", *a], cwd=root, check=False, capture_output=True, text=True).stdout.strip()
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
-
-
-def processor() -> dict:
-    model = platform.processor() or None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
-    return {"model_name": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "logical_cpus": os.cpu_count(), "machine": platform.machine()}
-
-
 def median_of(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
@@ -528,10 +506,8 @@ def main() -> None:
         print(f"  {'PASS' if target['met'] else 'FAIL'}  {target['name']}: {target['value']} (limit {target['limit']})")
     print(f"\ntotal {total / 60:.1f} min")
 
-    report = {
-        "benchmark": "data_scale", "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "git": git_commit(), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "processor": processor(), "torch": torch.__version__, "threads": args.threads,
+    report = run_record("data_scale") | {
+        "threads": args.threads,
         "settings": {"small": args.small, "large": args.large, "steps": args.steps, "rounds": args.rounds,
                      "together": args.together,
                      "image_size": SIZE, "channels": 3, "jpeg_quality": QUALITY, "model": TrainConfig.model,

@@ -23,18 +23,15 @@ and prints a table.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import run_record
 
 from ganforge import load, train
 from ganforge.checkpoint import list_checkpoints
@@ -47,24 +44,6 @@ from ganforge.metrics.ssl import SelfSupervised, train_ssl
 DATA = "fashion-mnist"
 MODE_CLASSES = (10, 8, 6, 4, 2, 1)  # mode dropping: sets from the first k classes
 RESULTS = Path(__file__).parent / "results" / "ssl_extractor.json"
-
-
-def processor() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"model": model, "cores": os.cpu_count(), "capability": torch.backends.cpu.get_cpu_capability()}
-
-
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def knn_accuracy(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor,
@@ -130,12 +109,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         root = work / "cache"
-        result = {"command": " ".join(["python", *sys.argv]), "commit": git_commit(),
-                  "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                  "processor": processor(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "data": DATA, "n": args.n,
-                  # the machine's load (1, 5, 15 minutes): timings mean little when other work shared the cores
-                  "load_average": {"start": os.getloadavg()}}
+        result = run_record("ssl_extractor") | {
+            "data": DATA, "n": args.n,
+            # the machine's load (1, 5, 15 minutes): timings mean little when other work shared the cores
+            "load_average": {"start": os.getloadavg()}}
 
         start = time.perf_counter()
         train_ssl(DATA, root, steps=args.ssl_steps)
