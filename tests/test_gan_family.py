@@ -14,7 +14,7 @@ from ganforge.cli import main
 from ganforge.config import TrainConfig, make_config
 from ganforge.errors import GanforgeError
 from ganforge.families import build_discriminator, build_generator
-from ganforge.losses import LOSSES, gradient_penalty, r1_penalty
+from ganforge.losses import LOSSES, Critic, gradient_penalty, r1_penalty
 from ganforge.state import ema_update
 from ganforge.stats import read_stats
 from ganforge.training import train
@@ -29,16 +29,16 @@ def _linear_d(seed=0):
 def test_each_loss_d_step_separates_and_g_step_fools(kind):
     loss = LOSSES[kind](TrainConfig(loss=kind).validate())
     D = _linear_d()
-    real, fake = torch.randn(64, 16) + 0.5, torch.randn(64, 16) - 0.5
+    real, fake = torch.randn(64, 1, 4, 4) + 0.5, torch.randn(64, 1, 4, 4) - 0.5  # images, for the penalties
     before = D(real).mean().item(), D(fake).mean().item()
     opt = torch.optim.SGD(D.parameters(), lr=0.05)
-    loss.d_term(D(real), D(fake)).backward()
+    loss.discriminator(Critic(D, D), real, fake).backward()  # its whole D loss, penalties included
     opt.step()
     after = D(real).mean().item(), D(fake).mean().item()
     assert after[0] > before[0] and after[1] < before[1]  # D's score rose on real, fell on forgeries
 
     fake = fake.clone().requires_grad_()
-    loss.g_term(D(fake)).backward()
+    loss.generator(Critic(D, D), real, fake).backward()
     with torch.no_grad():
         assert D(fake - 0.1 * fake.grad).mean() > D(fake).mean()  # a G step raises D's score on forgeries
 
