@@ -19,8 +19,9 @@ setup: $(BIN)/ganforge
 demo: setup
 	$(BIN)/ganforge train
 
+# one worker per core, whole files each (module fixtures are built once), one torch thread per worker
 test: setup
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -1,10 +1,9 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import skip_or_fail, tiny_config
+from conftest import tiny_config
 
 from ganforge import train
 from ganforge.checkpoint import load_checkpoint
@@ -96,12 +95,11 @@ def test_eval_command_on_samples_and_on_a_run(tmp_path, capsys, digits):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("data,target", [("digits", 0.98), ("fashion-mnist", 0.90)])
-def test_classifier_reaches_its_accuracy_target(data, target):
-    if data == "fashion-mnist" and not Path("/usr/share/datasets/fashion-mnist").is_dir():
-        skip_or_fail("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    train_classifier(data, cache_dir(), progress=False)
-    assert load_classifier(data, cache_dir())[1]["test_accuracy"] >= target
+def test_digits_classifier_reaches_98_percent():
+    """With its defaults, in the session's cache. Fashion-MNIST's classifier (minutes of training) is
+    held to its 90% by benchmarks/classifiers.py."""
+    train_classifier("digits", cache_dir(), progress=False)
+    assert load_classifier("digits", cache_dir())[1]["test_accuracy"] >= 0.98
 
 
 def test_eval_every_measures_during_training_and_stays_exact(tmp_path):
