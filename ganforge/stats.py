@@ -19,13 +19,16 @@ written), of one of three kinds (`kind(line)` tells them apart):
   "density", "coverage", and for classifiers the class scores;
 - **event**: "event" is "resume" ("changed": {key: [old, new]}), "rollback" ("reason", "at_step", "lr_g",
   "lr_d", "message") or "warning" ("kind": "d_wins" or "collapse", "message").
-`read_stats` is the one reader: the figures, `ganforge compare`, the studio and the tests use it.
+`read_stats` is the one reader: the figures, `ganforge compare` and the tests use it; the studio follows a
+growing file with `StatsTail`, which parses its lines the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,20 +118,66 @@ class RunStats:
         return self.of("event")
 
 
-def read_stats(path: str | Path) -> RunStats:
-    """A run folder's (or a stats.jsonl file's) lines; a missing file reads as none, and a line still being
-    written (or cut by a crash) is skipped."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "stats.jsonl"
-    if not path.is_file():
-        return RunStats([])
+def _parse(texts: list[str]) -> list[dict]:
+    """The schema's lines among `texts`; a line that is not one (cut by a crash, damaged) is skipped."""
     lines = []
-    for text in path.read_text(errors="replace").splitlines():
+    for text in texts:
         try:
             line = json.loads(text)
         except json.JSONDecodeError:
             continue
         if isinstance(line, dict) and isinstance(line.get("step"), int):
             lines.append(line)
-    return RunStats(lines)
+    return lines
+
+
+def _stats_file(path: str | Path) -> Path:
+    path = Path(path)
+    return path / "stats.jsonl" if path.is_dir() else path
+
+
+def read_stats(path: str | Path) -> RunStats:
+    """A run folder's (or a stats.jsonl file's) lines; a missing file reads as none, and a line still being
+    written (or cut by a crash) is skipped."""
+    path = _stats_file(path)
+    if not path.is_file():
+        return RunStats([])
+    return RunStats(_parse(path.read_text(errors="replace").splitlines()))
+
+
+class StatsTail:
+    """A stats.jsonl followed as it grows (the studio's monitor): each `read()` parses only the whole lines
+    appended since the last one. A file that was replaced, shrank, or was rewritten in place (a resume drops
+    the lines logged after its checkpoint) is read again from its start: the bytes that ended the last read
+    must still be where they were. Safe to call from several threads."""
+
+    MARK = 256  # bytes before the offset that must be unchanged
+
+    def __init__(self, path: str | Path):
+        self.path = _stats_file(path)
+        self._lines: list[dict] = []
+        self._offset, self._file_id, self._mark = 0, None, b""
+        self._lock = threading.Lock()
+
+    def read(self) -> RunStats:
+        with self._lock:
+            try:
+                with open(self.path, "rb") as f:
+                    st = os.fstat(f.fileno())
+                    if (st.st_dev, st.st_ino) != self._file_id or st.st_size < self._offset or not self._unchanged(f):
+                        self._lines, self._offset, self._mark = [], 0, b""
+                        self._file_id = (st.st_dev, st.st_ino)
+                    f.seek(self._offset)
+                    chunk = f.read()
+            except FileNotFoundError:
+                self._lines, self._offset, self._file_id, self._mark = [], 0, None, b""
+                return RunStats([])
+            whole = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits for the next read
+            self._offset += len(whole)
+            self._mark = (self._mark + whole)[-self.MARK:]
+            self._lines += _parse(whole.decode(errors="replace").splitlines())
+            return RunStats(list(self._lines))
+
+    def _unchanged(self, f) -> bool:
+        f.seek(self._offset - len(self._mark))
+        return f.read(len(self._mark)) == self._mark

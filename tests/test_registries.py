@@ -1,6 +1,8 @@
 """The registries are the single source of truth: the command line, the config, checkpoint loading and the
 studio follow what is registered, and a plug-in's declared options are --set keys with their checks."""
 
+import json
+
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ from ganforge.losses import LOSSES
 from ganforge.metrics.features import EXTRACTORS, get_extractor
 from ganforge.models.text import TEXT_ENCODERS
 from ganforge.registry import Option, Registry, declared_options
-from ganforge.stats import Collector, collecting, report
+from ganforge.stats import Collector, StatsTail, collecting, read_stats, report
 
 
 def _choices(command: str, flag: str) -> list[str]:
@@ -87,3 +89,33 @@ def test_statistics_are_reported_by_name_and_averaged_per_name():
         report("g_loss", 4.0)  # reported once: its mean is over its own count
     assert collector.read() == {"d_loss": 2.0, "g_loss": 4.0}
     assert collector.read() == {}  # read, then cleared
+
+
+def test_stats_tail_parses_only_what_was_appended_and_starts_again_on_a_rewrite(tmp_path, monkeypatch):
+    from ganforge import stats as stats_module
+
+    path = tmp_path / "stats.jsonl"
+    tail = StatsTail(tmp_path)
+    assert tail.read().lines == []  # no file yet
+    line = {"step": 5, "d_loss": 1.0}
+    path.write_text(json.dumps(line) + "\n" + '{"step": 10, "d_lo')  # the last line is still being written
+    assert [s["step"] for s in tail.read().lines] == [5]
+    parsed = []
+    real_parse = stats_module._parse
+    monkeypatch.setattr(stats_module, "_parse", lambda texts: parsed.extend(texts) or real_parse(texts))
+    with open(path, "a") as f:
+        f.write('ss": 2.0}\n' + json.dumps(line | {"step": 15}) + "\n")
+    assert [s["step"] for s in tail.read().lines] == [5, 10, 15]
+    assert len(parsed) == 2  # the two new lines only, not the whole file again
+    assert [s["step"] for s in tail.read().lines] == [5, 10, 15] and len(parsed) == 2
+    # a resume rewrites the file in place with the lines up to its checkpoint, then training appends
+    path.write_text("".join(json.dumps(line | {"step": s, "d_loss": 0.123456789}) + "\n" for s in (5, 10, 15, 20)))
+    assert [s["d_loss"] for s in tail.read().lines] == [0.123456789] * 4
+    path.write_text(json.dumps(line) + "\n")  # shorter than before
+    assert [s["step"] for s in tail.read().lines] == [5]
+    replaced = tmp_path / "new.jsonl"
+    replaced.write_text(json.dumps(line | {"step": 7}) + "\n")
+    replaced.replace(path)  # another file under the name (an atomic rewrite)
+    assert [s["step"] for s in tail.read().lines] == [7] == [s["step"] for s in read_stats(path).lines]
+    path.unlink()
+    assert tail.read().lines == []

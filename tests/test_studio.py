@@ -3,8 +3,10 @@
 import io
 import json
 import os
+import shutil
 import statistics
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +21,7 @@ from ganforge.errors import GanforgeError
 try:
     from fastapi.testclient import TestClient
 
-    from ganforge.studio.app import Busy, GenerationQueue, create_app, discover
+    from ganforge.studio.app import Busy, GenerationQueue, create_app, discover, distinct_names, refusal
     MISSING = None
 except ImportError as e:  # the studio extra is not installed
     MISSING = str(e)
@@ -80,7 +82,7 @@ def studio(tmp_path_factory):
         (fresh / "stats.jsonl").write_text("")
         fake_attribute_classifier("digits", ["bright", "wide"], load(dcgan))
         app = create_app([out])
-        with TestClient(app) as client:
+        with TestClient(app, base_url="http://127.0.0.1:7860") as client:  # as a browser on the studio's page
             names = [m["name"] for m in client.get("/api/info").json()["models"]]
             ids = {kind: names.index(run.name) for kind, run in
                    {"dcgan": dcgan, "cgan": cgan, "stage1": stage1, "stage2": stage2}.items()}
@@ -451,6 +453,63 @@ def test_discover_finds_only_what_was_named(studio, tmp_path):
     with pytest.raises(GanforgeError, match="never unpickles"):
         (tmp_path / "model.pt").write_bytes(b"")
         discover([tmp_path / "model.pt"])
+
+
+def test_runs_of_one_name_are_told_apart_by_their_folders(studio, tmp_path):
+    _, _, runs = studio
+    for parent in ("a", "b"):
+        shutil.copytree(runs["dcgan"], tmp_path / parent / runs["dcgan"].name)
+    models, watched = discover([tmp_path / "a" / runs["dcgan"].name, tmp_path / "b" / runs["dcgan"].name,
+                                tmp_path / "b" / runs["dcgan"].name])  # named twice: served once
+    assert [name for name, _ in models] == [f"a/{runs['dcgan'].name}", f"b/{runs['dcgan'].name}"]
+    assert [name for name, _ in watched] == [f"a/{runs['dcgan'].name}", f"b/{runs['dcgan'].name}"]
+    assert distinct_names([Path("/x/r/a/run"), Path("/y/r/a/run"), Path("/y/other")]) == ["x/r/a/run", "y/r/a/run",
+                                                                                             "other"]
+
+
+# --- requests from elsewhere
+@pytest.mark.parametrize("headers", [{"host": "evil.example:7860"}, {"host": "127.0.0.1.evil.example"},
+                                     {"host": "attacker.test"}])
+def test_a_host_other_than_the_bound_address_is_refused(studio, headers):
+    """DNS rebinding: a page whose name now points at 127.0.0.1 still sends its own name as Host."""
+    client, ids, _ = studio
+    for url in ("/", "/api/info", f"/api/models/{ids['dcgan']}/explore"):
+        error(client.get(url, headers=headers), 403, "answers requests for 127.0.0.1 or localhost or ::1 only")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:7860", "localhost:7860", "[::1]:7860", "LOCALHOST", "127.0.0.1"])
+def test_the_loopback_names_are_served(studio, host):
+    client, ids, _ = studio
+    assert client.get("/api/info", headers={"host": host}).status_code == 200
+    image(client.get(f"/api/models/{ids['dcgan']}/explore", headers={"host": host, "origin": f"http://{host}"}))
+
+
+@pytest.mark.parametrize("headers, words", [
+    ({"origin": "http://evil.example"}, "cross-origin request from 'http://evil.example'"),
+    ({"origin": "http://127.0.0.1:9999"}, "cross-origin"),  # another local app's page
+    ({"origin": "null"}, "cross-origin"),  # a sandboxed frame or a file:// page
+    ({"sec-fetch-site": "cross-site"}, "Sec-Fetch-Site: cross-site"),  # an <img> on another site sends no Origin
+    ({"sec-fetch-site": "same-site"}, "Sec-Fetch-Site: same-site"),
+])
+def test_requests_from_other_origins_that_start_work_are_refused(studio, headers, words):
+    client, ids, _ = studio
+    ref = {"seed": 1, "index": 0}
+    error(client.get(f"/api/models/{ids['dcgan']}/explore", headers=headers), 403, words)
+    error(client.post(f"/api/models/{ids['dcgan']}/interpolate", json={"a": ref, "b": ref}, headers=headers), 403,
+          words)
+    error(client.get(f"/api/models/{ids['stage1']}/text", params={"prompt": "a red disc"}, headers=headers), 403)
+    error(client.get("/api/runs/0/figure/curves", headers=headers), 403)
+    assert client.get("/", headers=headers).status_code == 200  # the page itself starts nothing
+    same = {"origin": "http://127.0.0.1:7860", "sec-fetch-site": "same-origin"}
+    image(client.post(f"/api/models/{ids['dcgan']}/interpolate", json={"a": ref, "b": ref}, headers=same))
+
+
+def test_refusal_follows_the_bound_address():
+    assert refusal({"host": "192.168.1.5:7860"}, "192.168.1.5") is None
+    assert "192.168.1.5 only" in refusal({"host": "localhost:7860"}, "192.168.1.5")
+    assert refusal({"host": "studio.lan:80"}, "0.0.0.0") is None  # every interface: any name, origins still checked
+    assert "cross-origin" in refusal({"host": "studio.lan:80", "origin": "http://other.lan"}, "0.0.0.0")
+    assert refusal({"host": "[::1]:7860", "origin": "http://[::1]:7860"}, "::1") is None
 
 
 def test_cli_studio_prints_its_address_and_warns_off_localhost(studio, monkeypatch, capsys):

@@ -11,6 +11,11 @@ A sample is named by (seed, index, truncation, label): its z is row `index` of t
 and `--concept A=SEED` give), clamped elementwise to [-truncation, truncation] when a truncation is
 given (the truncation trick, by clamping rather than resampling).
 
+Only requests addressed to the studio are served: the Host header must name the address it bound (127.0.0.1,
+localhost, [::1] for a loopback studio, or the --host given), which stops DNS rebinding; and a request to the
+API from another origin (its Origin header, or the browser's Sec-Fetch-Site) is refused, so a page the user
+visits cannot make the studio work, by a script or an <img>. Both answer 403 with what was refused.
+
 All torch work runs in a thread pool of `workers` threads behind a bounded queue: at most
 `max_pending` requests wait or run at once; one more is answered 503 at once, so a flood slows the
 answers but never piles up work in memory, and the event loop stays free to answer.
@@ -25,6 +30,7 @@ import math
 import os
 import time
 import unicodedata
+import urllib.parse
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,7 +51,7 @@ from ganforge.errors import GanforgeError
 from ganforge.inference import load
 from ganforge.latent import around, lerp, query_concept, slerp
 from ganforge.sampling import Generator, noise
-from ganforge.stats import read_stats
+from ganforge.stats import StatsTail
 from ganforge.t2i import MAX_CAPTION, TextToImage, check_captions
 
 STATIC = Path(__file__).parent / "static"
@@ -154,12 +160,17 @@ class Run:
     id: int
     name: str
     folder: Path
+    tail: StatsTail = field(init=False)  # stats.jsonl as it grows: each read parses only what was appended
+
+    def __post_init__(self):
+        self.tail = StatsTail(self.folder / "stats.jsonl")
 
     def info(self) -> dict:
+        """Its state (reads the file system: call it off the event loop)."""
         stats = self.folder / "stats.jsonl"
         mtime = stats.stat().st_mtime if stats.is_file() else None
         panels = self.panels()
-        last = read_stats(stats).lines[-1:]
+        last = self.tail.read().lines[-1:]
         return {"id": self.id, "name": self.name,
                 "training": mtime is not None and time.time() - mtime < TRAINING_WINDOW_S,
                 "stats_version": stats.stat().st_mtime_ns if mtime is not None else 0,
@@ -175,9 +186,22 @@ def is_run(folder: Path) -> bool:
     return folder.is_dir() and ((folder / "config.json").is_file() or (folder / "stats.jsonl").is_file())
 
 
+def distinct_names(paths: list[Path]) -> list[str]:
+    """Each path's last part, with as many of its parent folders as it takes to tell apart paths whose last
+    parts are equal (runs/a/00000-dcgan-digits and runs/b/00000-dcgan-digits: a/00000-... and b/00000-...)."""
+    depth = [1] * len(paths)
+    while True:
+        names = ["/".join(p.parts[-d:]) for p, d in zip(paths, depth)]
+        clash = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(paths[i].parts)]
+        if not clash:
+            return names
+        for i in clash:
+            depth[i] += 1
+
+
 def discover(paths: list[str | Path]) -> tuple[list[tuple[str, Path]], list[tuple[str, Path]]]:
     """(models: (name, checkpoint JSON), runs: (name, folder)) for the paths named: run folders,
-    checkpoints, and folders holding run folders (one level down)."""
+    checkpoints, and folders holding run folders (one level down). Equal names get their parent folders."""
     if not paths:
         raise GanforgeError("name at least one run folder or checkpoint")
     items: list[Path] = []
@@ -194,17 +218,18 @@ def discover(paths: list[str | Path]) -> tuple[list[tuple[str, Path]], list[tupl
         else:
             items.append(path)
     models, runs = [], []
-    for path in items:
+    for path in dict.fromkeys(items):  # a path named twice is served once
         if is_run(path):
-            runs.append((path.name, path))
+            runs.append(path)
         try:
             ckpt = find_checkpoint(path)
         except GanforgeError:
             if is_run(path):
                 continue  # a run that has not saved a checkpoint yet: the monitor can still watch it
             raise
-        models.append((path.name if path.is_dir() else ckpt.stem, ckpt))
-    return models, runs
+        models.append((path if path.is_dir() else ckpt.with_suffix(""), ckpt))
+    model_names = distinct_names([shown for shown, _ in models])
+    return [(name, ckpt) for name, (_, ckpt) in zip(model_names, models)], list(zip(distinct_names(runs), runs))
 
 
 def load_model(i: int, name: str, ckpt: Path, load_attributes: bool = True) -> Model:
@@ -261,8 +286,39 @@ class GenerationQueue:
             self.pending -= 1
 
 
+# --- who may ask
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARD = ("0.0.0.0", "::", "")
+
+
+def host_name(netloc: str) -> str:
+    """The host of a Host header or an origin's netloc, without its port, lower case ([::1]:80 -> ::1)."""
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):
+        return netloc[1:netloc.find("]")] if "]" in netloc else netloc
+    return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
+
+
+def refusal(headers, bound: str) -> str | None:
+    """Why a request with these headers is refused (403), or None. Host must name the bound address (any
+    name for a studio bound to every interface); a request to the API from another origin is refused."""
+    host = headers.get("host", "")
+    allowed = LOOPBACK if bound.lower() in LOOPBACK else (bound.lower(),)
+    if bound not in WILDCARD and host_name(host) not in allowed:
+        return (f"this studio answers requests for {' or '.join(allowed)} only, not for host {host!r} "
+                "(a page that renamed itself to reach it: DNS rebinding)")
+    origin = headers.get("origin")
+    if origin is not None and urllib.parse.urlsplit(origin).netloc.lower() != host.lower():
+        return f"cross-origin request from {origin!r} refused: the studio answers its own page only"
+    site = headers.get("sec-fetch-site")
+    if site in ("cross-site", "same-site"):
+        return f"request from another site refused (Sec-Fetch-Site: {site}): the studio answers its own page only"
+    return None
+
+
 # --- the app
-def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32) -> FastAPI:
+def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32, host: str = "127.0.0.1") -> FastAPI:
+    """The studio for `paths`, answering requests addressed to `host`, the address it is served on."""
     named_models, named_runs = discover(paths)
     models = [load_model(i, name, ckpt) for i, (name, ckpt) in enumerate(named_models)]
     runs = [Run(i, name, folder) for i, (name, folder) in enumerate(named_runs)]
@@ -273,6 +329,13 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32)
     app = FastAPI(title="ganforge studio", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.queue, app.state.models, app.state.runs = queue, models, runs
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next):
+        why = refusal(request.headers, host)
+        if why and (request.url.path.startswith("/api/") or why.startswith("this studio answers")):
+            return JSONResponse({"detail": why}, status_code=403)
+        return await call_next(request)
 
     @app.exception_handler(GanforgeError)
     async def _ganforge_error(request: Request, e: GanforgeError):
@@ -328,7 +391,8 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32)
     @app.get("/api/info")
     async def info():
         """The models and runs this studio serves, by id, and the limits of its inputs."""
-        return {"models": [m.info() for m in models], "runs": [r.info() for r in runs],
+        run_info = await asyncio.to_thread(lambda: [r.info() for r in runs])
+        return {"models": [m.info() for m in models], "runs": run_info,
                 "limits": {"n": [1, MAX_N], "seed": [str(INT64_MIN), str(INT64_MAX)], "rows": ROWS,
                            "prompt": MAX_CAPTION, "truncation": [0, 10]}}
 
@@ -427,13 +491,13 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32)
     @app.get("/api/runs/{rid}")
     async def run_status(rid: Annotated[int, PathParam(ge=0)]):
         """A run's state: whether it is training now, its last stats line, versions of its figures."""
-        return get_run(rid).info()
+        return await asyncio.to_thread(get_run(rid).info)
 
     @app.get("/api/runs/{rid}/stats")
     async def run_stats(rid: Annotated[int, PathParam(ge=0)], after: Annotated[int, Query(ge=-1)] = -1):
         """Its stats.jsonl lines with step > after."""
-        stats = get_run(rid).folder / "stats.jsonl"
-        return [s for s in read_stats(stats).lines if s["step"] > after]
+        stats = await asyncio.to_thread(get_run(rid).tail.read)  # only what was appended is parsed
+        return [s for s in stats.lines if s["step"] > after]
 
     @app.get("/api/runs/{rid}/figure/{name}")
     async def run_figure(rid: Annotated[int, PathParam(ge=0)], name: Literal["curves", "latest", "progress"]):
@@ -471,7 +535,7 @@ def render_curves(run: Run) -> bytes:
         loss = json.loads((run.folder / "config.json").read_text()).get("loss")
     except (OSError, ValueError, AttributeError):
         loss = None
-    stats = read_stats(run.folder)
+    stats = run.tail.read()
     if not stats.train:
         raise GanforgeError(f"run {run.id} ({run.name}) has logged no losses yet")
     buffer = io.BytesIO()
@@ -487,7 +551,7 @@ def serve(paths: list[str], host: str = "127.0.0.1", port: int = 7860, threads: 
     import uvicorn
 
     torch.set_num_threads(threads or max(1, min(4, (os.cpu_count() or 2) // 2)))
-    app = create_app(paths)
+    app = create_app(paths, host=host)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {host}: anyone who can reach this address can use the studio "
               "(it has no login); bind to 127.0.0.1 unless you mean it", file=sys.stderr)
