@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -130,18 +129,19 @@ def broadcast_buffers(group: Group, *modules: torch.nn.Module) -> None:
 
 def launch(nproc: int, argv: list[str]) -> int:
     """Run `ganforge <argv>` in nproc processes on this machine, each with the environment torchrun would
-    give it (rendezvous on a free loopback port); returns the first non-zero exit code, or 0.
+    give it; returns the first non-zero exit code, or 0. As torchrun's agent does, this process hosts the
+    rendezvous: a c10d TCPStore bound to port 0 on the loopback (the system picks a free port, held from
+    then on: no other program can take it between choosing and binding), whose clients the workers are
+    (TORCHELASTIC_USE_AGENT_STORE).
 
     The workers stay in this terminal's process group, so Ctrl-C reaches each of them: they agree on a
     step, rank 0 saves a checkpoint, and they exit. If one fails, the others are stopped.
     """
     if nproc < 1:
         raise GanforgeError(f"--nproc {nproc}: must be at least 1")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(nproc),
-           "LOCAL_WORLD_SIZE": str(nproc),
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port), "WORLD_SIZE": str(nproc),
+           "LOCAL_WORLD_SIZE": str(nproc), "TORCHELASTIC_USE_AGENT_STORE": "True",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
     procs = [subprocess.Popen([sys.executable, "-m", "ganforge", *argv],
                               env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]

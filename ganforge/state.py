@@ -195,18 +195,31 @@ class TrainState:
         return next((name for name, b in zip(("d_loss", "g_loss"), bad) if b), None)
 
     # --- checkpoints
+    def rank_rngs(self) -> dict[str, torch.Tensor]:
+        """The RNG states of the ranks above 0 (their augmentation, penalty and dropout draws differ from rank
+        0's), gathered on every rank: rank 0 saves them, so that each rank resumes its own draws."""
+        if not self.group.enabled:
+            return {}
+        own = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            own["cuda"] = torch.cuda.get_rng_state(self.device)
+        every = [None] * self.group.world
+        torch.distributed.all_gather_object(every, own)
+        return {f"rng/{name}/rank{r}": state for r, states in enumerate(every) if r for name, state in states.items()}
+
     def save(self) -> None:
         """Rank 0 writes the checkpoint (every rank holds the same weights); the others wait for it."""
         if self.saved_step == self.step:
             return
         self.saved_step = self.step
+        rank_rngs = self.rank_rngs()
         if self.group.main:
             weights = [*self.G.parameters(), *self.D.parameters()]
             if not all(bool(torch.isfinite(w).all()) for w in weights):  # never keep a diverged state
                 raise GanforgeError(f"step {self.step}: G or D holds non-finite weights; not saving them. The last "
                                     f"good checkpoint is in {self.run_dir / 'checkpoints'}")
             try:
-                self._write_checkpoint()
+                self._write_checkpoint(rank_rngs)
             except OSError as e:
                 for tmp in (self.run_dir / "checkpoints").glob(".*.tmp"):
                     tmp.unlink(missing_ok=True)
@@ -217,9 +230,9 @@ class TrainState:
         if self.group.enabled:
             torch.distributed.barrier()
 
-    def _write_checkpoint(self) -> None:
+    def _write_checkpoint(self, rank_rngs: dict[str, torch.Tensor]) -> None:
         tensors = {**pack_state("G", self.G.state_dict()), **pack_state("D", self.D.state_dict()),
-                   "rng/torch": torch.get_rng_state(), "rng/noise": self.noise_rng.get_state()}
+                   "rng/torch": torch.get_rng_state(), "rng/noise": self.noise_rng.get_state(), **rank_rngs}
         if self.device.type == "cuda":
             tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
         if self.G_ema is not None:
@@ -250,9 +263,14 @@ class TrainState:
             load_module_state(self.G_ema, unpack_state("G_ema", tensors), "G_ema")
         optimizer_from_checkpoint("opt_g", self.opt_g, tensors, meta["opt_g"])
         optimizer_from_checkpoint("opt_d", self.opt_d, tensors, meta["opt_d"])
-        torch.set_rng_state(tensors["rng/torch"])
-        if self.device.type == "cuda" and "rng/cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
+        # each rank its own draws, saved by rank 0 for every rank (rank 0's under the plain names)
+        own = f"/rank{self.group.rank}" if self.group.rank else ""
+        saved_world = meta.get("world_size", 1)
+        exact = saved_world == self.group.world and f"rng/torch{own}" in tensors
+        if exact:
+            torch.set_rng_state(tensors[f"rng/torch{own}"])
+            if self.device.type == "cuda" and f"rng/cuda{own}" in tensors:
+                torch.cuda.set_rng_state(tensors[f"rng/cuda{own}"], self.device)
         self.noise_rng.set_state(tensors["rng/noise"])
         for scaler, key in ((self.scaler_d, "scaler_d"), (self.scaler_g, "scaler_g")):
             if scaler.is_enabled() and meta.get(key):
@@ -264,15 +282,18 @@ class TrainState:
         self.step, self.epoch = meta["step"], meta["epoch"]
         self.batch_in_epoch, self.images_seen, self.seconds = meta["batch_in_epoch"], meta["images_seen"], meta["seconds"]
         self.rollbacks = meta.get("rollbacks", 0)
-        saved_world = meta.get("world_size", 1)
         if saved_world != self.group.world:  # the same place in the epoch, counted in the new global batches
             done = self.batch_in_epoch * self.cfg.batch_size * saved_world
             self.batch_in_epoch = min(done // self.global_batch, self.steps_per_epoch - 1)
             if self.group.main:
                 tqdm.write(f"resuming a {saved_world}-process run with {self.group.world} process(es): the global "
                            f"batch is now {self.global_batch}; the epoch goes on from image {done:,}", file=sys.stderr)
-        if self.group.rank:
-            torch.manual_seed(self.cfg.seed * 1_000_003 + 7919 * self.group.rank + self.step)
+        if not exact:  # another number of processes: rank 0's draws, other ones on each other rank
+            torch.set_rng_state(tensors["rng/torch"])
+            if self.device.type == "cuda" and "rng/cuda" in tensors:
+                torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
+            if self.group.rank:
+                torch.manual_seed(self.cfg.seed * 1_000_003 + 7919 * self.group.rank + self.step)
         self.saved_step = self.step
 
     def rollback(self, reason: str) -> tuple[str, float]:

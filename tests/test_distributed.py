@@ -1,5 +1,6 @@
 """Devices, precision, torch.compile and several processes (torchrun with gloo, on the CPU)."""
 
+import datetime
 import json
 import os
 import signal
@@ -97,6 +98,55 @@ def test_nproc_shortcut_runs_torchrun_and_prints_the_run_folder_once(tmp_path):
     assert printed == [str(tmp_path / "00000-mlp-digits")]
     meta, _ = load_checkpoint(printed[0])
     assert meta["world_size"] == 2 and meta["step"] == 4
+
+
+def test_nproc_holds_its_rendezvous_port_from_the_start(monkeypatch):
+    """The port the workers are told is bound by the launcher's c10d store while they start: no other program
+    can take it in between (a free port picked, released, then used, could be)."""
+    import socket
+
+    from ganforge import distributed
+
+    seen = []
+
+    class Worker:
+        def __init__(self, command, env):
+            port = int(env["MASTER_PORT"])
+            with socket.socket() as s, pytest.raises(OSError):
+                s.bind(("127.0.0.1", port))  # taken: the store listens there
+            store = torch.distributed.TCPStore("127.0.0.1", port, is_master=False, timeout=datetime.timedelta(seconds=10))
+            store.set(f"rank{env['RANK']}", "here")  # the workers are the store's clients
+            seen.append((env["RANK"], env["TORCHELASTIC_USE_AGENT_STORE"], store.get(f"rank{env['RANK']}")))
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(distributed.subprocess, "Popen", Worker)
+    assert distributed.launch(2, ["train"]) == 0
+    assert seen == [("0", "True", b"here"), ("1", "True", b"here")]
+
+
+def nproc_train(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "ganforge", "train", "--nproc", "2", *args, "--quiet"], check=False,
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_two_processes_stopped_and_resumed_end_bit_identical_to_a_straight_run(tmp_path):
+    """Each rank's own draws (DiffAugment's transforms, the gradient penalty's mixing) go on where they stopped:
+    rank 0 saves every rank's RNG state."""
+    settings = ["--model", "dcgan", "--loss", "wgan-gp", "--set", "diffaugment=color,translation,cutout",
+                "--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=8", "--set", "batch_size=16",
+                "--set", "log_every=2", "--set", "n_samples=4"]
+    nproc_train(*settings, "--steps", "6", "--out", str(tmp_path / "straight"))
+    nproc_train(*settings, "--steps", "3", "--out", str(tmp_path / "stopped"))
+    stopped = tmp_path / "stopped" / "00000-dcgan-digits"
+    assert "rng/torch/rank1" in load_checkpoint(stopped)[1]
+    nproc_train("--resume", str(stopped), "--steps", "6")
+    straight, resumed = (load_checkpoint(tmp_path / d / "00000-dcgan-digits")[1] for d in ("straight", "stopped"))
+    assert resumed.keys() == straight.keys()
+    for key in straight:
+        assert torch.equal(resumed[key], straight[key]), key
 
 
 def test_ctrl_c_stops_every_process_at_the_same_step_with_a_checkpoint(tmp_path):
