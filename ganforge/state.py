@@ -102,6 +102,7 @@ class TrainState:
         self.seconds = 0.0
         self.saved_step = None  # the step of the newest checkpoint on disk
         self.rollbacks = 0  # returns to the last good checkpoint after a non-finite loss
+        self.nonfinite: torch.Tensor | None = None  # (d_loss, g_loss) not finite since the last read: watch()
         self.global_batch = cfg.batch_size * group.world  # each rank takes batch_size of it
         self.steps_per_epoch = len(data) // self.global_batch
         if self.steps_per_epoch == 0:
@@ -187,10 +188,20 @@ class TrainState:
         interrupted, minutes_up = any_rank(self.group, [stop_requested, self.minutes_up()], self.device)
         return interrupted or minutes_up, interrupted
 
-    def diverged(self, *losses: torch.Tensor) -> str | None:
-        """Which of this step's losses (d_loss, g_loss) is not finite, on any rank (the ranks agree, as their
-        weights do); None when both are."""
-        bad = [not bool(torch.isfinite(loss).all()) for loss in losses]
+    def watch(self, *losses: torch.Tensor) -> None:
+        """Note whether this step's losses (d_loss, g_loss) are finite, on the device: nothing waits for it."""
+        flags = torch.stack([~torch.isfinite(loss).all() for loss in losses])
+        self.nonfinite = flags if self.nonfinite is None else self.nonfinite | flags
+
+    def diverged(self, read: bool) -> str | None:
+        """Which loss (d_loss, g_loss) was not finite since the last read, on any rank (the ranks agree, as their
+        weights do); None when none was. On a CPU every step is read, so a rollback comes at the step that
+        diverged. On a GPU a read waits for the device, so the flags gather there and are read only when `read`
+        (with a stats line, before a checkpoint, at the stop); the rollback goes to the last checkpoint either way,
+        which no non-finite step precedes."""
+        if self.nonfinite is None or (self.device.type == "cuda" and not read):
+            return None
+        bad, self.nonfinite = [bool(b) for b in self.nonfinite.tolist()], None
         bad = any_rank(self.group, bad, self.device) if self.group.enabled else bad
         return next((name for name, b in zip(("d_loss", "g_loss"), bad) if b), None)
 
@@ -296,10 +307,10 @@ class TrainState:
                 torch.manual_seed(self.cfg.seed * 1_000_003 + 7919 * self.group.rank + self.step)
         self.saved_step = self.step
 
-    def rollback(self, reason: str) -> tuple[str, float]:
+    def rollback(self, reason: str, bad_step: int) -> tuple[str, float]:
         """Go back to the newest checkpoint with the learning rates times nan_lr_factor -> (what happened, the
         factor); after max_rollbacks, stop with what happened and what to try."""
-        cfg, bad_step = self.cfg, self.step + 1
+        cfg = self.cfg
         self.rollbacks += 1
         if self.rollbacks > cfg.max_rollbacks:
             raise GanforgeError(

@@ -11,7 +11,8 @@ The loop knows no loss or model by name: the loss (losses/) owns the terms and p
 family (families/) the condition and the forgeries, the state (state.py) the networks and checkpoints,
 the recorder (record.py) what the run folder holds. Statistics are reported by name (stats.py) and read
 every `log_every` steps; the loop's host syncs are those reads, the check that the losses are finite
-(every step), and the agreement of several processes on the clock and Ctrl-C (every SYNC_EVERY steps).
+(every step on a CPU; on a GPU a flag kept on the device, read with the stats and before checkpoints),
+and the agreement of several processes on the clock and Ctrl-C (every SYNC_EVERY steps).
 """
 
 from __future__ import annotations
@@ -80,23 +81,25 @@ def fit(s: TrainState, rec: Recorder, progress: bool = True) -> bool:
             started = time.perf_counter()
             while s.batch_in_epoch < s.steps_per_epoch:
                 idx, real = s.batch(order)
-                losses = train_step(s, real, s.family.condition(idx, s.step))
-                if bad := s.diverged(*losses):  # a non-finite loss: back to the last good checkpoint
-                    reason, at_step = f"non-finite {bad}", s.step + 1
-                    rec.rolled_back(reason, at_step, *s.rollback(reason))
-                    collector.clear()
-                    logged, bar.n = (s.seconds, s.images_seen), s.step
-                    bar.refresh()
-                    break  # the epoch and its order may have changed
+                s.watch(*train_step(s, real, s.family.condition(idx, s.step)))  # are the losses finite?
                 s.step, s.batch_in_epoch, s.images_seen = s.step + 1, s.batch_in_epoch + 1, s.images_seen + s.global_batch
                 now = time.perf_counter()
                 s.seconds, started = s.seconds + now - started, now
                 bar.update()
+                done, interrupted = s.stop_now(stop.set, sync=s.step % SYNC_EVERY == 0)
+                saving = done or s.batch_in_epoch == s.steps_per_epoch or (
+                    bool(cfg.checkpoint_every) and s.step % cfg.checkpoint_every == 0)
+                if bad := s.diverged(read=saving or s.step % cfg.log_every == 0):  # back to the last good checkpoint
+                    reason = f"non-finite {bad}"
+                    rec.rolled_back(reason, s.step, *s.rollback(reason, s.step))
+                    collector.clear()
+                    logged, bar.n, done = (s.seconds, s.images_seen), s.step, False
+                    bar.refresh()
+                    break  # the epoch and its order may have changed
                 if s.step % cfg.log_every == 0:
                     rate = (s.images_seen - logged[1]) / max(s.seconds - logged[0], 1e-9)
                     rec.log(collector.read(s.group), rate, bar)
                     logged = (s.seconds, s.images_seen)
-                done, interrupted = s.stop_now(stop.set, sync=s.step % SYNC_EVERY == 0)
                 if done:
                     break
                 if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:

@@ -137,6 +137,32 @@ def test_a_nan_rolls_back_to_the_last_checkpoint_with_lower_learning_rates(tmp_p
     assert steps == [5, 10, 15, 20]  # the lines after the checkpoint were dropped, then logged again
 
 
+def test_on_a_gpu_the_finiteness_flags_stay_on_the_device_until_a_log_line_or_a_checkpoint(tmp_path, monkeypatch):
+    """A GPU reads the flags only with the stats and before checkpoints (no host sync per step); the rollback
+    still goes to the last good checkpoint, and no checkpoint is written after a non-finite step."""
+    from types import SimpleNamespace
+
+    from ganforge.distributed import SINGLE
+
+    gpu = SimpleNamespace(device=torch.device("cuda"), nonfinite=None, group=SINGLE)  # the policy alone
+    TrainState.watch(gpu, torch.tensor(float("nan")), torch.tensor(0.0))
+    TrainState.watch(gpu, torch.tensor(1.0), torch.tensor(0.0))
+    assert TrainState.diverged(gpu, read=False) is None and gpu.nonfinite is not None  # kept, not read
+    assert TrainState.diverged(gpu, read=True) == "d_loss" and gpu.nonfinite is None
+    cpu = SimpleNamespace(device=torch.device("cpu"), nonfinite=None, group=SINGLE)
+    TrainState.watch(cpu, torch.tensor(0.0), torch.tensor(float("inf")))
+    assert TrainState.diverged(cpu, read=False) == "g_loss"  # a CPU reads every step: exact
+
+    as_on_a_gpu = TrainState.diverged
+    monkeypatch.setattr(TrainState, "diverged", lambda self, read: as_on_a_gpu(self, read) if read else None)
+    _poison_at(monkeypatch, {13})
+    trainer = train_run(tiny_config(steps=20, checkpoint_every=5), runs_dir=tmp_path, progress=False)
+    rollbacks = [e for e in read_stats(trainer.run_dir).events if e.get("event") == "rollback"]
+    assert len(rollbacks) == 1 and rollbacks[0]["at_step"] == 15 and rollbacks[0]["step"] == 10
+    meta, tensors = load_checkpoint(trainer.run_dir)
+    assert meta["step"] == 20 and all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
 def test_a_run_that_keeps_diverging_stops_with_advice_and_keeps_its_last_good_checkpoint(tmp_path, monkeypatch):
     _poison_at(monkeypatch, {7, 8, 9, 10})
     with pytest.raises(GanforgeError, match="training diverged: non-finite d_loss at step .* after 2 rollback") as e:
