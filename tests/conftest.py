@@ -51,3 +51,21 @@ def tiny_config(**changes) -> TrainConfig:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Each test session gets its own cache folder: no test reads a user's cache."""
     monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+_gpu_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    """Note each gpu-marked test that skipped (under xdist, the workers' reports reach the main process)."""
+    if report.skipped and "gpu" in report.keywords and report.nodeid not in _gpu_skipped:
+        _gpu_skipped.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """CI's summary names the GPU tests that did not run here, so that a skip never passes unseen."""
+    if _gpu_skipped:
+        terminalreporter.section(f"{len(_gpu_skipped)} GPU tests not run (no CUDA device here; run `pytest -m gpu` "
+                                 "on a machine with one)")
+        for nodeid in _gpu_skipped:
+            terminalreporter.line(nodeid)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import skip_or_fail, tiny_config
 from safetensors.torch import load_file
 
 from ganforge import train
@@ -194,26 +194,48 @@ def test_device_and_precision_errors_say_what_to_do(tmp_path):
         tiny_config(precision="fp8")
 
 
-def test_bf16_autocast_trains_on_the_cpu(tmp_path):
+def test_bf16_autocast_trains_on_the_cpu(tmp_path, monkeypatch):
+    from ganforge.losses.non_saturating import NonSaturating
+
+    seen = []
+    original = NonSaturating.discriminator
+
+    def discriminator(self, critic, real, fake, cond=None):  # what D's step computes in: G's forgeries, D's scores
+        seen.append((fake.dtype, critic(real, cond).dtype, torch.get_autocast_dtype("cpu")))
+        return original(self, critic, real, fake, cond)
+
+    monkeypatch.setattr(NonSaturating, "discriminator", discriminator)
     run = train(tiny_config(precision="bf16", steps=10), runs_dir=tmp_path, progress=False)
+    assert len(seen) == 10 and set(seen) == {(torch.bfloat16, torch.bfloat16, torch.bfloat16)}
     stats = read_stats(run).lines
     assert stats[-1]["step"] == 10 and all(torch.isfinite(torch.tensor(s["d_loss"])) for s in stats)
     _, tensors = load_checkpoint(run)
     assert tensors["G/project.weight"].dtype == torch.float32  # weights stay fp32; only the compute is bf16
 
 
-def test_penalties_under_loss_scaling_equal_the_unscaled_ones():
-    w = torch.randn(48)
+def test_penalties_under_loss_scaling_survive_where_half_precision_underflows():
+    """A critic in float16 whose input gradient passes through 2^-26, below float16's smallest number: taken
+    unscaled it underflows to 0 (and the penalties are wrong); under a loss scale of 2^12 both penalties equal
+    the float32 ones."""
+    w = torch.randn(48, generator=torch.Generator().manual_seed(0))
 
-    def critic(x):
-        return x.flatten(1) @ w
+    def critic(dtype):
+        return lambda x: ((x.to(dtype) * 2.0**26).flatten(1) @ w.to(dtype)) * 2.0**-26
 
-    real, fake = torch.randn(8, 3, 4, 4), torch.randn(8, 3, 4, 4)
-    plain = gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(0))
-    scaled = gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(0), scale=65536.0)
-    torch.testing.assert_close(plain, scaled)
-    x = torch.randn(8, 3, 4, 4, requires_grad=True)
-    torch.testing.assert_close(r1_penalty(critic(x), x), r1_penalty(critic(x), x, scale=1024.0))
+    real, fake = 1e-5 * torch.randn(8, 3, 4, 4), 1e-5 * torch.randn(8, 3, 4, 4)
+
+    def gp(dtype, scale=1.0):
+        return gradient_penalty(critic(dtype), real, fake, generator=torch.Generator().manual_seed(0), scale=scale)
+
+    def r1(dtype, scale=1.0):
+        x = real.clone().requires_grad_(True)
+        return r1_penalty(critic(dtype)(x), x, scale=scale)
+
+    torch.testing.assert_close(gp(torch.float32), (w.norm() - 1).square())  # the gradient is w everywhere
+    torch.testing.assert_close(r1(torch.float32), w.square().sum())
+    assert gp(torch.float16) == 1.0 and r1(torch.float16) == 0.0  # unscaled: the gradient underflowed to 0
+    torch.testing.assert_close(gp(torch.float16, 2.0**12), gp(torch.float32), rtol=1e-3, atol=0)
+    torch.testing.assert_close(r1(torch.float16, 2.0**12), r1(torch.float32), rtol=1e-3, atol=0)
 
 
 def test_compile_falls_back_with_a_warning_when_no_compiler_is_found(tmp_path, monkeypatch, capsys):
@@ -227,9 +249,19 @@ def test_compile_falls_back_with_a_warning_when_no_compiler_is_found(tmp_path, m
 @pytest.mark.slow
 def test_compiled_training_matches_eager_training(tmp_path):
     """torch.compile (inductor's C++ backend on the CPU) computes the same steps, to float tolerance."""
+    from torch._dynamo.eval_frame import OptimizedModule
+    from torch._dynamo.utils import counters
+
+    from ganforge.distributed import compiler_missing
+
+    if why := compiler_missing(torch.device("cpu")):
+        skip_or_fail(why)
     values = NO_BATCH_COUPLING | {"batch_size": 32, "steps": 4}
     eager = train_run(TrainConfig(**values).validate(), runs_dir=tmp_path, progress=False)
+    counters.clear()
     compiled = train_run(TrainConfig(**values, compile=True).validate(), runs_dir=tmp_path, progress=False)
+    assert isinstance(compiled.G_train, OptimizedModule) and not isinstance(eager.G_train, OptimizedModule)
+    assert counters["stats"]["unique_graphs"] >= 1  # dynamo captured graphs, which inductor compiled
     for name, tensor in eager.G.state_dict().items():
         torch.testing.assert_close(compiled.G.state_dict()[name], tensor, rtol=1e-3, atol=1e-4)
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import skip_or_fail
 
 from ganforge.metrics.functions import (
     class_histogram_kl,
@@ -102,10 +103,18 @@ def test_kid_with_one_full_subset_equals_brute_force_mmd():
 
 
 def test_kid_subset_size_is_capped_at_the_smaller_set():
+    """Each subset takes 25 of x's 40 points and all 25 of y's: the brute-force MMD^2 of those draws."""
     x = gaussian(40, np.zeros(3), 1.0, seed=11)
-    y = gaussian(25, np.zeros(3), 1.0, seed=12)
-    mean, std = kid(x, y, subsets=5, subset_size=1000)
-    assert np.isfinite(mean) and np.isfinite(std)
+    y = gaussian(25, np.full(3, 0.3), 1.0, seed=12)
+    mean, std = kid(x, y, subsets=5, subset_size=1000, seed=3)
+    rng = np.random.default_rng(3)  # the draws kid makes, x's then y's, per subset
+    values = []
+    for _ in range(5):
+        xs, ys = x[rng.choice(40, 25, replace=False)], y[rng.choice(25, 25, replace=False)]
+        values.append(brute_force_mmd2(xs, ys))
+    assert mean == pytest.approx(np.mean(values), rel=1e-10) and std == pytest.approx(np.std(values), rel=1e-8)
+    assert std > 0  # the subsets of x differ
+    assert kid(x, y, subsets=5, subset_size=25, seed=3) == (mean, std)
 
 
 # ---- precision / recall, density / coverage ----
@@ -144,6 +153,25 @@ def test_coverage_is_low_under_mode_collapse():
     density, coverage = density_coverage(real, fake)
     assert coverage < 0.6
     assert density > 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_precision_recall_density_coverage_match_the_prdc_package(seed):
+    """Against `prdc` (Naeem et al.'s reference implementation) on random features of unequal sets."""
+    try:
+        from prdc import compute_prdc
+    except ImportError:
+        skip_or_fail("the reference metrics need the prdc package (pip install prdc)")
+    real = gaussian(300, np.zeros(16), 1.0, seed=100 + seed).astype(np.float32)
+    fake = gaussian(250, np.full(16, 0.2), 1.2, seed=200 + seed).astype(np.float32)
+    three, five = compute_prdc(real, fake, nearest_k=3), compute_prdc(real, fake, nearest_k=5)
+    precision, recall = precision_recall(real, fake, k=3)
+    density, coverage = density_coverage(real, fake, k=5)
+    assert precision == pytest.approx(three["precision"], abs=1e-9)
+    assert recall == pytest.approx(three["recall"], abs=1e-9)
+    assert density == pytest.approx(five["density"], rel=1e-6)
+    assert coverage == pytest.approx(five["coverage"], abs=1e-9)
+    assert 0 < precision < 1 and 0 < recall < 1 and 0 < coverage < 1  # informative, not saturated
 
 
 # ---- classifier-based scores ----
