@@ -14,7 +14,9 @@ intended set on G(mean A - mean B + mean C). Reported for k = 1 (single exemplar
 
 Then inversion quality on 100 held-out real faces (a seed the training set never used): mean
 pixel error of the reconstruction, and how often the classifier gives the reconstruction the
-true attributes of the face. Writes arithmetic.json and an example figure next to the run.
+true attributes of the face. Writes arithmetic.json and an example figure next to the run, and the record
+(command, commit, date, processor) to benchmarks/results/arithmetic.json. --smoke: 3 steps of a tiny model,
+a classifier of 1 epoch in a temporary cache, 3 triplets, 2 inversions; no results file.
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import tempfile
 from pathlib import Path
 
 import torch
+from common import SMOKE_TRAINING, run_record, smoke_cache, write_results
 
 from ganforge import load, train
 from ganforge.config import make_config
 from ganforge.data import fit, to_float
 from ganforge.data.faces import draw_faces
 from ganforge.latent import Concept, around, invert, parse_query, pick, seed_noise
-from ganforge.metrics.classifier import attribute_scorer, load_classifier, resize_to
+from ganforge.metrics.classifier import attribute_scorer, load_classifier, resize_to, train_classifier
 from ganforge.plots import plot_arithmetic
 
 TARGETS = ["smiling", "glasses", "hat", "sunglasses"]
@@ -52,7 +56,7 @@ def triplets(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", help="a run trained on faces (default: train one first)")
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget when no --run is given")
@@ -62,12 +66,20 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=4000, help="samples of G the queries pick from")
     parser.add_argument("--inversions", type=int, default=100)
     parser.add_argument("--out", default="runs")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="a few steps at tiny sizes: does the script run?")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    overrides = {"data": "faces", "minutes": args.minutes, "image_size": args.image_size}
+    if args.smoke:
+        smoke_cache()
+        train_classifier("faces", epochs=1, limit=600, attributes=True, progress=False)
+        overrides |= SMOKE_TRAINING | {"data": "faces"}
+        args.triplets, args.pool, args.inversions = 3, 400, 2
+        args.out = tempfile.mkdtemp(prefix="ganforge-smoke-")
 
-    cfg = make_config(overrides={"data": "faces", "minutes": args.minutes, "image_size": args.image_size})
-    run = Path(args.run) if args.run else train(cfg, runs_dir=args.out)
+    cfg = make_config(overrides=overrides)
+    run = Path(args.run) if args.run else train(cfg, runs_dir=args.out, progress=not args.smoke)
     G = load(run, kind="image")
     meta = G.meta
     if meta["config"]["data"] != "faces":
@@ -135,6 +147,10 @@ def main() -> None:
           f"attributes right {inv['attribute_agreement']:.1%} (the classifier on the real faces: "
           f"{inv['attribute_agreement_of_the_real_faces']:.1%})")
     print(run / "arithmetic.png")
+    record = run_record("arithmetic") | {"smoke": args.smoke, "config": meta["config"], **report}
+    if not args.smoke:
+        print(f"results: {write_results('arithmetic', record)}")
+    return record
 
 
 if __name__ == "__main__":

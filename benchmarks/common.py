@@ -53,3 +53,28 @@ def write_results(name: str, record: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path
+
+
+# --smoke: every script's few steps at tiny sizes (tests/test_benchmarks.py runs them), measured with raw
+# pixels (no classifier to train); a smoke run writes no results file
+SMOKE_TRAINING = {"data": "digits", "steps": 3, "minutes": None, "g_width": 8, "d_width": 8, "z_dim": 8,
+                  "batch_size": 32, "log_every": 1, "n_samples": 4, "eval_n": 100}
+
+
+def extractor_for(data: str, smoke: bool) -> str:
+    """What the benchmarks measure with: the data's classifier, or raw pixels in a smoke run."""
+    return "pixels" if smoke else f"classifier:{data}"
+
+
+def smoke_cache() -> Path:
+    """A smoke run's own cache folder, for the classifiers it trains in seconds: the user's cache keeps the real
+    ones. Drawn data (the faces) is no model: it is shared with the user's cache, drawn there once."""
+    import tempfile
+
+    from ganforge.io import cache_dir
+
+    faces = cache_dir() / "faces"
+    faces.mkdir(parents=True, exist_ok=True)
+    os.environ["GANFORGE_CACHE"] = tempfile.mkdtemp(prefix="ganforge-smoke-cache-")
+    (Path(os.environ["GANFORGE_CACHE"]) / "faces").symlink_to(faces, target_is_directory=True)
+    return Path(os.environ["GANFORGE_CACHE"])

@@ -31,7 +31,9 @@ memory-mapped shards is as fast as from memory and keeps the process's own memor
    change between them (on a shared 2-core machine, a run's images/s can swing 5x within minutes); their
    ratios are reported too, and are the target's with --together 0.
 
-Writes benchmarks/results/data_scale.json (or --out). The memory-mapped shards are read warm: preparing and
+Writes benchmarks/results/data_scale.json (or --out). --smoke: 100 and 200 images, 4 steps of a tiny model per
+run, one round, none together, in a temporary folder; writes no results file. The memory-mapped shards are read
+warm: preparing and
 verifying them leaves them in the page cache (this machine's RAM holds them), so (a) and (c) measure the
 memory map's gather, not a disk. The default DCGAN at 64x64 trains at some tens of images/s on 2 cores, so
 the default 100 steps take one to four minutes per run; "cores" (the child's CPU seconds over wall seconds in
@@ -50,12 +52,13 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import run_record
+from common import SMOKE_TRAINING, run_record
 from PIL import Image
 
 from ganforge import training
@@ -232,7 +235,8 @@ def child(spec: dict) -> None:
     """One training run, in its own process; writes what it saw to spec["result"]."""
     torch.set_num_threads(spec["threads"])
     marks = {"started": mark()}
-    cfg = TrainConfig(data=f"prepared:{spec['prepared']}", image_size=SIZE, channels=3, steps=spec["steps"])
+    tiny = {k: v for k, v in SMOKE_TRAINING.items() if k not in ("data", "steps", "minutes")} if spec.get("smoke") else {}
+    cfg = TrainConfig(data=f"prepared:{spec['prepared']}", image_size=SIZE, channels=3, steps=spec["steps"], **tiny)
     data = MODELS[cfg.model].load_data(cfg)
     if spec["in_memory"]:
         data = ImageData(images=data.images[:])
@@ -278,7 +282,7 @@ def train_runs(jobs: list[tuple[str, Path, bool, int]], args, runs: Path) -> lis
     for name, prepared, in_memory, round_ in jobs:
         result_path = runs / f"{name}-{round_}-{mode}.json"
         spec = {"prepared": str(prepared), "in_memory": in_memory, "steps": args.steps, "threads": args.threads,
-                "runs": str(runs), "result": str(result_path)}
+                "runs": str(runs), "result": str(result_path), "smoke": args.smoke}
         command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
         children.append({"name": name, "round": round_, "result": result_path, "start": time.perf_counter(),
                          "proc": subprocess.Popen(command, env=env), "samples": [], "wall": None})
@@ -373,7 +377,7 @@ def median_of(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", type=int, default=10_000, help="images in the small set")
     parser.add_argument("--large", type=int, default=200_000, help="images in the large set")
@@ -389,10 +393,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="the results JSON")
     parser.add_argument("--cleanup", action="store_true", help="delete the work folder at the end")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="tiny sets and runs: does the script run?")
+    args = parser.parse_args(argv)
     if args.child:
         return child(json.loads(args.child))
     log_every = TrainConfig.log_every
+    if args.smoke:
+        log_every = SMOKE_TRAINING["log_every"]
+        args.small, args.large, args.steps, args.rounds, args.together, args.gen_workers = 100, 200, 4, 1, 0, 1
+        args.work, args.cleanup = Path(tempfile.mkdtemp(prefix="ganforge-smoke-")), True
     if args.steps < 2 * log_every:
         parser.error(f"--steps must be at least {2 * log_every}: two stats lines, the first being the warm-up")
     torch.set_num_threads(args.threads)
@@ -545,12 +554,14 @@ def main() -> None:
         "targets": targets, "all_targets_met": all(t["met"] for t in targets),
         "total_seconds": round(total, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    if not args.smoke:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.out}")
     if args.cleanup:
         shutil.rmtree(work, ignore_errors=True)
         print(f"deleted {work}")
+    return report
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@
 Writes `samples.npy` (uint8) and `metrics.json` into the run folder and prints the metrics,
 each labelled with its extractor and sample counts. A conditional model draws every class in
 turn, and the table adds the share of samples classified as the class asked for, per class.
+The record (command, commit, date, processor, every number) goes to benchmarks/results/quality.json;
+--smoke trains 3 steps of a tiny model on digits and measures pixels, writing no results file.
 """
 
 import argparse
 import json
+import tempfile
 
 import torch
+from common import SMOKE_TRAINING, extractor_for, run_record, write_results
 
 from ganforge import load, train
 from ganforge.config import make_config
@@ -19,7 +23,7 @@ from ganforge.metrics.evaluate import evaluate, format_table
 from ganforge.sampling import write_samples
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -27,20 +31,32 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--out", default="runs")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="3 steps of a tiny model: does the script run?")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = make_config(overrides={"data": args.data, "minutes": args.minutes, "model": args.model})
-    run = train(cfg, runs_dir=args.out)
+    overrides = {"data": args.data, "minutes": args.minutes, "model": args.model}
+    if args.smoke:
+        overrides |= SMOKE_TRAINING
+        args.data, args.n, args.out = "digits", 200, tempfile.mkdtemp(prefix="ganforge-smoke-")
+    run = train(make_config(overrides=overrides), runs_dir=args.out, progress=not args.smoke)
     G = load(run, kind="image")
     meta = G.meta
     labels = G.labels(args.n)
     images = G.sample(args.n, seed=0, label=labels)
     write_samples(images, run / "samples.npy")
-    result = evaluate(to_uint8(images), args.data, f"classifier:{args.data}", args.n, requested_labels=labels)
+    result = evaluate(to_uint8(images), args.data, extractor_for(args.data, args.smoke), args.n,
+                      requested_labels=labels)
     (run / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
     print(f"{run}: {meta['step']} steps, {meta['images_seen']} images seen in {meta['seconds']:.0f} s")
     print(format_table(result))
+    record = run_record("quality") | {"smoke": args.smoke, "data": args.data, "model": args.model,
+                                      "minutes": args.minutes, "run": str(run), "steps": meta["step"],
+                                      "images_seen": meta["images_seen"], "seconds": meta["seconds"],
+                                      "config": meta["config"], "metrics": result}
+    if not args.smoke:
+        print(f"results: {write_results('quality', record)}")
+    return record
 
 
 if __name__ == "__main__":

@@ -31,12 +31,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import run_record
+from common import SMOKE_TRAINING, run_record
 
 from ganforge import load, train
 from ganforge.checkpoint import list_checkpoints
 from ganforge.config import make_config
 from ganforge.data import load_data
+from ganforge.metrics.classifier import train_classifier
 from ganforge.metrics.features import Pixels, extract, get_extractor
 from ganforge.metrics.functions import fid
 from ganforge.metrics.ssl import SelfSupervised, train_ssl
@@ -77,13 +78,14 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
     return (concordant - discordant) / (untied_a * untied_b) ** 0.5 if untied_a and untied_b else float("nan")
 
 
-def gan_ladder(steps: list[int], run: Path | None, work: Path) -> Path:
+def gan_ladder(steps: list[int], run: Path | None, work: Path, smoke: bool = False) -> Path:
     """A DCGAN run with a checkpoint at each of `steps` (trained in stages, each a resume of the last)."""
     if run is None:
-        cfg = make_config(overrides={"data": DATA, "steps": steps[0], "keep_checkpoints": 1000})
-        run = train(cfg, runs_dir=work / "runs")
+        tiny = {k: v for k, v in SMOKE_TRAINING.items() if k not in ("data", "steps")} if smoke else {}
+        cfg = make_config(overrides={"data": DATA, "steps": steps[0], "keep_checkpoints": 1000, **tiny})
+        run = train(cfg, runs_dir=work / "runs", progress=not smoke)
         for s in steps[1:]:
-            train(resume=run, budget={"steps": s}, runs_dir=work / "runs")
+            train(resume=run, budget={"steps": s}, runs_dir=work / "runs", progress=not smoke)
     have = {int(p.stem.removeprefix("step-")) for p in list_checkpoints(run / "checkpoints")}
     missing = sorted(set(steps) - have)
     if missing:
@@ -91,7 +93,7 @@ def gan_ladder(steps: list[int], run: Path | None, work: Path) -> Path:
     return run
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=5000, help="images per FID side")
     parser.add_argument("--gan-steps", default="50,150,400,1000,2500,6000", help="DCGAN checkpoints in the ladder")
@@ -101,9 +103,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
     parser.add_argument("--work", help="keep the cache and the run here (default: a temporary folder)")
     parser.add_argument("--out", default=str(RESULTS))
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="a few steps on 2,000 images: does the script run? "
+                        "(writes no results file)")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.smoke:
+        args.n, args.gan_steps, args.ssl_steps = 100, "2,3", 3
     gan_steps = [int(s) for s in args.gan_steps.split(",")]
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,6 +126,8 @@ def main() -> None:
         result["load_average"]["after_ssl_training"] = os.getloadavg()
         ssl = SelfSupervised(DATA, root, train_if_missing=False)
         start = time.perf_counter()
+        if args.smoke:  # a classifier of seconds instead of minutes
+            train_classifier(DATA, root, epochs=1, limit=600, progress=False)
         classifier = get_extractor(f"classifier:{DATA}", root)
         classifier_seconds = time.perf_counter() - start
         result["ssl"] = {**{k: v for k, v in ssl.meta.items() if k != "data"}, "wall_seconds": round(ssl_seconds, 1)}
@@ -130,6 +138,8 @@ def main() -> None:
 
         # 1. k-NN on the features, labels used only here
         train_data, test_data = load_data(DATA), load_data(DATA, split="test")
+        if args.smoke:
+            train_data, test_data = train_data.subset(torch.arange(2000)), test_data.subset(torch.arange(500))
         train_features, _ = extract(ssl, train_data.images, batch=500)
         test_features, _ = extract(ssl, test_data.images, batch=500)
         result["knn"] = {"k": args.k, "ssl": knn_accuracy(train_features, train_data.labels, test_features,
@@ -141,7 +151,7 @@ def main() -> None:
 
         # 2. the FID ladder
         start = time.perf_counter()
-        run = gan_ladder(gan_steps, Path(args.run) if args.run else None, work)
+        run = gan_ladder(gan_steps, Path(args.run) if args.run else None, work, args.smoke)
         result["gan"] = {"run": str(run) if args.run else None, "steps": gan_steps, "ema": False,
                          "wall_seconds": None if args.run else round(time.perf_counter() - start, 1)}
         gen = torch.Generator().manual_seed(0)
@@ -180,8 +190,9 @@ def main() -> None:
                             "kendall_tau_at_least_0.8": result["kendall_tau_vs_classifier"]["ssl"] >= 0.8}
 
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    if not args.smoke:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\n| set | FID ssl:{DATA} | FID classifier:{DATA} | FID pixels |\n|---|---:|---:|---:|")
     for name in names:
         print(f"| {name} | {fids[name]['ssl']:.3f} | {fids[name]['classifier']:.3f} | {fids[name]['pixels']:.3f} |")
@@ -192,7 +203,8 @@ def main() -> None:
         print(f"| real, {entry['set']} | {f['ssl']:.3f} | {f['classifier']:.3f} | {f['pixels']:.3f} |")
     tau = result["mode_dropping_kendall_tau_vs_classifier"]
     print(f"\nmode dropping, Kendall tau vs the classifier's order: ssl {tau['ssl']:.3f}, pixels {tau['pixels']:.3f}")
-    print(f"wrote {out}")
+    print(f"wrote {out}" if not args.smoke else "smoke run: no results written")
+    return result
 
 
 if __name__ == "__main__":

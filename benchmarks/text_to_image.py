@@ -16,18 +16,22 @@ drawn from captions never used in training (each with its own noise):
 - both: FID of Stage-II and of Stage-I upsampled to Stage-II's size, against real images, in the
   domain classifier's features (they read 28 or 32 pixels); and sharpness, the mean squared
   Laplacian of the images at Stage-II's size, as a ratio to the real images'.
-Writes text_to_image.json and text_to_image.png (a t2i figure) into the Stage-II run folder.
+Writes text_to_image.json and text_to_image.png (a t2i figure) into the Stage-II run folder, and the record
+(command, commit, date, processor) to benchmarks/results/text_to_image-DATA.json. --smoke: 3 steps of each
+stage at tiny sizes, classifiers of 1 epoch in a temporary cache, 20 captions; no results file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import SMOKE_TRAINING, run_record, smoke_cache, write_results
 
 from ganforge import load, train
 from ganforge.config import make_config
@@ -40,11 +44,13 @@ from ganforge.t2i import TextToImage, t2i_figure
 DESCRIBED = ["smiling", "glasses", "sunglasses", "beard", "moustache", "hat", "bald", "long_hair"]
 
 
-def train_stages(data: str, steps1: int, steps2: int, out: str, seed: int) -> Path:
-    stage1 = train(make_config(overrides={"model": "stackgan1", "data": data, "steps": steps1, "seed": seed}),
-                   runs_dir=out)
-    return train(make_config(overrides={"model": "stackgan2", "stage1": str(stage1), "steps": steps2, "seed": seed}),
-                 runs_dir=out)
+def train_stages(data: str, steps1: int, steps2: int, out: str, seed: int, smoke: bool = False) -> Path:
+    tiny = {k: v for k, v in SMOKE_TRAINING.items() if k not in ("data", "steps")} | {
+        "c_dim": 8, "text_pretrain_steps": 5} if smoke else {}
+    stage1 = train(make_config(overrides={"model": "stackgan1", "data": data, "steps": steps1, "seed": seed, **tiny}),
+                   runs_dir=out, progress=not smoke)
+    return train(make_config(overrides={"model": "stackgan2", "stage1": str(stage1), "steps": steps2, "seed": seed,
+                                        **tiny}), runs_dir=out, progress=not smoke)
 
 
 def sharpness(images: torch.Tensor) -> float:
@@ -115,7 +121,7 @@ def faces(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
     return result, captions[:5]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", choices=["fashion-mnist-captions", "faces-captions"], required=True)
     parser.add_argument("--stage2", help="a trained Stage-II run (default: train both stages first)")
@@ -125,11 +131,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
     parser.add_argument("--out", default="runs")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="a few steps at tiny sizes: does the script run?")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.smoke:
+        smoke_cache()
+        domain = "fashion-mnist" if args.data.startswith("fashion") else "faces"
+        train_classifier(domain, epochs=1, limit=600, attributes=domain == "faces", progress=False)
+        args.stage1_steps = args.stage2_steps = 3
+        args.n, args.out = 20, tempfile.mkdtemp(prefix="ganforge-smoke-")
     run = Path(args.stage2) if args.stage2 else train_stages(args.data, args.stage1_steps, args.stage2_steps,
-                                                              args.out, args.seed)
+                                                              args.out, args.seed, args.smoke)
     pipe = load(run, kind="text")
     meta = pipe.meta
     if meta["config"]["data"] != args.data:
@@ -140,6 +153,11 @@ def main() -> None:
     coarse, fine = pipe(examples, 8, args.seed)
     t2i_figure(examples, coarse, fine, run / "text_to_image.png")
     print(json.dumps(result, indent=1))
+    record = run_record("text_to_image") | {"smoke": args.smoke, "stage1_steps": args.stage1_steps,
+                                            "config": meta["config"], **result}
+    if not args.smoke:
+        print(f"results: {write_results(f'text_to_image-{args.data}', record)}")
+    return record
 
 
 if __name__ == "__main__":

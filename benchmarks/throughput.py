@@ -9,7 +9,9 @@ G step. Both run the same networks, batch and optimizer settings in this one pro
 Also printed: the DCGAN step's FLOP utilisation (FLOPs from torch.utils.flop_counter per second,
 over the fp32 matmul FLOP/s measured here and now) and peak memory.
 
-    python benchmarks/throughput.py [--steps 100] [--rounds 3] [--batch-size 64]
+    python benchmarks/throughput.py [--steps 100] [--rounds 3] [--batch-size 64] [--smoke]
+
+Writes benchmarks/results/throughput.json (with the command, commit, date, processor); --smoke writes nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from common import run_record, write_results
 from torch.utils.flop_counter import FlopCounterMode
 
 from ganforge.config import TrainConfig
@@ -152,17 +155,23 @@ def step_flops(trainer: TrainState) -> int:
     return counter.get_total_flops()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100, help="timed steps per round")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--models", nargs="+", default=["mlp", "dcgan"], choices=["mlp", "dcgan"])
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are printed")
     parser.add_argument("--workers", type=int, default=2, help="textbook DataLoader workers (pytorch/examples: 2)")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="3 steps, 1 round, no workers: does the script run?")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.steps, args.rounds, args.workers = 3, 1, 0
     torch.manual_seed(0)
     data = load_data("digits")
-    matmul = matmul_flops("cpu")
+    matmul = matmul_flops("cpu", n=256 if args.smoke else 2048)
+    record = run_record("throughput") | {"smoke": args.smoke, "batch_size": args.batch_size, "steps": args.steps,
+                                         "rounds": args.rounds, "textbook_workers": args.workers,
+                                         "fp32_matmul_gflops": matmul / 1e9, "models": {}}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 matmul 2048^2: {matmul / 1e9:.0f} GFLOP/s")
     print(f"batch {args.batch_size}, 28x28 bundled digits; training: median of {args.rounds} alternating rounds "
           f"of {args.steps} steps; textbook DataLoader with {args.workers} workers\n")
@@ -181,14 +190,24 @@ def main() -> None:
             ours, textbook = (float(np.median(r)) for r in zip(*rates))
             print(f"{model + ' training, images/s':28}{ours:12.0f}{textbook:12.0f}{ours / textbook:8.2f}")
             trainer = TrainState(cfg, Path(tmp), data)
-            ours_s, textbook_s = sampling_rates(trainer.G, cfg.z_dim)
+            ours_s, textbook_s = sampling_rates(trainer.G, cfg.z_dim, n=256 if args.smoke else 2048)
             print(f"{model + ' sampling, images/s':28}{ours_s:12.0f}{textbook_s:12.0f}{ours_s / textbook_s:8.2f}")
+            result = {"train_images_per_s": ours, "textbook_train_images_per_s": textbook, "train_ratio": ours / textbook,
+                      "train_rounds": rates, "sample_images_per_s": ours_s, "textbook_sample_images_per_s": textbook_s,
+                      "sample_ratio": ours_s / textbook_s}
             if model == "dcgan":
                 flops = step_flops(trainer)
                 achieved = flops * ours / args.batch_size
+                result |= {"mflop_per_image": flops / args.batch_size / 1e6, "achieved_gflops": achieved / 1e9,
+                           "matmul_utilisation": achieved / matmul}
                 print(f"\ndcgan step: {flops / args.batch_size / 1e6:.1f} MFLOP per image, "
                       f"{achieved / 1e9:.1f} GFLOP/s = {achieved / matmul:.0%} of the matmul rate")
-    print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+            record["models"][model] = result
+    record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory (max RSS): {record['peak_rss_mb']:.0f} MB")
+    if not args.smoke:
+        print(f"results: {write_results('throughput', record)}")
+    return record
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from conftest import skip_or_fail
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -28,3 +30,81 @@ def test_classifiers(bench):
     assert record["results"]["digits"]["train_images"] == 600 and record["results"]["digits"]["epochs"] == 1
     assert record["git"]["commit"] and record["processor"]["logical_cpus"]
     assert {p.name: p.stat().st_mtime_ns for p in (BENCHMARKS / "results").glob("*.json")} == before
+
+
+def test_every_benchmark_script_has_a_smoke_mode_that_a_test_runs():
+    scripts = {p.stem for p in BENCHMARKS.glob("*.py")} - {"common"}
+    tested = {name.removeprefix("test_") for name in globals() if name.startswith("test_")}
+    assert scripts <= tested, f"benchmarks without a smoke test here: {sorted(scripts - tested)}"
+    for script in scripts:
+        assert "--smoke" in (BENCHMARKS / f"{script}.py").read_text(), script
+
+
+def test_throughput(bench):
+    record = bench("throughput").main(["--smoke", "--batch-size", "16"])
+    dcgan = record["models"]["dcgan"]
+    assert dcgan["train_images_per_s"] > 0 and dcgan["textbook_train_images_per_s"] > 0 and dcgan["mflop_per_image"] > 0
+    assert record["models"]["mlp"]["sample_ratio"] > 0 and record["peak_rss_mb"] > 0
+
+
+def test_quality(bench):
+    record = bench("quality").main(["--smoke"])
+    assert record["steps"] == 3 and record["metrics"]["extractor"] == "pixels" and record["metrics"]["fid"] > 0
+
+
+def test_losses(bench):
+    record = bench("losses").main(["--smoke", "--losses", "hinge,r3gan,wgan-gp"])
+    assert [r["loss"] for r in record["rows"]] == ["hinge", "r3gan", "wgan-gp"]
+    assert all(r["steps"] == 3 and r["fid"] > 0 for r in record["rows"])
+
+
+def test_inception(bench):
+    record = bench("inception").main(["--smoke"])
+    assert record["ratio"] > 0 and len(record["best_images_per_s"]) == 2
+
+
+def test_scaling(bench):
+    record = bench("scaling").main(["--smoke"])
+    assert [r["processes"] for r in record["rows"]] == [1, 2] and all(r["images_per_s"] > 0 for r in record["rows"])
+
+
+def test_arithmetic(bench, monkeypatch):
+    """With a stand-in for the attribute classifier (random, fixed by each image): a smoke run's model and
+    classifier are too weak for every query to find samples, which the script needs."""
+    from ganforge.data.faces import ATTRIBUTES
+
+    def random_scores(images):
+        seeds = (images.flatten(1).sum(1) * 1e4).long().tolist()
+        return torch.stack([torch.randn(len(ATTRIBUTES), generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+    arithmetic = bench("arithmetic")
+    monkeypatch.setattr(arithmetic, "attribute_scorer", lambda data: (random_scores, ATTRIBUTES))
+    record = arithmetic.main(["--smoke"])
+    assert record["triplets"] == 3 and set(record["success_rate"]) == {"1", "3", "10"}
+    assert record["inversion"]["faces"] == 2
+
+
+def test_text_to_image(bench):
+    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
+        skip_or_fail("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    record = bench("text_to_image").main(["--smoke", "--data", "fashion-mnist-captions"])
+    assert {"class_match_seen_stage1", "class_match_unseen_stage2", "fid_stage2"} <= record.keys()
+
+
+def test_ssl_extractor(bench):
+    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
+        skip_or_fail("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    record = bench("ssl_extractor").main(["--smoke"])
+    assert len(record["ladder"]) == 4 and len(record["mode_dropping"]) == 6
+
+
+def test_data_scale(bench):
+    record = bench("data_scale").main(["--smoke"])
+    assert record["settings"]["small"] == 100 and record["targets"]
+
+
+def test_studio_load(bench):
+    record = bench("studio_load").main(["--smoke"])
+    within, above = record["phases"]
+    assert within["accepted"] == 40 and within["share_503"] == 0 and within["plain_requests_within_1s"]
+    assert above["concurrency"] == 64 and above["accepted"] + round(above["share_503"] * 40) == 40
