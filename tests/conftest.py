@@ -50,7 +50,14 @@ def tiny_config(**changes) -> TrainConfig:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Each test session gets its own cache folder: no test reads a user's cache."""
-    monkeypatch.setenv("GANFORGE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv("GANFORGE_CACHE", str(cache))
+    if os.environ.get("PYTEST_XDIST_WORKER") and not (cache / "faces").exists():
+        # the drawn faces (data, not a model, the same in every process) are drawn once for all the workers
+        shared = tmp_path_factory.getbasetemp().parent / "shared-faces"
+        shared.mkdir(exist_ok=True)
+        cache.mkdir(exist_ok=True)
+        (cache / "faces").symlink_to(shared, target_is_directory=True)
 
 
 _gpu_skipped: list[str] = []

@@ -108,3 +108,8 @@ def test_studio_load(bench):
     within, above = record["phases"]
     assert within["accepted"] == 40 and within["share_503"] == 0 and within["plain_requests_within_1s"]
     assert above["concurrency"] == 64 and above["accepted"] + round(above["share_503"] * 40) == 40
+
+
+def test_demo(bench):
+    record = bench("demo").main(["--smoke"])
+    assert record["steps"] == 3 and record["peak_rss_kb"] > 100_000 and record["metrics"]["n_fake"] == 200

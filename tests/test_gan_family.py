@@ -179,7 +179,10 @@ def test_conditional_options_are_refused_where_they_make_no_sense(tmp_path, caps
 @pytest.mark.slow
 def test_cgan_honours_the_label(tmp_path):
     """A cGAN trained for 2,500 steps on digits (about 2 minutes on 2 cores) draws the digit it is
-    asked for, by the digits classifier. Steps, not minutes, so that a slow machine gets the same model."""
+    asked for, by the digits classifier, which (trained with its defaults) reaches 98% on held-out digits.
+    Steps, not minutes, so that a slow machine gets the same model. Fashion-MNIST's classifier (minutes of
+    training) is held to its 90% by benchmarks/classifiers.py."""
+    from ganforge.metrics.classifier import load_classifier
     from ganforge.metrics.evaluate import evaluate
 
     cfg = make_config(overrides={"model": "cgan", "steps": 2500})
@@ -188,6 +191,7 @@ def test_cgan_honours_the_label(tmp_path):
     labels = G.labels(1000)
     result = evaluate(G.sample(1000, seed=5, label=labels, output="uint8"), "digits", "classifier:digits",
                       requested_labels=labels)
+    assert load_classifier("digits")[1]["test_accuracy"] >= 0.98  # trained by evaluate, in the session's cache
     per_class = result["label_accuracy_per_class"]
     assert result["label_accuracy"] >= 0.9, per_class
     assert min(per_class.values()) >= 0.7, per_class

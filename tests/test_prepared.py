@@ -109,7 +109,7 @@ import sys, time
 from ganforge.data import folder, prepared
 prepared.SHARD_MIN, prepared.SHARD_BYTES = 4, 1
 slow = folder.decode
-folder.decode = lambda *a: (time.sleep(0.05), slow(*a))[1]
+folder.decode = lambda *a: (time.sleep(0.2), slow(*a))[1]  # 8 s for the 40 images: time to stop it under load
 from ganforge.cli import main
 sys.exit(main(["prepare", "folder:" + sys.argv[1], "--image-size", "28", "--out", sys.argv[2], "--workers", "1"]))
 """
