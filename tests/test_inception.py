@@ -109,3 +109,12 @@ def test_eval_command_with_inception(weights, images, tmp_path):
     result = json.loads(out.read_text())
     assert result["extractor"].startswith("inception[sha256:") and result["n_fake"] == 12
     assert result["fid"] > 0 and "class_kl" not in result
+
+
+def test_the_standard_file_is_known_by_its_whole_sha256():
+    from ganforge.metrics.inception import STANDARD_SHA256, is_standard
+
+    assert len(STANDARD_SHA256) == 64 and STANDARD_SHA256.startswith("6726825d")  # the digits its name carries
+    assert is_standard(STANDARD_SHA256) and is_standard(STANDARD_SHA256.upper())
+    assert not is_standard(STANDARD_SHA256[:8] + "0" * 56)  # the same 8 digits are not the same file
+    assert not is_standard(STANDARD_SHA256[:-1] + "0")

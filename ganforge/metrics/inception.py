@@ -23,7 +23,9 @@ from ganforge.metrics.extractor import Extractor
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILE}"
-STANDARD_SHA256_PREFIX = "6726825d"  # the file name carries the first 8 hex digits of its SHA-256
+# the whole SHA-256 of pytorch-fid's file (its name carries the first 8 hex digits); a file whose digest only
+# begins the same is not it
+STANDARD_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 ENV = "GANFORGE_INCEPTION_WEIGHTS"
 
 
@@ -119,6 +121,11 @@ def load_fid_inception(path: Path) -> tuple[tv.Inception3, str]:
     return net, sha256_file(path)
 
 
+def is_standard(sha256: str) -> bool:
+    """Whether a weights file is pytorch-fid's standard one: its whole SHA-256, not the 8 digits of its name."""
+    return sha256.lower() == STANDARD_SHA256
+
+
 class Inception(Extractor):
     """FID's Inception-v3 pool3 features. Named `inception` with the standard file; with any other
     weights the name carries the file's hash, so its numbers are never mistaken for standard ones."""
@@ -127,7 +134,7 @@ class Inception(Extractor):
         self.net, self.sha256 = load_fid_inception(weights_path(weights, root))
         self.memory_format = torch.channels_last  # 1.6x faster on CPU (benchmarks/inception.py)
         self.net.to(memory_format=self.memory_format)
-        self.standard = self.sha256.startswith(STANDARD_SHA256_PREFIX)
+        self.standard = is_standard(self.sha256)
         self.name = "inception" if self.standard else f"inception[sha256:{self.sha256[:8]}]"
 
     @torch.no_grad()
