@@ -105,7 +105,8 @@ def test_prepare_in_two_processes_gives_the_same_shards(tmp_path):
 
 
 KILLABLE = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal, even if our parent ignores it
 from ganforge.data import folder, prepared
 prepared.SHARD_MIN, prepared.SHARD_BYTES = 4, 1
 slow = folder.decode
