@@ -77,14 +77,3 @@ def pytest_terminal_summary(terminalreporter):
         for nodeid in _gpu_skipped:
             terminalreporter.line(nodeid)
 
-
-# The files whose tests take longest (minutes of training at one torch thread), longest first: run first, so
-# that under `make test`'s workers (whole files each, dealt in order) no long file is left for the end while
-# the other worker has nothing to do.
-LONGEST_FILES = ("test_gan_family.py", "test_attributes.py", "test_benchmarks.py", "test_ssl.py",
-                 "test_reliability.py", "test_quality.py", "test_text_to_image.py", "test_distributed.py")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FILES)))  # stable: the rest keep their order

@@ -65,7 +65,7 @@ def test_inception(bench):
 
 def test_scaling(bench):
     record = bench("scaling").main(["--smoke"])
-    assert [r["processes"] for r in record["rows"]] == [1, 2] and all(r["images_per_s"] > 0 for r in record["rows"])
+    assert [r["processes"] for r in record["rows"]] == [2] and record["rows"][0]["images_per_s"] > 0 and all(r["images_per_s"] > 0 for r in record["rows"])
 
 
 def test_arithmetic(bench, monkeypatch):
