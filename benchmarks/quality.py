@@ -5,7 +5,7 @@
 Writes `samples.npy` (uint8) and `metrics.json` into the run folder and prints the metrics,
 each labelled with its extractor and sample counts. A conditional model draws every class in
 turn, and the table adds the share of samples classified as the class asked for, per class.
-The record (command, commit, date, processor, every number) goes to benchmarks/results/quality.json;
+The record (command, commit, date, processor, every number) goes to benchmarks/results/quality-MODEL-DATA.json;
 --smoke trains 3 steps of a tiny model on digits and measures pixels, writing no results file.
 """
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
                                       "images_seen": meta["images_seen"], "seconds": meta["seconds"],
                                       "config": meta["config"], "metrics": result}
     if not args.smoke:
-        print(f"results: {write_results('quality', record)}")
+        print(f"results: {write_results(f'quality-{args.model}-{args.data}', record)}")
     return record
 
 
