@@ -57,8 +57,8 @@ def write_results(name: str, record: dict) -> Path:
 
 # --smoke: every script's few steps at tiny sizes (tests/test_benchmarks.py runs them), measured with raw
 # pixels (no classifier to train); a smoke run writes no results file
-SMOKE_TRAINING = {"data": "digits", "steps": 3, "minutes": None, "g_width": 8, "d_width": 8, "z_dim": 8,
-                  "batch_size": 32, "log_every": 1, "n_samples": 4, "eval_n": 100}
+SMOKE_MODEL = {"g_width": 8, "d_width": 8, "z_dim": 8, "batch_size": 32, "log_every": 1, "n_samples": 4, "eval_n": 100}
+SMOKE_TRAINING = {"data": "digits", "steps": 3, "minutes": None, **SMOKE_MODEL}
 
 
 def extractor_for(data: str, smoke: bool) -> str:

@@ -58,7 +58,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import SMOKE_TRAINING, run_record
+from common import SMOKE_MODEL, run_record
 from PIL import Image
 
 from ganforge import training
@@ -235,7 +235,7 @@ def child(spec: dict) -> None:
     """One training run, in its own process; writes what it saw to spec["result"]."""
     torch.set_num_threads(spec["threads"])
     marks = {"started": mark()}
-    tiny = {k: v for k, v in SMOKE_TRAINING.items() if k not in ("data", "steps", "minutes")} if spec.get("smoke") else {}
+    tiny = SMOKE_MODEL if spec.get("smoke") else {}
     cfg = TrainConfig(data=f"prepared:{spec['prepared']}", image_size=SIZE, channels=3, steps=spec["steps"], **tiny)
     data = MODELS[cfg.model].load_data(cfg)
     if spec["in_memory"]:
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         return child(json.loads(args.child))
     log_every = TrainConfig.log_every
     if args.smoke:
-        log_every = SMOKE_TRAINING["log_every"]
+        log_every = SMOKE_MODEL["log_every"]
         args.small, args.large, args.steps, args.rounds, args.together, args.gen_workers = 100, 200, 4, 1, 0, 1
         args.work, args.cleanup = Path(tempfile.mkdtemp(prefix="ganforge-smoke-")), True
     if args.steps < 2 * log_every:

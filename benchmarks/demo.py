@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import SMOKE_TRAINING, extractor_for, run_record, write_results
+from common import SMOKE_MODEL, extractor_for, run_record, write_results
 
 from ganforge import load
 from ganforge.data import load_data
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     extra = []
     if args.smoke:
         args.n = 200
-        extra = ["--steps", "3"] + [a for k, v in SMOKE_TRAINING.items() if k not in ("data", "steps", "minutes")
+        extra = ["--steps", "3"] + [a for k, v in SMOKE_MODEL.items()
                                     for a in ("--set", f"{k}={v}")]
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "-m", "ganforge", "train", "--out", out, "--quiet", *extra]

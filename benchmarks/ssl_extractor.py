@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import SMOKE_TRAINING, run_record
+from common import SMOKE_MODEL, run_record
 
 from ganforge import load, train
 from ganforge.checkpoint import list_checkpoints
@@ -81,7 +81,7 @@ def kendall_tau(a: list[float], b: list[float]) -> float:
 def gan_ladder(steps: list[int], run: Path | None, work: Path, smoke: bool = False) -> Path:
     """A DCGAN run with a checkpoint at each of `steps` (trained in stages, each a resume of the last)."""
     if run is None:
-        tiny = {k: v for k, v in SMOKE_TRAINING.items() if k not in ("data", "steps")} if smoke else {}
+        tiny = SMOKE_MODEL | {"minutes": None} if smoke else {}
         cfg = make_config(overrides={"data": DATA, "steps": steps[0], "keep_checkpoints": 1000, **tiny})
         run = train(cfg, runs_dir=work / "runs", progress=not smoke)
         for s in steps[1:]:

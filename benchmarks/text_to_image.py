@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import SMOKE_TRAINING, run_record, smoke_cache, write_results
+from common import SMOKE_MODEL, run_record, smoke_cache, write_results
 
 from ganforge import load, train
 from ganforge.config import make_config
@@ -45,8 +45,7 @@ DESCRIBED = ["smiling", "glasses", "sunglasses", "beard", "moustache", "hat", "b
 
 
 def train_stages(data: str, steps1: int, steps2: int, out: str, seed: int, smoke: bool = False) -> Path:
-    tiny = {k: v for k, v in SMOKE_TRAINING.items() if k not in ("data", "steps")} | {
-        "c_dim": 8, "text_pretrain_steps": 5} if smoke else {}
+    tiny = SMOKE_MODEL | {"minutes": None, "c_dim": 8, "text_pretrain_steps": 5} if smoke else {}
     stage1 = train(make_config(overrides={"model": "stackgan1", "data": data, "steps": steps1, "seed": seed, **tiny}),
                    runs_dir=out, progress=not smoke)
     return train(make_config(overrides={"model": "stackgan2", "stage1": str(stage1), "steps": steps2, "seed": seed,
