@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ganforge.config import IMAGE_SIZES, PLUGIN_OPTIONS, PRECISIONS, CoreConfig
+from ganforge.directions import METHODS
 from ganforge.errors import GanforgeError
 from ganforge.families import MODELS
 from ganforge.losses import LOSSES
@@ -52,6 +53,53 @@ def _set_keys_help() -> str:
     lines += [textwrap.fill(f"{o.name} (default {o.default!r}): {o.help}", 100, initial_indent="  ",
                             subsequent_indent="      ") for o in PLUGIN_OPTIONS.values()]
     return "\n".join([textwrap.fill(lines[0], 100), *lines[1:]])
+
+
+def _direction_flags(parser) -> None:
+    parser.add_argument("--direction", type=int, metavar="I", help="move every z along latent direction I (0 is "
+                        "the strongest; see `ganforge directions`)")
+    parser.add_argument("--amount", type=float, default=1.0, help="how far along --direction (default: 1; the "
+                        "directions figure spans -3 to +3)")
+    parser.add_argument("--method", choices=list(METHODS), default="sefa", help="whose --direction: sefa (default) "
+                        "or pca")
+
+
+def _shift(args, sampler):
+    """The step added to every noise for --direction/--amount, or None."""
+    if args.direction is None:
+        return None
+    from ganforge.checkpoint import find_checkpoint
+    from ganforge.directions import entry, for_checkpoint
+
+    z_dim = entry(sampler)[2]
+    if not 0 <= args.direction < z_dim:
+        raise GanforgeError(f"--direction {args.direction}: this model's directions are numbered 0 to {z_dim - 1} "
+                            "(as many as z has numbers), the strongest first")
+    found = for_checkpoint(find_checkpoint(args.checkpoint), sampler, args.method, min(z_dim, max(10, args.direction + 1)),
+                           **_pca_options(args, sampler))
+    return args.amount * found.vector(args.direction)
+
+
+def _pca_options(args, sampler) -> dict:
+    if args.method != "pca":
+        return {}
+    options = {"seed": getattr(args, "seed", 0), "samples": getattr(args, "pca_samples", 4096)}
+    from ganforge.t2i import TextToImage
+    if isinstance(sampler, TextToImage):
+        options["captions"] = _panel_captions(args.checkpoint) or list(getattr(args, "captions", []) or [])
+    return options
+
+
+def _panel_captions(checkpoint: str) -> list[str]:
+    """The captions a text-to-image run drew its panels for (samples/captions.txt), or []."""
+    from ganforge.checkpoint import find_checkpoint
+    from ganforge.directions import home
+
+    path = home(find_checkpoint(checkpoint)) / "samples" / "captions.txt"
+    try:
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return []
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid-by-class", action="store_true",
                    help="class-conditional models: one row per class, --n images per row sharing their noise")
     s.add_argument("--no-ema", action="store_true", help="the raw generator instead of its moving average")
+    _direction_flags(s)
     e = commands.add_parser("eval", help="measure samples against a data set (FID, KID, precision/recall, ...)",
                             description="Measure a generator's samples, or samples from a file, against a data "
                             "set, offline: features come from ganforge's own extractors.")
@@ -208,6 +257,27 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
     x.add_argument("--out", required=True, metavar="FILE", help="FILE.png (the figure) or FILE.npy (uint8 array)")
     x.add_argument("--no-ema", action="store_true", help="the raw generators instead of their moving averages")
+    _direction_flags(x)
+
+    d = commands.add_parser("directions", help="find directions in z that change one thing, without labels",
+                            description="Latent directions from the generator alone: sefa (the top eigenvectors of "
+                            "the first layer's weight on z; instant) or pca (GANSpace: principal components of an "
+                            "early layer's activations, regressed onto z). Kept in the run folder "
+                            "(directions/METHOD.safetensors + .json) for `sample --direction` and the studio; "
+                            "draws a figure: one row per direction, the same samples moved from -3 to +3.")
+    d.add_argument("checkpoint", metavar="CKPT_OR_RUN_DIR")
+    d.add_argument("--method", choices=list(METHODS), default="sefa", help="sefa (default) or pca")
+    d.add_argument("--k", type=_positive_int, default=10, help="how many directions, strongest first (default: 10)")
+    d.add_argument("--out", metavar="FILE.png", help="the figure (default: directions/METHOD.png in the run folder)")
+    d.add_argument("--json", metavar="FILE", help="also write the directions and their shares as JSON")
+    d.add_argument("--samples", type=_positive_int, default=4, help="samples moved in the figure (default: 4)")
+    d.add_argument("--steps", type=_positive_int, default=7, help="images from -3 to +3 per sample (default: 7)")
+    d.add_argument("--seed", type=int, default=0, help="noise seed of the figure's samples and pca's draws (default: 0)")
+    d.add_argument("--pca-samples", type=_positive_int, default=4096, help="pca: samples whose activations it "
+                   "reads (default: 4096)")
+    d.add_argument("--caption", help="text-to-image models: the caption drawn (default: the run's first panel "
+                   "caption)")
+    d.add_argument("--no-ema", action="store_true", help="the raw generator instead of its moving average")
 
     st = commands.add_parser("studio", help="explore generators in the browser: samples, walks, arithmetic, "
                              "text to image, live training curves",
@@ -229,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data-dir", metavar="DIR", help="folder holding the IDX files of mnist / fashion-mnist")
     c.add_argument("--epochs", type=_positive_int, help="passes over the data (default: 6; 10 with --attributes)")
     c.add_argument("--cache-dir", metavar="DIR", help="where classifiers are kept (default: ~/.cache/ganforge)")
+
     return parser
 
 
@@ -303,9 +374,11 @@ def cmd_sample(args) -> int:
         if args.label is not None:
             raise GanforgeError("--grid-by-class draws every class; leave out --label")
         per_class = args.n or 8
+        if args.direction is not None:
+            raise GanforgeError("--grid-by-class draws the classes as trained; leave out --direction")
         print(write_samples(G.class_grid(per_class, args.seed), args.out, nrow=per_class))
     else:
-        print(write_samples(G.sample(args.n or 64, args.seed, args.label), args.out))
+        print(write_samples(G.sample(args.n or 64, args.seed, args.label, shift=_shift(args, G)), args.out))
     return 0
 
 
@@ -555,11 +628,57 @@ def cmd_t2i(args) -> int:
         raise GanforgeError(f"{out}: the output must end in .png (the figure) or .npy (an array)")
     pipe = load(args.checkpoint, ema=not args.no_ema, kind="text")
     pipe.warn_unknown(captions)
-    coarse, fine = pipe(captions, args.n, args.seed)
+    coarse, fine = pipe(captions, args.n, args.seed, shift=_shift(args, pipe))
     if out.suffix.lower() == ".png":
         t2i_figure(captions, coarse, fine, out)
     else:
         write_samples(coarse if fine is None else fine, out)
+    print(out)
+    return 0
+
+
+def cmd_directions(args) -> int:
+    import json
+
+    import torch
+
+    from ganforge.checkpoint import find_checkpoint
+    from ganforge.directions import for_checkpoint, home, walk
+    from ganforge.inference import load
+    from ganforge.plots import plot_directions
+    from ganforge.sampling import noise
+    from ganforge.t2i import TextToImage, check_captions
+
+    sampler = load(args.checkpoint, ema=not args.no_ema)
+    ckpt = find_checkpoint(args.checkpoint)
+    text = isinstance(sampler, TextToImage)
+    if args.caption is not None and not text:
+        raise GanforgeError("--caption is for text-to-image models; this one draws from noise alone")
+    captions = check_captions([args.caption]) if args.caption is not None else _panel_captions(args.checkpoint)[:1]
+    if text and not captions:
+        raise GanforgeError(f"{args.checkpoint}: give --caption: the run folder lists no panel captions to draw")
+    options = _pca_options(args, sampler)
+    if text and args.method == "pca" and not options["captions"]:
+        options["captions"] = captions
+    found = for_checkpoint(ckpt, sampler, args.method, args.k, **options)
+    amounts = torch.linspace(-3, 3, args.steps)
+    z = noise(args.samples, found.vectors.shape[1], args.seed)
+    labels = sampler.labels(args.samples) if not text else None
+    images = walk(sampler, found, z, amounts, labels, captions * args.samples if text else None)
+    out = Path(args.out) if args.out else home(ckpt) / "directions" / f"{args.method}.png"
+    if out.suffix.lower() != ".png":
+        raise GanforgeError(f"{out}: the figure must end in .png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    about = f" for {captions[0]!r}" if text else ""
+    plot_directions(images, found.strength, args.method, amounts, out,
+                    f"{args.method} directions of {Path(args.checkpoint).name}{about}: the same samples moved "
+                    f"along each, -3 to +3")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"method": args.method, "checkpoint": str(ckpt),
+                                               "checkpoint_sha256": found.checkpoint_sha256,
+                                               "strength": [round(float(v), 6) for v in found.strength],
+                                               "vectors": [[round(float(x), 6) for x in v] for v in found.vectors]},
+                                              indent=1) + "\n")
     print(out)
     return 0
 
@@ -581,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"train": cmd_train, "prepare": cmd_prepare, "sample": cmd_sample, "eval": cmd_eval,
                 "compare": cmd_compare, "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic,
-                "invert": cmd_invert, "classifier": cmd_classifier, "t2i": cmd_t2i,
+                "invert": cmd_invert, "classifier": cmd_classifier, "t2i": cmd_t2i, "directions": cmd_directions,
                 "studio": cmd_studio}[args.command](args)
     except GanforgeError as e:
         print(f"ganforge {args.command}: error: {e}", file=sys.stderr)

@@ -117,3 +117,26 @@ def plot_arithmetic(columns: list[tuple[str, object, object]], results, out: Pat
         fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, out, dpi=110)
+
+
+def plot_directions(images, strength, method: str, amounts, out: Path, title: str = "") -> None:
+    """One row per latent direction: the same few samples, each moved along it by `amounts` (a strip per sample).
+    images: (k, samples, steps, C, H, W) in [-1, 1]; strength: (k,) each direction's share."""
+    k, n, steps = images.shape[:3]
+    share = "eigenvalues" if method == "sefa" else "variance"
+    fig, axes = plt.subplots(k, n, squeeze=False, figsize=(n * steps * 0.62 + 1.4, k * 0.72 + 0.9))
+    for d in range(k):
+        for s in range(n):
+            _show(axes[d, s], images[d, s], nrow=steps)
+        axes[d, 0].axis("on")
+        axes[d, 0].set_xticks([])
+        axes[d, 0].set_yticks([])
+        for side in axes[d, 0].spines.values():
+            side.set_visible(False)
+        axes[d, 0].set_ylabel(f"{d}  ({100 * float(strength[d]):.1f}%)", rotation=0, ha="right", va="center",
+                              fontsize=8)
+    for s in range(n):
+        axes[0, s].set_title(f"sample {s}: {float(amounts[0]):+g} to {float(amounts[-1]):+g}", fontsize=8)
+    fig.suptitle(title or f"{method} directions (share of the {share})", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out, dpi=110)

@@ -111,13 +111,14 @@ class Generator:
         return generate(self.net, z, labels)
 
     def sample(self, n: int = 16, seed: int = 0, label: int | str | torch.Tensor | None = None,
-               truncation: float | None = None, output: str = "float") -> torch.Tensor:
+               truncation: float | None = None, output: str = "float", shift: torch.Tensor | None = None) -> torch.Tensor:
         """n images from the noise of `seed` (sample i is the same whatever n): float in [-1, 1] NCHW, or with
         output="uint8" bytes in [0, 255]. A class-conditional G draws `label` (index or name), by default
-        every class in turn."""
+        every class in turn. `shift` (z_dim numbers: a latent direction times an amount) is added to every z."""
         if output not in ("float", "uint8"):
             raise GanforgeError(f"output={output!r}: choose float or uint8")
-        images = self(noise(n, self.z_dim, seed, truncation=truncation), self.labels(n, label))
+        z = noise(n, self.z_dim, seed, truncation=truncation)
+        images = self(z if shift is None else z + shift, self.labels(n, label))
         return to_uint8(images) if output == "uint8" else images
 
     def class_grid(self, per_class: int, seed: int = 0) -> torch.Tensor:

@@ -49,20 +49,26 @@ class TextToImage:
 
     @torch.no_grad()
     def __call__(self, captions: list[str], n: int = 8, seed: int = 0, same_noise: bool = True,
-                 batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 shift: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """-> (Stage-I images, Stage-II images or None): n per caption, caption after caption, in [-1, 1].
-        The n noises of `seed` are the same for every caption, or with same_noise=False all differ."""
-        device = next(self.stage1.parameters()).device
-        text = self.encoder.encode(captions).repeat_interleave(n, dim=0).to(device)
+        The n noises of `seed` are the same for every caption, or with same_noise=False all differ; `shift`
+        (a vector of noise_dim numbers, e.g. a latent direction times an amount) is added to every noise."""
+        text = self.encoder.encode(captions).repeat_interleave(n, dim=0)
         z = noise(n, self.noise_dim, seed).repeat(len(captions), 1) if same_noise else \
             noise(n * len(captions), self.noise_dim, seed)
+        return self.render(text, z if shift is None else z + shift)
+
+    @torch.no_grad()
+    def render(self, text: torch.Tensor, z: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The images of text embeddings (N, text_dim) with noises (N, noise_dim): (Stage-I, Stage-II or None)."""
+        device = next(self.stage1.parameters()).device
         nets = [net for net in (self.stage1, self.stage2) if net is not None]
         modes = [net.training for net in nets]
         for net in nets:
             net.eval()
         coarse, fine = [], []
         for i in range(0, len(z), batch_size):
-            zi, ti = z[i:i + batch_size].to(device), text[i:i + batch_size]
+            zi, ti = z[i:i + batch_size].to(device), text[i:i + batch_size].to(device)
             c = self.stage1(zi[:, :self.stage1.z_dim], ti)
             coarse.append(c.float().cpu())
             if self.stage2 is not None:

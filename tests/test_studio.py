@@ -81,6 +81,7 @@ def studio(tmp_path_factory):
         (fresh / "config.json").write_text(json.dumps({"loss": "non-saturating"}))
         (fresh / "stats.jsonl").write_text("")
         fake_attribute_classifier("digits", ["bright", "wide"], load(dcgan))
+        assert main(["directions", str(dcgan), "--method", "pca", "--k", "3", "--pca-samples", "64"]) == 0
         app = create_app([out])
         with TestClient(app, base_url="http://127.0.0.1:7860") as client:  # as a browser on the studio's page
             names = [m["name"] for m in client.get("/api/info").json()["models"]]
@@ -199,6 +200,40 @@ def test_unknown_or_wrong_models_are_refused(studio):
     error(client.get(f"/api/models/{ids['stage1']}/explore"), 400, "text-to-image model")
     error(client.get(f"/api/models/{ids['dcgan']}/text", params={"prompt": "a red disc"}), 400,
           "not a text-to-image model")
+
+
+# --- latent directions
+def test_directions_move_the_selected_samples(studio):
+    client, ids, _ = studio
+    info = client.get("/api/info").json()["models"]
+    assert info[ids["dcgan"]]["directions"] == {"sefa": 10, "pca": 3}  # sefa found at load, pca as kept
+    url = f"/api/models/{ids['dcgan']}/directions"
+    refs = [{"seed": 3, "index": 0}, {"seed": 3, "index": 5}]
+    still = image(client.post(url, json={"refs": refs, "amounts": []}))
+    assert still.size == (2 * 30 + 2, 32)
+    grid = image(client.get(f"/api/models/{ids['dcgan']}/explore", params={"seed": 3, "n": 16}))
+    assert same(still.crop((2, 2, 30, 30)), grid.crop((2, 2, 30, 30)))  # amounts of 0: the samples as drawn
+    moved = [pixels(client.post(url, json={"refs": refs, "amounts": a})) for a in ([3], [-3], [0, 3], [3, 3])]
+    assert len({still.tobytes(), *moved}) == 5  # each direction, each way, moves them somewhere else
+    assert pixels(client.post(url, json={"refs": refs, "amounts": [3], "method": "pca"})) not in moved
+    image(client.post(f"/api/models/{ids['cgan']}/directions", json={"refs": [refs[0] | {"label": 2}],
+                                                                         "amounts": [1.5]}))
+    error(client.post(f"/api/models/{ids['cgan']}/directions", json={"refs": refs, "method": "pca", "amounts": []}),
+          400, "no pca directions", "ganforge directions RUN --method pca")
+
+
+@pytest.mark.parametrize("change, status, words", [
+    ({"amounts": [0.0] * 4, "method": "pca"}, 422, ["4 given", "3 pca directions"]),
+    ({"amounts": [0.0] * 11}, 422, ["amounts:"]),
+    ({"amounts": [5.5]}, 422, ["amounts.0:"]),
+    ({"refs": []}, 422, ["refs:"]),
+    ({"method": "ica"}, 422, ["method:"]),
+    ({"label": 1}, 400, ["not class-conditional"]),
+])
+def test_directions_refuse_invalid_input(studio, change, status, words):
+    client, ids, _ = studio
+    body = {"refs": [{"seed": 1}], "amounts": [1.0]} | change
+    error(client.post(f"/api/models/{ids['dcgan']}/directions", json=body), status, *words)
 
 
 # --- interpolate

@@ -114,6 +114,17 @@ def test_click_through_every_panel(sync_playwright, studio_url, tmp_path):
         click_cell(page, "explore-grid", 5)
         assert page.locator("#selection img").count() == 2
         assert page.locator("#explore-marks .mark").count() == 2
+
+        # a slider per latent direction moves the two selected samples; back at 0 they are as drawn
+        assert page.locator("#sliders input").count() == 10  # sefa's 10 strongest directions
+        unmoved = wait_new(page, "moved")
+        v = shown(page, "moved")
+        page.fill("#sliders input[data-direction='0']", "3")
+        moved = wait_new(page, "moved", v)
+        assert moved != unmoved
+        v = shown(page, "moved")
+        page.click("#directions-reset")
+        assert wait_new(page, "moved", v) == unmoved
         page.screenshot(path=shots / "explore.png")
 
         # interpolate: the strip between the two samples, and the frame at t follows the slider

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ganforge.checkpoint import find_checkpoint, list_checkpoints
 from ganforge.data import to_uint8
+from ganforge.directions import Directions
 from ganforge.errors import GanforgeError
 from ganforge.inference import load
 from ganforge.latent import around, lerp, query_concept, slerp
@@ -60,6 +61,8 @@ MAX_N = 64  # images per request, and the rows of noise a seed names
 ROWS = 64
 TRAINING_WINDOW_S = 120  # a run whose stats.jsonl changed this recently counts as training now
 QUERY_POOL = 500  # samples an attribute query picks its 3 exemplars from
+MAX_DIRECTIONS = 10  # sliders in Explore: the strongest latent directions
+MAX_AMOUNT = 5.0  # how far a slider moves z along its direction, either way
 
 Seed = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX, description="a noise seed in the int64 range")]
 Count = Annotated[int, Field(ge=1, le=MAX_N, description="how many images, 1 to 64")]
@@ -117,6 +120,14 @@ class InterpolateBody(Strict):
     label: int | None = Field(None, ge=0)
 
 
+class DirectionsBody(Strict):
+    """Samples moved along latent directions: z + sum_i amounts[i] * direction i."""
+    refs: list[Ref] = Field(min_length=1, max_length=16)
+    amounts: list[Annotated[float, Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]] = Field(max_length=MAX_DIRECTIONS)
+    method: Literal["sefa", "pca"] = "sefa"
+    label: int | None = Field(None, ge=0)
+
+
 class ArithmeticBody(Strict):
     a: Term
     b: Term
@@ -137,6 +148,7 @@ class Model:
     classify: object = None  # attribute classifier (function) when one is cached for the data
     attributes: list[str] | None = None
     queries: dict = field(default_factory=dict)  # query -> its z vectors (3, z_dim)
+    directions: dict = field(default_factory=dict)  # method -> its latent directions (directions.Directions)
 
     def info(self) -> dict:
         spec, config = self.meta["model_spec"], self.meta["config"]
@@ -152,7 +164,8 @@ class Model:
                              "max_prompt": MAX_CAPTION}
         G = self.G
         return common | {"kind": "image", "image_size": G.image_size, "channels": G.channels, "z_dim": G.z_dim,
-                         "classes": G.classes, "attributes": self.attributes}
+                         "classes": G.classes, "attributes": self.attributes,
+                         "directions": {method: len(found) for method, found in self.directions.items()}}
 
 
 @dataclass
@@ -237,12 +250,25 @@ def load_model(i: int, name: str, ckpt: Path, load_attributes: bool = True) -> M
     if isinstance(sampler, TextToImage):
         return Model(i, name, ckpt, sampler.meta, pipe=sampler)
     model = Model(i, name, ckpt, sampler.meta, G=sampler)
+    model.directions = latent_directions(ckpt, sampler)
     data = sampler.meta["config"].get("data")
     if load_attributes and data and not sampler.conditional:
         from ganforge.metrics.classifier import attribute_scorer, classifier_path
         if classifier_path(data, attributes=True).is_file():  # never train one from here
             model.classify, model.attributes = attribute_scorer(data)
     return model
+
+
+def latent_directions(ckpt: Path, G: Generator) -> dict:
+    """The directions Explore's sliders move along: sefa's (found now when not kept: it needs no sampling) and those
+    pca directions `ganforge directions` kept for this checkpoint. Nothing is written to the run."""
+    from ganforge import directions
+
+    kept = {m: directions.saved(directions.home(ckpt), m, G.meta.get("sha256")) for m in directions.METHODS}
+    if kept["sefa"] is None:
+        kept["sefa"] = directions.find(G, "sefa", min(MAX_DIRECTIONS, G.z_dim))
+    return {m: Directions(m, d.vectors[:MAX_DIRECTIONS], d.strength[:MAX_DIRECTIONS], d.checkpoint_sha256)
+            for m, d in kept.items() if d is not None}
 
 
 # --- images
@@ -426,6 +452,28 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32,
             t = torch.linspace(body.t0, body.t1, body.steps).unsqueeze(1)
             z = (slerp if body.method == "slerp" else lerp)(a.unsqueeze(0), b.unsqueeze(0), t)
             return png(model.G(z, labels), nrow=body.steps)
+
+        return png_response(await queue.run(job))
+
+    # --- latent directions
+    @app.post("/api/models/{mid}/directions")
+    async def move(mid: Annotated[int, PathParam(ge=0)], body: DirectionsBody):
+        """The samples `refs`, each moved along the model's latent directions (`method`) by `amounts` (one per
+        direction, strongest first; fewer leave the rest at 0); one row."""
+        model = get_model(mid, "image")
+        found = model.directions.get(body.method)
+        if found is None:
+            raise HTTPException(400, f"model {mid} has no {body.method} directions (find them with: ganforge "
+                                f"directions RUN --method {body.method}); it has: {', '.join(model.directions)}")
+        if len(body.amounts) > len(found):
+            raise HTTPException(422, f"amounts: {len(body.amounts)} given, but model {mid} has {len(found)} "
+                                f"{body.method} directions")
+        labels = [check_label(model, r.label if r.label is not None else body.label) for r in body.refs]
+        y = torch.tensor([label or 0 for label in labels]) if model.G.conditional else None
+
+        def job():
+            z = torch.stack([ref_z(model, r) for r in body.refs]) + found.shift(body.amounts)
+            return png(model.G(z, y), nrow=len(body.refs))
 
         return png_response(await queue.run(job))
 

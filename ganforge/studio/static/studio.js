@@ -98,6 +98,7 @@ function modelChanged() {
   $("stage2-box").hidden = !(m && m.stages && m.stages.length > 1);
   renderSelection();
   renderSlots();
+  renderSliders();
   show(state.panel);
 }
 function escape(text) { const d = document.createElement("div"); d.textContent = text; return d.innerHTML; }
@@ -150,6 +151,7 @@ function select(ref) {
   state.selected = state.selected.filter((r) => !(r.seed === ref.seed && r.index === ref.index)).concat([ref]).slice(-2);
   renderSelection();
   renderMarks();
+  drawMoved();
 }
 function renderMarks() {
   const box = $("explore-marks");
@@ -189,6 +191,33 @@ function renderSelection() {
     el.classList.toggle("empty", !r);
     if (r) el.appendChild(thumb(r)); else el.textContent = "AB"[i];
   }
+}
+
+// --- latent directions: a slider per direction moves the selected samples
+function renderSliders() {
+  const m = model(), methods = m && m.directions ? Object.keys(m.directions) : [];
+  $("directions-box").hidden = !methods.length;
+  if (!methods.length) return;
+  const chosen = methods.includes($("direction-method").value) ? $("direction-method").value : methods[0];
+  $("direction-method").innerHTML = methods.map((k) => `<option value="${k}">${k}</option>`).join("");
+  $("direction-method").value = chosen;
+  $("sliders").innerHTML = Array.from({ length: m.directions[chosen] }, (_, i) =>
+    `<label>${i} <input type="range" min="-3" max="3" step="0.1" value="0" data-direction="${i}">` +
+    `<output>0.0</output></label>`).join("");
+  for (const input of $("sliders").querySelectorAll("input")) input.addEventListener("input", () => {
+    input.nextElementSibling.textContent = Number(input.value).toFixed(1);
+    drawMoved();
+  });
+  drawMoved();
+}
+function drawMoved() {
+  const m = model();
+  if (!m || !m.directions || !Object.keys(m.directions).length) return;
+  $("moved").hidden = !state.selected.length;
+  if (!state.selected.length) return;
+  const amounts = Array.from($("sliders").querySelectorAll("input"), (input) => Number(input.value));
+  load("moved", $("moved"), `/api/models/${m.id}/directions`,
+       post({ refs: state.selected, amounts, method: $("direction-method").value }));
 }
 
 // --- interpolate
@@ -331,6 +360,11 @@ async function start() {
     slot.querySelector(".clear").addEventListener("click", () => { state.slots[name] = []; slot.querySelector(".query").value = ""; renderSlots(); });
     slot.querySelector(".query").addEventListener("change", drawArithmetic);
   }
+  $("direction-method").addEventListener("change", renderSliders);
+  $("directions-reset").addEventListener("click", () => {
+    for (const input of $("sliders").querySelectorAll("input")) { input.value = "0"; input.nextElementSibling.textContent = "0.0"; }
+    drawMoved();
+  });
   $("t2i-form").addEventListener("submit", drawText);
   $("run").addEventListener("change", () => { state.runVersion = {}; watchRun(); });
   window.addEventListener("hashchange", () => show(location.hash.slice(1)));
