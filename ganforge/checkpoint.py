@@ -5,10 +5,13 @@ SHA-256 of its tensors file, the model's constructor arguments (`model_spec`), t
 optimizers' settings, the RNG states and the counters; the safetensors file holds the networks, the
 optimizers' moments and the RNG states that are tensors. `load_checkpoint` checks the JSON's structure
 (naming the first key that is wrong) and the tensors' checksum before anything is built from them.
+An exported model folder (export.py: `config.json` + `model.safetensors`, "format": "ganforge-model") is a
+checkpoint that holds only what drawing needs; it loads the same way, and cannot be resumed.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -20,6 +23,10 @@ from ganforge.version import __version__
 
 FORMAT = "ganforge-checkpoint"
 FORMAT_VERSION = 1
+MODEL_FORMAT = "ganforge-model"  # an exported model folder's config.json
+MODEL_FORMAT_VERSION = 1
+MODEL_FILE = "config.json"
+VERSIONS = {FORMAT: FORMAT_VERSION, MODEL_FORMAT: MODEL_FORMAT_VERSION}
 _NAME = re.compile(r"step-(\d{8,})\.json$")
 
 
@@ -43,18 +50,38 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def is_model_folder(folder: str | Path) -> bool:
+    """Whether a folder is an exported model folder: its config.json says "format": "ganforge-model". (A training
+    run's config.json is its TrainConfig, which has no "format".)"""
+    try:
+        return json.loads((Path(folder) / MODEL_FILE).read_bytes()).get("format") == MODEL_FORMAT
+    except (OSError, ValueError, AttributeError, RecursionError):  # missing, not JSON, not an object
+        return False
+
+
+def home(checkpoint_json: Path) -> Path:
+    """The folder a checkpoint belongs to: its run folder (for checkpoints/step-*.json), else the one it is in
+    (a model folder's)."""
+    return checkpoint_json.parent.parent if checkpoint_json.parent.name == "checkpoints" else checkpoint_json.parent
+
+
 def find_checkpoint(path: str | Path) -> Path:
-    """A run folder, its checkpoints folder, or one checkpoint file -> that checkpoint's JSON path."""
+    """A run folder, its checkpoints folder, one checkpoint file, or an exported model folder (or its files)
+    -> that checkpoint's JSON path."""
     path = Path(path).expanduser()
     if path.suffix.lower() in (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"):
         raise GanforgeError(f"{path}: ganforge loads only its own safetensors + JSON checkpoints; it never "
                             "unpickles files, since a pickle can run arbitrary code when loaded")
     if path.is_dir():
         found = list_checkpoints(path / "checkpoints") or list_checkpoints(path)
+        if not found and is_model_folder(path):
+            return path / MODEL_FILE
         if not found:
             raise GanforgeError(f"{path}: no checkpoint found (expected checkpoints/step-*.json)")
         return found[-1]
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" and is_model_folder(path.parent):
+        path = path.parent / MODEL_FILE
+    elif path.suffix == ".safetensors":
         path = path.with_suffix(".json")
     if not path.is_file():
         raise GanforgeError(f"{path}: no such checkpoint")
@@ -75,13 +102,14 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
 def check_meta(json_path: Path, meta: dict) -> None:
     """A checkpoint JSON's structure: raises a GanforgeError naming the first key that is missing or wrong.
     (Whether its model is one this ganforge knows is checked where models are built: families/.)"""
-    if meta.get("format") != FORMAT:
-        raise GanforgeError(f"{json_path}: not a ganforge checkpoint (\"format\" is {meta.get('format')!r}, "
-                            f"expected {FORMAT!r})")
+    kind = meta.get("format")
+    if not isinstance(kind, str) or kind not in VERSIONS:
+        raise GanforgeError(f"{json_path}: not a ganforge checkpoint (\"format\" is {kind!r}, "
+                            f"expected {FORMAT!r}, or {MODEL_FORMAT!r} for an exported model folder)")
     version = meta.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:
+    if type(version) is not int or version != VERSIONS[kind]:
         raise GanforgeError(f"{json_path}: checkpoint format {version!r} is not supported "
-                            f"by this ganforge ({__version__}, format {FORMAT_VERSION})")
+                            f"by this ganforge ({__version__}, format {VERSIONS[kind]})")
 
     def bad(key: str, expected: str) -> GanforgeError:
         value = repr(meta[key])[:80] if key in meta else "missing"

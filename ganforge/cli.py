@@ -86,20 +86,15 @@ def _pca_options(args, sampler) -> dict:
     options = {"seed": getattr(args, "seed", 0), "samples": getattr(args, "pca_samples", 4096)}
     from ganforge.t2i import TextToImage
     if isinstance(sampler, TextToImage):
-        options["captions"] = _panel_captions(args.checkpoint) or list(getattr(args, "captions", []) or [])
+        options["captions"] = _panel_captions(args.checkpoint, sampler) or list(getattr(args, "captions", []) or [])
     return options
 
 
-def _panel_captions(checkpoint: str) -> list[str]:
-    """The captions a text-to-image run drew its panels for (samples/captions.txt), or []."""
-    from ganforge.checkpoint import find_checkpoint
-    from ganforge.directions import home
+def _panel_captions(checkpoint: str, pipe) -> list[str]:
+    from ganforge.checkpoint import find_checkpoint, home
+    from ganforge.t2i import panel_captions
 
-    path = home(find_checkpoint(checkpoint)) / "samples" / "captions.txt"
-    try:
-        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError):
-        return []
+    return panel_captions(pipe, home(find_checkpoint(checkpoint)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,6 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--epochs", type=_positive_int, help="passes over the data (default: 6; 10 with --attributes)")
     c.add_argument("--cache-dir", metavar="DIR", help="where classifiers are kept (default: ~/.cache/ganforge)")
 
+    ex = commands.add_parser("export", help="export a generator: an ONNX graph, or a self-contained model folder",
+                             description="--format onnx: the generator as one ONNX graph with a dynamic batch, "
+                             "checked against torch with onnxruntime before it is written (needs: pip install "
+                             "'ganforge[export]'). --format folder: config.json, model.safetensors, a model card "
+                             "(README.md) and samples.png, which `ganforge.load` and every command read. Prints "
+                             "the path written. See docs/export.md.")
+    ex.add_argument("checkpoint", metavar="CKPT_OR_RUN_DIR", help="a run folder (its latest checkpoint), a "
+                    "checkpoint or a model folder")
+    ex.add_argument("--format", dest="fmt", choices=["onnx", "folder"], required=True, help="onnx or folder")
+    ex.add_argument("--out", required=True, metavar="FILE.onnx|DIR", help="the .onnx file, or the model folder "
+                    "(new, empty, or an earlier export)")
+    ex.add_argument("--no-ema", action="store_true", help="the raw generator instead of its moving average")
     return parser
 
 
@@ -642,8 +649,8 @@ def cmd_directions(args) -> int:
 
     import torch
 
-    from ganforge.checkpoint import find_checkpoint
-    from ganforge.directions import for_checkpoint, home, walk
+    from ganforge.checkpoint import find_checkpoint, home
+    from ganforge.directions import for_checkpoint, walk
     from ganforge.inference import load
     from ganforge.plots import plot_directions
     from ganforge.sampling import noise
@@ -654,7 +661,8 @@ def cmd_directions(args) -> int:
     text = isinstance(sampler, TextToImage)
     if args.caption is not None and not text:
         raise GanforgeError("--caption is for text-to-image models; this one draws from noise alone")
-    captions = check_captions([args.caption]) if args.caption is not None else _panel_captions(args.checkpoint)[:1]
+    captions = (check_captions([args.caption]) if args.caption is not None
+                else _panel_captions(args.checkpoint, sampler)[:1])
     if text and not captions:
         raise GanforgeError(f"{args.checkpoint}: give --caption: the run folder lists no panel captions to draw")
     options = _pca_options(args, sampler)
@@ -683,6 +691,13 @@ def cmd_directions(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from ganforge.export import export
+
+    print(export(args.checkpoint, args.fmt, args.out, ema=not args.no_ema))
+    return 0
+
+
 def cmd_studio(args) -> int:
     try:
         from ganforge.studio.app import serve
@@ -701,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"train": cmd_train, "prepare": cmd_prepare, "sample": cmd_sample, "eval": cmd_eval,
                 "compare": cmd_compare, "interpolate": cmd_interpolate, "arithmetic": cmd_arithmetic,
                 "invert": cmd_invert, "classifier": cmd_classifier, "t2i": cmd_t2i, "directions": cmd_directions,
-                "studio": cmd_studio}[args.command](args)
+                "studio": cmd_studio, "export": cmd_export}[args.command](args)
     except GanforgeError as e:
         print(f"ganforge {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ganforge.checkpoint import home
 from ganforge.errors import GanforgeError
 from ganforge.io import load_record, save_record
 from ganforge.models.dcgan import DCGANGenerator
@@ -147,11 +148,6 @@ def find(sampler: Generator | TextToImage, method: str = "sefa", k: int = 10, **
 
 
 # --- kept beside the checkpoint
-def home(checkpoint_json: Path) -> Path:
-    """The folder a checkpoint belongs to: its run folder (for checkpoints/step-*.json), else the one it is in."""
-    return checkpoint_json.parent.parent if checkpoint_json.parent.name == "checkpoints" else checkpoint_json.parent
-
-
 def record_path(folder: Path, method: str) -> Path:
     return folder / "directions" / f"{method}.safetensors"
 

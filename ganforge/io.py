@@ -67,14 +67,14 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_record(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    """Write `path` (.safetensors), then its JSON beside it: `meta` plus the tensors file's name and
-    SHA-256 under "tensors" and "sha256". Returns the JSON object written."""
+def save_record(path: Path, tensors: dict[str, torch.Tensor], meta: dict, json_path: Path | None = None) -> dict:
+    """Write `path` (.safetensors), then its JSON beside it (`json_path`, by default the same name .json): `meta`
+    plus the tensors file's name and SHA-256 under "tensors" and "sha256". Returns the JSON object written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     blob = save_tensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
     write_atomic(path, blob)
     record = {**meta, "tensors": path.name, "sha256": hashlib.sha256(blob).hexdigest()}
-    write_atomic(path.with_suffix(".json"), json.dumps(record, indent=1).encode())
+    write_atomic(json_path or path.with_suffix(".json"), json.dumps(record, indent=1).encode())
     return record
 
 

@@ -85,6 +85,15 @@ class TextToImage:
                       f"(in {c!r}); those words are read as unknown", file=sys.stderr)
 
 
+def panel_captions(pipe: TextToImage, folder: Path) -> list[str]:
+    """The captions a text-to-image model's panels are drawn for: its run's samples/captions.txt, or those a model
+    folder records; [] when neither has any."""
+    try:
+        return [c for c in (folder / "samples" / "captions.txt").read_text(encoding="utf-8").splitlines() if c.strip()]
+    except (OSError, UnicodeDecodeError):
+        return list(pipe.meta.get("captions") or [])
+
+
 def t2i_figure(captions: list[str], coarse: torch.Tensor, fine: torch.Tensor | None, path: Path) -> None:
     """One row per caption: its Stage-I images and, beside them, its Stage-II images, as in the StackGAN figure."""
     import matplotlib

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ganforge.checkpoint import list_checkpoints, load_checkpoint
+from ganforge.checkpoint import is_model_folder, list_checkpoints, load_checkpoint
 from ganforge.config import TrainConfig
 from ganforge.distributed import broadcast, broadcast_buffers, setup, teardown
 from ganforge.errors import GanforgeError
@@ -216,6 +216,9 @@ def train_run(cfg: TrainConfig | dict | None = None, runs_dir: str | Path = "run
 
 def _resumed_config(run_dir: Path, budget, runtime, record) -> tuple[TrainConfig, tuple | None, dict]:
     """(the run's config with the changes a resume may make, its checkpoint or None, what changed)."""
+    if is_model_folder(run_dir):
+        raise GanforgeError(f"{run_dir}: an exported model folder holds no optimizer or RNG state and cannot be "
+                            "resumed; resume the training run it was exported from")
     if run_dir.is_dir() and not list_checkpoints(run_dir / "checkpoints") and (run_dir / "config.json").is_file():
         # stopped before its first checkpoint: start it again, in the same folder
         print(f"{run_dir}: no checkpoint yet; starting the run again from step 0", file=sys.stderr)

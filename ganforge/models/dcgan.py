@@ -60,7 +60,7 @@ class DCGANGenerator(nn.Module):
         init_dcgan(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.project(z).view(len(z), -1, self.start, self.start)
+        x = self.project(z).unflatten(1, (-1, self.start, self.start))
         return self.net(x)
 
 
@@ -106,7 +106,7 @@ class CGANGenerator(DCGANGenerator):
             nn.init.zeros_(table.weight)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x = self.project(torch.cat([z, self.embed(y)], dim=1)).view(len(z), -1, self.start, self.start)
+        x = self.project(torch.cat([z, self.embed(y)], dim=1)).unflatten(1, (-1, self.start, self.start))
         norms = iter(zip(self.gains, self.shifts))
         for layer in self.net:
             x = layer(x)

@@ -30,7 +30,7 @@ class MLPGenerator(nn.Module):
         _init_uniform(self, 0.05)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).view(len(z), self.channels, self.image_size, self.image_size)
+        return self.net(z).unflatten(1, (self.channels, self.image_size, self.image_size))
 
 
 class Maxout(nn.Module):

@@ -45,7 +45,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ganforge.checkpoint import find_checkpoint, list_checkpoints
+from ganforge.checkpoint import find_checkpoint, is_model_folder, list_checkpoints
 from ganforge.data import to_uint8
 from ganforge.directions import Directions
 from ganforge.errors import GanforgeError
@@ -196,7 +196,9 @@ class Run:
 
 
 def is_run(folder: Path) -> bool:
-    return folder.is_dir() and ((folder / "config.json").is_file() or (folder / "stats.jsonl").is_file())
+    """A training run's folder (an exported model folder's config.json is no run's)."""
+    return folder.is_dir() and ((folder / "config.json").is_file() and not is_model_folder(folder)
+                                or (folder / "stats.jsonl").is_file())
 
 
 def distinct_names(paths: list[Path]) -> list[str]:
@@ -223,7 +225,7 @@ def discover(paths: list[str | Path]) -> tuple[list[tuple[str, Path]], list[tupl
         if not path.exists() and not path.with_suffix(".json").exists():
             raise GanforgeError(f"{given}: no such run folder or checkpoint")
         if path.is_dir() and not is_run(path) and not list_checkpoints(path / "checkpoints") \
-                and not list_checkpoints(path):
+                and not list_checkpoints(path) and not is_model_folder(path):
             below = sorted(c for c in path.iterdir() if is_run(c))
             if not below:
                 raise GanforgeError(f"{given}: neither a run folder, a checkpoint, nor a folder of run folders")
