@@ -25,18 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import tempfile
-from pathlib import Path
 
 import torch
-from common import SMOKE_TRAINING, run_record, smoke_cache, write_results
+from common import faces_options, faces_run, run_record, write_results
 
-from ganforge import load, train
-from ganforge.config import make_config
+from ganforge import load
 from ganforge.data import fit, to_float
 from ganforge.data.faces import draw_faces
 from ganforge.latent import Concept, around, invert, parse_query, pick, seed_noise
-from ganforge.metrics.classifier import attribute_scorer, load_classifier, resize_to, train_classifier
+from ganforge.metrics.classifier import attribute_scorer, load_classifier, resize_to
 from ganforge.plots import plot_arithmetic
 
 TARGETS = ["smiling", "glasses", "hat", "sunglasses"]
@@ -59,32 +56,16 @@ def triplets(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", help="a run trained on faces (default: train one first)")
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget when no --run is given")
-    parser.add_argument("--image-size", type=int, default=32, help="training image size when no --run is given")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
+    faces_options(parser)
     parser.add_argument("--triplets", type=int, default=100)
     parser.add_argument("--pool", type=int, default=4000, help="samples of G the queries pick from")
     parser.add_argument("--inversions", type=int, default=100)
-    parser.add_argument("--out", default="runs")
-    parser.add_argument("--smoke", action="store_true", help="a few steps at tiny sizes: does the script run?")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    overrides = {"data": "faces", "minutes": args.minutes, "image_size": args.image_size}
     if args.smoke:
-        smoke_cache()
-        train_classifier("faces", epochs=1, limit=600, attributes=True, progress=False)
-        overrides |= SMOKE_TRAINING | {"data": "faces"}
         args.triplets, args.pool, args.inversions = 3, 400, 2
-        args.out = tempfile.mkdtemp(prefix="ganforge-smoke-")
-
-    cfg = make_config(overrides=overrides)
-    run = Path(args.run) if args.run else train(cfg, runs_dir=args.out, progress=not args.smoke)
+    run = faces_run(args)
     G = load(run, kind="image")
     meta = G.meta
-    if meta["config"]["data"] != "faces":
-        raise SystemExit(f"{run} was trained on {meta['config']['data']}, not faces")
     classify, names = attribute_scorer("faces")
 
     seeds = list(range(args.pool))

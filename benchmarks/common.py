@@ -78,3 +78,39 @@ def smoke_cache() -> Path:
     os.environ["GANFORGE_CACHE"] = tempfile.mkdtemp(prefix="ganforge-smoke-cache-")
     (Path(os.environ["GANFORGE_CACHE"]) / "faces").symlink_to(faces, target_is_directory=True)
     return Path(os.environ["GANFORGE_CACHE"])
+
+
+# --- the benchmarks measured on a DCGAN trained on faces (arithmetic.py, directions.py)
+def faces_options(parser) -> None:
+    """Their options: the run to measure, or the budget of the one they train; threads; --smoke."""
+    parser.add_argument("--run", help="a run trained on faces (default: train one first)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget when no --run is given")
+    parser.add_argument("--image-size", type=int, default=32, help="training image size when no --run is given")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
+    parser.add_argument("--out", default="runs", help="where the run they train goes")
+    parser.add_argument("--smoke", action="store_true", help="a few steps at tiny sizes: does the script run?")
+
+
+def faces_run(args) -> Path:
+    """The run they measure: --run, or the default DCGAN trained on faces for --minutes at --image-size. A smoke
+    run trains 3 steps of a tiny model, and an attribute classifier of 1 epoch in a temporary cache."""
+    import tempfile
+
+    from ganforge import load, train
+    from ganforge.config import make_config
+    from ganforge.metrics.classifier import train_classifier
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {"data": "faces", "minutes": args.minutes, "image_size": args.image_size}
+    if args.smoke:
+        smoke_cache()
+        train_classifier("faces", epochs=1, limit=600, attributes=True, progress=False)
+        overrides |= SMOKE_TRAINING | {"data": "faces"}
+        args.out = tempfile.mkdtemp(prefix="ganforge-smoke-")
+    run = Path(args.run) if args.run else train(make_config(overrides=overrides), runs_dir=args.out,
+                                                progress=not args.smoke)
+    data = load(run).meta["config"]["data"]
+    if data != "faces":
+        raise SystemExit(f"{run} was trained on {data}, not faces")
+    return run

@@ -84,6 +84,28 @@ def test_arithmetic(bench, monkeypatch):
     assert record["inversion"]["faces"] == 2
 
 
+def test_directions(bench, monkeypatch):
+    """With a stand-in for the attribute classifier (each attribute a fixed random projection of the pixels)."""
+    from ganforge.data.faces import ATTRIBUTES
+
+    directions = bench("directions")
+    weights = torch.randn(len(ATTRIBUTES), 3 * 16 * 16, generator=torch.Generator().manual_seed(0))
+
+    def scores(images):
+        return torch.nn.functional.adaptive_avg_pool2d(images, 16).flatten(1) @ weights.T
+
+    monkeypatch.setattr(directions, "attribute_scorer", lambda data: (scores, ATTRIBUTES))
+    record = directions.main(["--smoke"])
+    assert set(record["methods"]) == {"sefa", "pca"}
+    assert all(len(m["directions"]) == 3 and len(m["strength"]) == 3 for m in record["methods"].values())
+    # the count: a direction controls the attribute that moves by >= 0.3 while no other moves by more than 0.15
+    changes = torch.tensor([[0.5, 0.1, 0.0], [0.4, 0.2, 0.0], [0.0, -0.35, 0.05], [0.0, 0.0, 0.2], [0.6, 0.0, 0.1]])
+    found = directions.summary(changes, ["a", "b", "c"])
+    assert found["attributes_found"] == 2 and [r["controls"] for r in found["directions"]] == ["a", None, "b", None, "a"]
+    assert found["found"]["a"] == {"direction": 4, "change": 0.6, "next_largest": 0.1}  # the best of the two
+    assert found["found"]["b"]["change"] == -0.35
+
+
 def test_text_to_image(bench):
     if not Path("/usr/share/datasets/fashion-mnist").is_dir():
         skip_or_fail("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
