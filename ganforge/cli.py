@@ -307,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, metavar="FILE.onnx|DIR", help="the .onnx file, or the model folder "
                     "(new, empty, or an earlier export)")
     ex.add_argument("--no-ema", action="store_true", help="the raw generator instead of its moving average")
+    ex.add_argument("--eval", dest="measure_n", type=_positive_int, metavar="N", help="folder: also measure N "
+                    "samples as `ganforge eval` does (its default extractor) and show them on the card")
     return parser
 
 
@@ -398,35 +400,29 @@ def cmd_eval(args) -> int:
     import json
 
     from ganforge.data import load_data
-    from ganforge.metrics.evaluate import default_extractor, evaluate, format_table, load_samples
+    from ganforge.metrics.evaluate import default_extractor, evaluate, format_table, load_samples, measure
     from ganforge.metrics.features import get_extractor
 
     if (args.checkpoint is None) == (args.samples is None):
         raise GanforgeError("give either a checkpoint / run folder or --samples FILE.npy|FOLDER")
-    if args.checkpoint:
-        from ganforge.inference import load
-
-        G = load(args.checkpoint, ema=not args.no_ema, kind="image")
-        data = args.data or G.meta["config"]["data"]
-    elif not args.data:
+    if args.samples and not args.data:
         raise GanforgeError("--samples needs --data: the real data to compare with")
-    else:
-        data = args.data
     root = Path(args.cache_dir) if args.cache_dir else None
     if args.inception_weights and args.extractor != "inception":
         raise GanforgeError("--inception-weights goes with --extractor inception")
     extractor = get_extractor(args.extractor, root, args.inception_weights) if args.extractor else None
-    labels = None
     if args.checkpoint:
-        labels = G.labels(args.n)
-        images = G.sample(args.n, args.seed, labels, output="uint8")
+        from ganforge.inference import load
+
+        G = load(args.checkpoint, ema=not args.no_ema, kind="image")
+        result = measure(G, args.n, args.seed, args.data, extractor, args.data_dir, root)
     else:
-        images = load_samples(args.samples, *_native_shape(data))
-    if extractor is None:  # ganforge's classifier of labelled data, else the self-supervised extractor
-        folder_labels = bool(args.checkpoint and G.meta["config"].get("folder_labels"))
-        real = load_data(data, images.shape[-1], images.shape[1], data_dir=args.data_dir, folder_labels=folder_labels)
-        extractor = get_extractor(default_extractor(real, data), root, image_size=real.shape[-1], channels=real.shape[0])
-    result = evaluate(images, data, extractor, args.n, args.data_dir, root, requested_labels=labels)
+        images = load_samples(args.samples, *_native_shape(args.data))
+        if extractor is None:  # ganforge's classifier of labelled data, else the self-supervised extractor
+            real = load_data(args.data, images.shape[-1], images.shape[1], data_dir=args.data_dir)
+            extractor = get_extractor(default_extractor(real, args.data), root, image_size=real.shape[-1],
+                                      channels=real.shape[0])
+        result = evaluate(images, args.data, extractor, args.n, args.data_dir, root)
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
@@ -694,7 +690,7 @@ def cmd_directions(args) -> int:
 def cmd_export(args) -> int:
     from ganforge.export import export
 
-    print(export(args.checkpoint, args.fmt, args.out, ema=not args.no_ema))
+    print(export(args.checkpoint, args.fmt, args.out, ema=not args.no_ema, measure_n=args.measure_n))
     return 0
 
 

@@ -48,11 +48,16 @@ SAMPLES_FILE = "samples.png"
 INSTALL = "pip install 'ganforge[export]'"
 
 
-def export(path: str | Path, fmt: str, out: str | Path, ema: bool = True) -> Path:
-    """Export the checkpoint at `path` (anything `ganforge.load` takes) as `fmt`, "onnx" or "folder", to `out`."""
+def export(path: str | Path, fmt: str, out: str | Path, ema: bool = True, measure_n: int | None = None) -> Path:
+    """Export the checkpoint at `path` (anything `ganforge.load` takes) as `fmt`, "onnx" or "folder", to `out`;
+    a folder's card can show a measurement of `measure_n` samples made now."""
     if fmt not in FORMATS:
         raise GanforgeError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    return (export_onnx if fmt == "onnx" else export_folder)(path, out, ema)
+    if fmt == "onnx":
+        if measure_n:
+            raise GanforgeError("--eval measures for a model folder's card; an ONNX export has none")
+        return export_onnx(path, out, ema)
+    return export_folder(path, out, ema, measure_n)
 
 
 # --- ONNX
@@ -273,7 +278,8 @@ def metrics_table(evals: list[dict], name: str, text: bool = False) -> str:
                 "benchmarks/text_to_image.py in ganforge's repository (see docs/text-to-image.md).")
     if not evals:
         return ("None were measured during training (the run was trained without `--eval-every`); "
-                f"`ganforge eval {name}` measures FID, KID, precision, recall, density and coverage.")
+                f"`ganforge eval {name}` measures FID, KID, precision, recall, density and coverage, and "
+                "`ganforge export --format folder --eval 10000` puts them on the card.")
     rows = ["| step | images seen | extractor | samples | " + " | ".join(METRICS) + " |",
             "|" + "---|" * (4 + len(METRICS))]
     for e in evals[-10:]:
@@ -281,7 +287,9 @@ def metrics_table(evals: list[dict], name: str, text: bool = False) -> str:
         rows.append(f"| {e.get('step', '')} | {e.get('images_seen', '')} | {e.get('extractor', '')} | "
                     f"{e.get('n_fake', '')} | " + " | ".join(values) + " |")
     more = f" (the last 10 of {len(evals)})" if len(evals) > 10 else ""
-    return (f"Measured during training with `--eval-every`{more}; `ganforge eval {name}` measures them again.\n\n"
+    how = "at export (`ganforge export --eval N`)" if evals[-1].get("at_export") else "during training with " \
+          "`--eval-every`"
+    return (f"Measured {how}{more}; `ganforge eval {name}` measures them again.\n\n"
             + "\n".join(rows))
 
 
@@ -371,9 +379,10 @@ def model_card(sampler: Generator | TextToImage, name: str, samples_note: str, e
         version=__version__)
 
 
-def export_folder(path: str | Path, out: str | Path, ema: bool = True) -> Path:
+def export_folder(path: str | Path, out: str | Path, ema: bool = True, measure_n: int | None = None) -> Path:
     """Write the model folder `out` (config.json, model.safetensors, README.md, samples.png) of the checkpoint at
-    `path`. `out` may be new, empty, or an earlier export (its files are replaced). Returns `out`."""
+    `path`. `out` may be new, empty, or an earlier export (its files are replaced). With `measure_n`, the card
+    also shows what `ganforge eval` measures of that many samples now. Returns `out`."""
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise GanforgeError(f"--out {out}: exists and is not a folder; a folder export needs a new or empty folder")
@@ -385,6 +394,14 @@ def export_folder(path: str | Path, out: str | Path, ema: bool = True) -> Path:
     meta, name = sampler.meta, out.resolve().name
     run = home(source)
     evals = read_stats(run).evals if (run / "stats.jsonl").is_file() else list(meta.get("evals", []))
+    if measure_n and isinstance(sampler, TextToImage):
+        raise GanforgeError("--eval measures image models; text-to-image models are measured by "
+                            "benchmarks/text_to_image.py")
+    if measure_n:
+        from ganforge.metrics.evaluate import measure
+
+        evals = evals + [{"step": meta["step"], "images_seen": meta.get("images_seen", ""), "at_export": True,
+                          **measure(sampler, measure_n)}]
     captions = (panel_captions(sampler, run)[:8] or ["a picture"]) if isinstance(sampler, TextToImage) else []
     images, nrow, note = sample_grid(sampler, name, captions)
     record = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "ganforge_version": __version__,

@@ -221,6 +221,19 @@ def test_the_card_shows_the_runs_measurements(runs, tmp_path):
     assert "123.4567" in (again / "README.md").read_text()
 
 
+def test_export_eval_measures_for_the_card_as_ganforge_eval_does(runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("ganforge.metrics.evaluate.default_extractor", lambda data, spec: "pixels")  # no classifier
+    out = tmp_path / "measured"
+    assert main(["export", str(runs["mlp"]), "--format", "folder", "--out", str(out), "--eval", "100"]) == 0
+    card = (out / "README.md").read_text()
+    evals = json.loads((out / "config.json").read_text())["evals"]
+    assert len(evals) == 1 and evals[0]["at_export"] and evals[0]["extractor"] == "pixels"
+    assert "Measured at export" in card and f"| 2 | {evals[0]['images_seen']} | pixels | 100 | {evals[0]['fid']:.4f} |" in card
+    capsys.readouterr()
+    assert main(["export", str(runs["mlp"]), "--format", "onnx", "--out", str(tmp_path / "g.onnx"), "--eval", "9"]) == 2
+    assert "an ONNX export has none" in capsys.readouterr().err
+
+
 def test_eval_and_the_studio_take_a_model_folder(runs, tmp_path, capsys):
     out = export(runs["mlp"], "folder", tmp_path / "mlp")
     assert main(["eval", str(out), "--n", "100", "--extractor", "pixels"]) == 0  # against the run's data, digits

@@ -105,6 +105,22 @@ def evaluate(samples: torch.Tensor, data: str, extractor: str | Extractor, n: in
     return result
 
 
+def measure(G, n: int = 10_000, seed: int = 0, data: str | None = None, extractor: str | Extractor | None = None,
+            data_dir: str | None = None, root: Path | None = None) -> dict:
+    """`evaluate` of n samples of a generator (a sampling.Generator; a class-conditional one draws every class in
+    turn) against `data`, by default its training data, in `extractor`'s features, by default ganforge's
+    classifier of labelled data, else the self-supervised extractor."""
+    data = data or G.meta["config"]["data"]
+    labels = G.labels(n)
+    images = G.sample(n, seed, labels, output="uint8")
+    if extractor is None:
+        real = load_data(data, images.shape[-1], images.shape[1], data_dir=data_dir,
+                         folder_labels=bool(G.meta.get("config", {}).get("folder_labels")))
+        extractor = get_extractor(default_extractor(real, data), root, image_size=real.shape[-1],
+                                  channels=real.shape[0])
+    return evaluate(images, data, extractor, n, data_dir, root, requested_labels=labels)
+
+
 def format_table(result: dict) -> str:
     """One labelled line per metric: the number, then what it was computed with."""
     label = f"[{result['extractor']}, {result['n_fake']} fake vs {result['n_real']} real, data {result['data']}]"
