@@ -8,7 +8,9 @@ each direction d: --samples noises z, the images G(z - 2d) and G(z + 2d), and fo
 change of its mean score (the attribute classifier's probability) between the two. A direction controls an
 attribute when that attribute's mean score changes by at least 0.3 while no other changes by more than 0.15.
 Reported per method: how many distinct attributes some direction controls, and for each the best direction's
-effect. The ceiling beside them: for each attribute, the direction that labels give (the difference of the mean
+effect; also with the attributes an attribute's value constrains left out of "no other" (a one-hot colour's
+others; bald and hat, bald and long hair, glasses and sunglasses: faces.TIED), and, looser, which attributes some
+direction moves most by at least 0.3 whatever else moves. The ceiling beside them: for each attribute, the direction that labels give (the difference of the mean
 z of G's samples the classifier finds with and without it, among --pool samples, at unit length), measured alike.
 
 Writes the record (command, commit, date, processor) to benchmarks/results/directions.json, the directions into
@@ -25,6 +27,7 @@ from common import faces_options, faces_run, run_record, write_results
 
 from ganforge import load
 from ganforge.cli import main as ganforge
+from ganforge.data.faces import TIED
 from ganforge.directions import METHODS, Directions, find, save
 from ganforge.latent import seed_noise
 from ganforge.metrics.classifier import attribute_scorer
@@ -43,27 +46,36 @@ def effects(G, classify, vectors: torch.Tensor, z: torch.Tensor) -> torch.Tensor
     return torch.stack(out) if out else torch.empty(0, 0)
 
 
-def controlled(change: torch.Tensor) -> int | None:
-    """The attribute a direction controls (the one whose score moves by >= CONTROL while no other moves by more
-    than OTHERS), or None."""
-    top = change.abs().topk(2)
-    return int(top.indices[0]) if top.values[0] >= CONTROL and top.values[1] <= OTHERS else None
+def controlled(change: torch.Tensor, names: list[str], tied: dict[str, set[str]] | None = None) -> int | None:
+    """The attribute a direction controls, or None: the one whose mean score moves most, when it moves by at least
+    CONTROL while no other moves by more than OTHERS; with `tied`, no other but those its value constrains (a
+    one-hot colour's others, the pairs that exclude or imply each other), which must move with it."""
+    a = int(change.abs().argmax())
+    others = [i for i, name in enumerate(names) if i != a and name not in (tied or {}).get(names[a], ())]
+    return a if change[a].abs() >= CONTROL and change[others].abs().max() <= OTHERS else None
 
 
-def summary(changes: torch.Tensor, names: list[str], label_of=None) -> dict:
-    """What a set of directions controls: per direction its largest change, and per attribute found the best."""
-    rows, found = [], {}
+def summary(changes: torch.Tensor, names: list[str], tied: dict[str, set[str]], label_of=None) -> dict:
+    """What a set of directions controls, by the strict criterion (no other attribute moves) and with the tied
+    attributes left out; and, looser, which attributes some direction moves most (by at least CONTROL, whatever
+    else moves): per direction its largest changes; per criterion the attributes found, each with the direction
+    that changes it most."""
+    rows, found = [], {"strict": {}, "tied_left_out": {}, "moved_most": {}}
     for i, change in enumerate(changes):
-        top = change.abs().topk(2)
-        attr = controlled(change)
-        rows.append({"direction": label_of(i) if label_of else i, "largest": names[int(top.indices[0])],
-                     "change": round(float(change[top.indices[0]]), 3),
-                     "next_largest": round(float(top.values[1]), 3), "controls": names[attr] if attr is not None
-                     else None})
-        if attr is not None and (names[attr] not in found or abs(change[attr]) > abs(found[names[attr]]["change"])):
-            found[names[attr]] = {"direction": rows[-1]["direction"], "change": round(float(change[attr]), 3),
-                                  "next_largest": rows[-1]["next_largest"]}
-    return {"attributes_found": len(found), "found": found, "directions": rows}
+        a = int(change.abs().argmax())
+        untied = [j for j, name in enumerate(names) if j != a and name not in tied.get(names[a], ())]
+        row = {"direction": label_of(i) if label_of else i, "largest": names[a], "change": round(float(change[a]), 3),
+               "next_largest": round(float(change.abs().topk(2).values[1]), 3),
+               "next_untied": round(float(change[untied].abs().max()), 3)}
+        for criterion, by in (("strict", None), ("tied_left_out", tied), ("moved_most", "any")):
+            hit = (a if change[a].abs() >= CONTROL else None) if by == "any" else controlled(change, names, by)
+            row[criterion] = names[hit] if hit is not None else None
+            best = found[criterion].get(names[a])
+            if hit is not None and (best is None or abs(change[a]) > abs(best["change"])):
+                found[criterion][names[a]] = {"direction": row["direction"], "change": row["change"],
+                                              "next_largest": row["next_largest"], "next_untied": row["next_untied"]}
+        rows.append(row)
+    return {"attributes_found": {k: len(v) for k, v in found.items()}, "found": found, "directions": rows}
 
 
 def label_directions(G, classify, names: list[str], pool: int) -> tuple[torch.Tensor, list[str]]:
@@ -100,18 +112,21 @@ def main(argv: list[str] | None = None) -> dict:
     record = run_record("directions") | {"smoke": args.smoke, "run": str(run), "steps": G.meta["step"],
                                          "image_size": G.image_size, "z_dim": G.z_dim, "k": args.k,
                                          "samples": args.samples, "amount": AMOUNT,
-                                         "criterion": {"control": CONTROL, "others": OTHERS}, "methods": {}}
+                                         "criterion": {"control": CONTROL, "others": OTHERS,
+                                                       "tied": {k: sorted(v) for k, v in TIED.items()}},
+                                         "methods": {}}
     for method in METHODS:
         found: Directions = find(G, method, args.k, **({"samples": args.pca_samples} if method == "pca" else {}))
         save(found, run)
-        record["methods"][method] = summary(effects(G, classify, found.vectors, z), names)
+        record["methods"][method] = summary(effects(G, classify, found.vectors, z), names, TIED)
         record["methods"][method]["strength"] = [round(float(s), 4) for s in found.strength]
-        print(f"{method}: {record['methods'][method]['attributes_found']} attributes found: "
-              f"{', '.join(record['methods'][method]['found']) or 'none'}")
+        for criterion, hits in record["methods"][method]["found"].items():
+            print(f"{method}, {criterion}: {len(hits)} attributes found: {', '.join(hits) or 'none'}")
     vectors, kept = label_directions(G, classify, names, args.pool)
-    record["labels"] = summary(effects(G, classify, vectors, z), names, label_of=lambda i: kept[i])
+    record["labels"] = summary(effects(G, classify, vectors, z), names, TIED, label_of=lambda i: kept[i])
     record["labels"]["attributes_with_a_direction"] = kept
-    print(f"labels (the ceiling): {record['labels']['attributes_found']} of {len(kept)} attributes controlled")
+    for criterion, hits in record["labels"]["found"].items():
+        print(f"labels (the ceiling), {criterion}: {len(hits)} of {len(kept)} attributes: {', '.join(hits) or 'none'}")
     if args.figure:
         ganforge(["directions", str(run), "--k", str(args.k), "--samples", "4", "--out", args.figure])
     if not args.smoke:

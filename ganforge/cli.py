@@ -652,6 +652,8 @@ def cmd_directions(args) -> int:
     from ganforge.sampling import noise
     from ganforge.t2i import TextToImage, check_captions
 
+    if args.out and Path(args.out).suffix.lower() != ".png":
+        raise GanforgeError(f"{args.out}: the figure must end in .png")
     sampler = load(args.checkpoint, ema=not args.no_ema)
     ckpt = find_checkpoint(args.checkpoint)
     text = isinstance(sampler, TextToImage)
@@ -670,8 +672,6 @@ def cmd_directions(args) -> int:
     labels = sampler.labels(args.samples) if not text else None
     images = walk(sampler, found, z, amounts, labels, captions * args.samples if text else None)
     out = Path(args.out) if args.out else home(ckpt) / "directions" / f"{args.method}.png"
-    if out.suffix.lower() != ".png":
-        raise GanforgeError(f"{out}: the figure must end in .png")
     out.parent.mkdir(parents=True, exist_ok=True)
     about = f" for {captions[0]!r}" if text else ""
     plot_directions(images, found.strength, args.method, amounts, out,

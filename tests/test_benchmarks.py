@@ -98,12 +98,16 @@ def test_directions(bench, monkeypatch):
     record = directions.main(["--smoke"])
     assert set(record["methods"]) == {"sefa", "pca"}
     assert all(len(m["directions"]) == 3 and len(m["strength"]) == 3 for m in record["methods"].values())
-    # the count: a direction controls the attribute that moves by >= 0.3 while no other moves by more than 0.15
-    changes = torch.tensor([[0.5, 0.1, 0.0], [0.4, 0.2, 0.0], [0.0, -0.35, 0.05], [0.0, 0.0, 0.2], [0.6, 0.0, 0.1]])
-    found = directions.summary(changes, ["a", "b", "c"])
-    assert found["attributes_found"] == 2 and [r["controls"] for r in found["directions"]] == ["a", None, "b", None, "a"]
-    assert found["found"]["a"] == {"direction": 4, "change": 0.6, "next_largest": 0.1}  # the best of the two
-    assert found["found"]["b"]["change"] == -0.35
+    # the count: a direction controls the attribute that moves by >= 0.3 while no other moves by more than 0.15 (or,
+    # with the tied attributes left out, no other but those its value constrains)
+    changes = torch.tensor([[0.5, 0.1, 0.0], [0.4, 0.2, 0.0], [0.0, -0.35, 0.05], [0.0, 0.0, 0.2], [0.6, 0.0, 0.1],
+                            [0.3, 0.0, -0.7]])
+    found = directions.summary(changes, ["a", "b", "c"], tied={"c": {"a"}, "a": {"c"}})
+    assert found["attributes_found"] == {"strict": 2, "tied_left_out": 3, "moved_most": 3}
+    assert [r["strict"] for r in found["directions"]] == ["a", None, "b", None, "a", None]
+    assert [r["tied_left_out"] for r in found["directions"]] == ["a", None, "b", None, "a", "c"]
+    assert found["found"]["strict"]["a"] == {"direction": 4, "change": 0.6, "next_largest": 0.1, "next_untied": 0.0}
+    assert found["found"]["strict"]["b"]["change"] == -0.35
 
 
 def test_text_to_image(bench):

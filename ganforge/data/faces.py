@@ -35,6 +35,12 @@ SKIN_TONES = {"light": (250, 222, 198), "medium": (214, 160, 112), "dark": (140,
 CHANCE = {"smiling": 0.5, "glasses": 0.5, "beard": 0.35, "moustache": 0.35, "long_hair": 0.55, "bald": 0.4,
           "hat": 0.3, "sunglasses": 0.55}
 ATTRIBUTES = list(CHANCE) + [f"hair_{c}" for c in HAIR_COLORS] + [f"skin_{t}" for t in SKIN_TONES]
+# the attributes whose value each one's constrains by the rules above: its one-hot group's others, and the pairs
+# that exclude or imply each other (a face gaining a hat loses its baldness; sunglasses come with glasses)
+_PAIRS = [("hat", "bald"), ("bald", "long_hair"), ("glasses", "sunglasses")]
+_GROUPS = [[f"hair_{c}" for c in HAIR_COLORS], [f"skin_{t}" for t in SKIN_TONES]]
+TIED = {name: ({b for a, b in _PAIRS if a == name} | {a for a, b in _PAIRS if b == name}
+               | next((set(g) - {name} for g in _GROUPS if name in g), set())) for name in ATTRIBUTES}
 HAT_COLORS = [(40, 80, 190), (40, 140, 60), (120, 50, 160), (200, 40, 130), (20, 130, 140)]
 FRAME_COLORS = [(20, 20, 20), (80, 44, 20), (40, 40, 100), (130, 20, 30)]
 IRIS_COLORS = [(90, 56, 28), (50, 100, 170), (60, 120, 60), (36, 30, 30)]
