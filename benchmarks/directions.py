@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     for criterion, hits in record["labels"]["found"].items():
         print(f"labels (the ceiling), {criterion}: {len(hits)} of {len(kept)} attributes: {', '.join(hits) or 'none'}")
     if args.figure:
-        ganforge(["directions", str(run), "--k", str(args.k), "--samples", "4", "--out", args.figure])
+        ganforge(["directions", str(run), "--k", str(args.k), "--samples", "3", "--out", args.figure])
     if not args.smoke:
         print(write_results("directions", record))
     return record
