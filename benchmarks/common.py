@@ -6,16 +6,16 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
+from ganforge.hardware import cpu
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what the CPU multiplies fast
 
 
 def git_commit() -> dict:
@@ -25,19 +25,8 @@ def git_commit() -> dict:
 
 
 def processor() -> dict:
-    """The CPU's model name and the instruction-set flags /proc/cpuinfo lists (Linux), with torch's own view."""
-    model, flags = platform.processor() or None, set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model in (None, "", "x86_64"):
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    return {"model_name": model, "flags": [f for f in FLAGS if f in flags], "logical_cpus": os.cpu_count(),
-            "machine": platform.machine(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    """The CPU's model name and the instruction-set flags that decide its speed, with torch's own view."""
+    return cpu()
 
 
 def run_record(name: str) -> dict:

@@ -80,7 +80,8 @@ class CoreConfig:
 
     # --- where and how (a resume may change these)
     device: str = "auto"  # auto (CUDA when present, else the CPU), cpu, cuda or cuda:N
-    precision: str = "fp32"  # fp32, bf16 or fp16 (CUDA only; with loss scaling): autocast for the forward passes
+    precision: str = "fp32"  # fp32, bf16, fp16 (CUDA only; with loss scaling): autocast for the forward passes;
+    # or auto: bf16 where the device multiplies it fast, else fp32 (hardware.choose_precision)
     compile: bool = False  # torch.compile G and D (falls back with a warning where no compiler is found)
     sync_bn: bool = False  # several CUDA processes: batch norm statistics over all of them (SyncBatchNorm)
 
@@ -188,7 +189,7 @@ TrainConfig = dataclasses.make_dataclass(
     bases=(CoreConfig,), namespace={"__module__": __name__, "__doc__": "A run's configuration: CoreConfig's "
                                     "options and those the registered plug-ins declare (PLUGIN_OPTIONS)."})
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 D_NORMS = ("batch", "layer", "none")
 DATA_SOURCES = ("digits", "mnist", "fashion-mnist", "faces", "faces-captions", "fashion-mnist-captions")
 PATH_SOURCES = ("folder:", "celeba:", "lsun:", "prepared:", "captions:")  # sources of the user's own files

@@ -45,9 +45,10 @@ def new_run_dir(runs_dir: Path, cfg: TrainConfig) -> Path:
     return run_dir
 
 
-def write_config(run_dir: Path, cfg: TrainConfig, spec: dict | None = None) -> None:
-    write_atomic(run_dir / "config.json",
-                 (json.dumps({**cfg.to_dict(), **({"model_spec": spec} if spec else {})}, indent=1) + "\n").encode())
+def write_config(run_dir: Path, cfg: TrainConfig, spec: dict | None = None, chosen: dict | None = None) -> None:
+    """config.json: the config, the networks' spec, and what was `chosen` for an "auto" setting and why."""
+    extra = ({"model_spec": spec} if spec else {}) | ({"chosen": chosen} if chosen else {})
+    write_atomic(run_dir / "config.json", (json.dumps({**cfg.to_dict(), **extra}, indent=1) + "\n").encode())
 
 
 class Recorder:

@@ -32,6 +32,7 @@ from ganforge.data import ImageData, to_float
 from ganforge.distributed import SINGLE, Group, any_rank, compiler_missing, resolve_device
 from ganforge.errors import GanforgeError
 from ganforge.families import MODELS, build_discriminator, build_generator
+from ganforge.hardware import choose_precision
 from ganforge.io import load_module_state, pack_state, unpack_state
 from ganforge.losses import LOSSES, Critic
 
@@ -61,7 +62,10 @@ class TrainState:
                  resume: tuple[dict, dict] | None = None):
         self.cfg, self.run_dir, self.data, self.group = cfg.validate(), run_dir, data, group
         self.device = resolve_device(cfg.device, group.local_rank)
-        if cfg.precision == "fp16" and self.device.type != "cuda":
+        self.precision, self.precision_reason = cfg.precision, None
+        if cfg.precision == "auto":  # the same choice on every run of a machine (the probe is cached)
+            self.precision, self.precision_reason = choose_precision(self.device)
+        if self.precision == "fp16" and self.device.type != "cuda":
             raise GanforgeError("precision=fp16 needs a CUDA device; on a CPU train in fp32 (or bf16)")
         if cfg.sync_bn and group.enabled and self.device.type != "cuda":
             raise GanforgeError("sync_bn needs CUDA devices (NCCL); on CPUs each process normalises its own batch")
@@ -86,9 +90,9 @@ class TrainState:
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, fused=True)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, fused=True)
         # mixed precision: autocast to bf16 or fp16; fp16 losses are scaled so small gradients survive
-        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
-        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
-        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.G_train, D_train, D_frozen = self._wrap()
         # D as the loss calls it: in D's step as trained, in G's step unwrapped (D is not updated there)
         augment = augmenter(cfg.diffaugment)

@@ -198,7 +198,11 @@ def train_run(cfg: TrainConfig | dict | None = None, runs_dir: str | Path = "run
                 return state
         rec = Recorder(state, extractor, active=group.main)
         if group.main:
-            write_config(run_dir, cfg, state.spec)
+            chosen = None
+            if state.precision_reason:  # --precision auto: which, and why, in config.json and on the console
+                chosen = {"precision": state.precision, "why": state.precision_reason}
+                print(f"precision auto: {state.precision} ({state.precision_reason})", file=sys.stderr)
+            write_config(run_dir, cfg, state.spec, chosen)
         try:
             rec.open(resumed_with)
             interrupted = fit(state, rec, progress=progress)
@@ -224,6 +228,7 @@ def _resumed_config(run_dir: Path, budget, runtime, record) -> tuple[TrainConfig
         print(f"{run_dir}: no checkpoint yet; starting the run again from step 0", file=sys.stderr)
         values = json.loads((run_dir / "config.json").read_text())
         values.pop("model_spec", None)
+        values.pop("chosen", None)
         saved, checkpoint = TrainConfig.from_dict(values), None
     else:
         checkpoint = load_checkpoint(run_dir)
