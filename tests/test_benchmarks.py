@@ -84,6 +84,12 @@ def test_arithmetic(bench, monkeypatch):
     assert record["inversion"]["faces"] == 2
 
 
+def test_gpu(bench):
+    record = bench("gpu").main(["--smoke"])
+    assert record["device"] == "cpu" and [r["precision"] for r in record["rows"]] == ["fp32"]
+    assert record["rows"][0]["images_per_s"] > 0 and "training" not in record
+
+
 def test_directions(bench, monkeypatch):
     """With a stand-in for the attribute classifier (each attribute a fixed random projection of the pixels)."""
     from ganforge.data.faces import ATTRIBUTES
