@@ -45,7 +45,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ganforge.checkpoint import find_checkpoint, is_model_folder, list_checkpoints
+from ganforge.checkpoint import find_checkpoint, home, is_model_folder, list_checkpoints
 from ganforge.data import to_uint8
 from ganforge.directions import Directions
 from ganforge.errors import GanforgeError
@@ -266,7 +266,7 @@ def latent_directions(ckpt: Path, G: Generator) -> dict:
     pca directions `ganforge directions` kept for this checkpoint. Nothing is written to the run."""
     from ganforge import directions
 
-    kept = {m: directions.saved(directions.home(ckpt), m, G.meta.get("sha256")) for m in directions.METHODS}
+    kept = {m: directions.saved(home(ckpt), m, G.meta.get("sha256")) for m in directions.METHODS}
     if kept["sefa"] is None:
         kept["sefa"] = directions.find(G, "sefa", min(MAX_DIRECTIONS, G.z_dim))
     return {m: Directions(m, d.vectors[:MAX_DIRECTIONS], d.strength[:MAX_DIRECTIONS], d.checkpoint_sha256)
