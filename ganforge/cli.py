@@ -64,37 +64,32 @@ def _direction_flags(parser) -> None:
                         "or pca")
 
 
-def _shift(args, sampler):
+def _shift(args, sampler, captions: list[str] = ()):
     """The step added to every noise for --direction/--amount, or None."""
     if args.direction is None:
         return None
-    from ganforge.checkpoint import find_checkpoint
-    from ganforge.directions import entry, for_checkpoint
+    from ganforge.directions import entry
 
     z_dim = entry(sampler)[2]
     if not 0 <= args.direction < z_dim:
         raise GanforgeError(f"--direction {args.direction}: this model's directions are numbered 0 to {z_dim - 1} "
                             "(as many as z has numbers), the strongest first")
-    found = for_checkpoint(find_checkpoint(args.checkpoint), sampler, args.method, min(z_dim, max(10, args.direction + 1)),
-                           **_pca_options(args, sampler))
+    found = _directions(args, sampler, min(z_dim, max(10, args.direction + 1)), captions)
     return args.amount * found.vector(args.direction)
 
 
-def _pca_options(args, sampler) -> dict:
-    if args.method != "pca":
-        return {}
-    options = {"seed": getattr(args, "seed", 0), "samples": getattr(args, "pca_samples", 4096)}
-    from ganforge.t2i import TextToImage
-    if isinstance(sampler, TextToImage):
-        options["captions"] = _panel_captions(args.checkpoint, sampler) or list(getattr(args, "captions", []) or [])
-    return options
-
-
-def _panel_captions(checkpoint: str, pipe) -> list[str]:
+def _directions(args, sampler, k: int, captions: list[str]):
+    """The --method directions of the checkpoint: kept beside it, else found now and kept. A text-to-image model's
+    pca draws its run's panel captions, else `captions`."""
     from ganforge.checkpoint import find_checkpoint, home
-    from ganforge.t2i import panel_captions
+    from ganforge.directions import for_checkpoint
+    from ganforge.t2i import TextToImage, panel_captions
 
-    return panel_captions(pipe, home(find_checkpoint(checkpoint)))
+    ckpt = find_checkpoint(args.checkpoint)
+    options = {"samples": getattr(args, "pca_samples", 4096)} if args.method == "pca" else {}
+    if options and isinstance(sampler, TextToImage):
+        options["captions"] = panel_captions(sampler, home(ckpt)) or list(captions)
+    return for_checkpoint(ckpt, sampler, args.method, k, **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", metavar="FILE", help="also write the directions and their shares as JSON")
     d.add_argument("--samples", type=_positive_int, default=4, help="samples moved in the figure (default: 4)")
     d.add_argument("--steps", type=_positive_int, default=7, help="images from -3 to +3 per sample (default: 7)")
-    d.add_argument("--seed", type=int, default=0, help="noise seed of the figure's samples and pca's draws (default: 0)")
+    d.add_argument("--seed", type=int, default=0, help="noise seed of the figure's samples (default: 0)")
     d.add_argument("--pca-samples", type=_positive_int, default=4096, help="pca: samples whose activations it "
                    "reads (default: 4096)")
     d.add_argument("--caption", help="text-to-image models: the caption drawn (default: the run's first panel "
@@ -632,7 +627,7 @@ def cmd_t2i(args) -> int:
         raise GanforgeError(f"{out}: the output must end in .png (the figure) or .npy (an array)")
     pipe = load(args.checkpoint, ema=not args.no_ema, kind="text")
     pipe.warn_unknown(captions)
-    coarse, fine = pipe(captions, args.n, args.seed, shift=_shift(args, pipe))
+    coarse, fine = pipe(captions, args.n, args.seed, shift=_shift(args, pipe, captions))
     if out.suffix.lower() == ".png":
         t2i_figure(captions, coarse, fine, out)
     else:
@@ -647,11 +642,11 @@ def cmd_directions(args) -> int:
     import torch
 
     from ganforge.checkpoint import find_checkpoint, home
-    from ganforge.directions import for_checkpoint, walk
+    from ganforge.directions import walk
     from ganforge.inference import load
     from ganforge.plots import plot_directions
     from ganforge.sampling import noise
-    from ganforge.t2i import TextToImage, check_captions
+    from ganforge.t2i import TextToImage, check_captions, panel_captions
 
     if args.out and Path(args.out).suffix.lower() != ".png":
         raise GanforgeError(f"{args.out}: the figure must end in .png")
@@ -661,13 +656,10 @@ def cmd_directions(args) -> int:
     if args.caption is not None and not text:
         raise GanforgeError("--caption is for text-to-image models; this one draws from noise alone")
     captions = (check_captions([args.caption]) if args.caption is not None
-                else _panel_captions(args.checkpoint, sampler)[:1])
+                else panel_captions(sampler, home(ckpt))[:1] if text else [])
     if text and not captions:
         raise GanforgeError(f"{args.checkpoint}: give --caption: the run folder lists no panel captions to draw")
-    options = _pca_options(args, sampler)
-    if text and args.method == "pca" and not options["captions"]:
-        options["captions"] = captions
-    found = for_checkpoint(ckpt, sampler, args.method, args.k, **options)
+    found = _directions(args, sampler, args.k, captions)
     amounts = torch.linspace(-3, 3, args.steps)
     z = noise(args.samples, found.vectors.shape[1], args.seed)
     labels = sampler.labels(args.samples) if not text else None

@@ -55,6 +55,10 @@ class Directions:
             out += amount * self.vector(i)
         return out
 
+    def first(self, k: int) -> Directions:
+        """The k strongest of these."""
+        return Directions(self.method, self.vectors[:k], self.strength[:k], self.checkpoint_sha256)
+
     def vector(self, i: int) -> torch.Tensor:
         if not 0 <= i < len(self):
             raise GanforgeError(f"direction {i}: these {self.method} directions are numbered 0 to {len(self) - 1}")
@@ -179,7 +183,7 @@ def for_checkpoint(checkpoint_json: Path, sampler: Generator | TextToImage, meth
     folder = home(checkpoint_json)
     kept = saved(folder, method, sampler.meta.get("sha256"))
     if kept is not None and len(kept) >= k:
-        return Directions(method, kept.vectors[:k], kept.strength[:k], kept.checkpoint_sha256)
+        return kept.first(k)
     found = find(sampler, method, k, **pca_options)
     try:
         save(found, folder)

@@ -47,7 +47,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ganforge.checkpoint import find_checkpoint, home, is_model_folder, list_checkpoints
 from ganforge.data import to_uint8
-from ganforge.directions import Directions
 from ganforge.errors import GanforgeError
 from ganforge.inference import load
 from ganforge.latent import around, lerp, query_concept, slerp
@@ -269,8 +268,7 @@ def latent_directions(ckpt: Path, G: Generator) -> dict:
     kept = {m: directions.saved(home(ckpt), m, G.meta.get("sha256")) for m in directions.METHODS}
     if kept["sefa"] is None:
         kept["sefa"] = directions.find(G, "sefa", min(MAX_DIRECTIONS, G.z_dim))
-    return {m: Directions(m, d.vectors[:MAX_DIRECTIONS], d.strength[:MAX_DIRECTIONS], d.checkpoint_sha256)
-            for m, d in kept.items() if d is not None}
+    return {m: d.first(MAX_DIRECTIONS) for m, d in kept.items() if d is not None}
 
 
 # --- images
