@@ -54,10 +54,11 @@ class CoreConfig:
 
     # --- optimisation (Adam with the DCGAN paper's settings)
     batch_size: int = 32  # small batches: more updates per minute, which is what a CPU budget lacks
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
+    lr_g: float | None = None  # None: the model's (dcgan and cgan 4e-4, measured; others the DCGAN paper's 2e-4)
+    lr_d: float | None = None
     beta1: float = 0.5
     beta2: float = 0.999
+    lr_decay: float = 0.0  # share of the budget, at its end, over which both learning rates fall linearly to 0
 
     # --- budget: the first one reached stops training; all count from the start of the run
     steps: int | None = None  # iterations: one batch each, a D step and (every n_critic) a G step
@@ -80,8 +81,8 @@ class CoreConfig:
 
     # --- where and how (a resume may change these)
     device: str = "auto"  # auto (CUDA when present, else the CPU), cpu, cuda or cuda:N
-    precision: str = "fp32"  # fp32, bf16, fp16 (CUDA only; with loss scaling): autocast for the forward passes;
-    # or auto: bf16 where the device multiplies it fast, else fp32 (hardware.choose_precision)
+    precision: str = "auto"  # auto: bf16 where the device multiplies it fast, else fp32 (hardware.choose_precision);
+    # or fp32, bf16, fp16 (CUDA only; with loss scaling): autocast for the forward passes
     compile: bool = False  # torch.compile G and D (falls back with a warning where no compiler is found)
     sync_bn: bool = False  # several CUDA processes: batch norm statistics over all of them (SyncBatchNorm)
 
@@ -115,15 +116,15 @@ class CoreConfig:
         for key, top in (("z_dim", 4096), ("batch_size", 65536)):
             if getattr(self, key) > top:
                 raise bad(key, f"must be at most {top}")
-        for key in ("lr_g", "lr_d"):
-            if not getattr(self, key) > 0:
-                raise bad(key, "must be positive")
         for key in ("beta1", "beta2"):
             if not 0 <= getattr(self, key) < 1:
                 raise bad(key, "must be in [0, 1)")
         if not 0 <= self.seed < 2**40:
             raise bad("seed", "must be in [0, 2**40)")
         MODELS[self.model].configure(self)
+        for key in ("lr_g", "lr_d"):
+            if not getattr(self, key) > 0:
+                raise bad(key, "must be positive")
         LOSSES[self.loss].configure(self)
         for option in PLUGIN_OPTIONS.values():
             value = getattr(self, option.name)
@@ -136,6 +137,8 @@ class CoreConfig:
             raise bad("d_norm", f"choose one of {', '.join(D_NORMS)}")
         if self.n_critic < 1:
             raise bad("n_critic", "must be at least 1")
+        if not 0 <= self.lr_decay <= 1:
+            raise bad("lr_decay", "must be in [0, 1]: the share of the budget over which the rates fall to 0")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise bad("ema_decay", "must be in [0, 1), or none for no EMA")
         try:

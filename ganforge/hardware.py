@@ -5,7 +5,8 @@ elsewhere torch emulates it, slower than fp32. So auto chooses bf16 on a CPU whe
 (oneDNN's bf16 support) and the processor's flags say so and a short probe, bf16 and fp32 matrix products
 timed side by side, confirms it; fp32 elsewhere. The probe's result is cached per processor and torch version
 (`<cache>/hardware/`), so every run on a machine makes the same choice. On CUDA, auto is bf16 where the device
-supports it, else fp32.
+supports it, else fp32. GANFORGE_AUTO_PRECISION=fp32 (or bf16) in the environment makes that choice instead:
+for runs that must match across machines, as the test suite's.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from pathlib import Path
 
 import torch
 
+from ganforge.errors import GanforgeError
 from ganforge.io import cache_dir, write_atomic
 
 FAST_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo's names of bf16 multiplied in hardware
 FLAGS = ("avx2", "avx512f", *FAST_BF16_FLAGS, "amx_tile")  # what decides a CPU's speed, as benchmarks record it
 MIN_SPEEDUP = 1.3  # bf16 matrix products must be this much faster than fp32 for auto to choose bf16
 PROBE_SIZE = 1024
+FORCE_VARIABLE = "GANFORGE_AUTO_PRECISION"
 
 
 def cpu() -> dict:
@@ -75,6 +78,10 @@ def bf16_probe(info: dict | None = None) -> dict:
 
 def choose_precision(device: torch.device) -> tuple[str, str]:
     """(the precision `--precision auto` trains in on `device`: bf16 or fp32, why)."""
+    if forced := os.environ.get(FORCE_VARIABLE):
+        if forced not in ("fp32", "bf16"):
+            raise GanforgeError(f"{FORCE_VARIABLE}={forced[:40]!r}: expected fp32 or bf16")
+        return forced, f"{FORCE_VARIABLE}={forced} in the environment"
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         if torch.cuda.is_bf16_supported():

@@ -29,7 +29,7 @@ from ganforge.checkpoint import (
 )
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, to_float
-from ganforge.distributed import SINGLE, Group, any_rank, compiler_missing, resolve_device
+from ganforge.distributed import SINGLE, Group, any_rank, broadcast, compiler_missing, resolve_device
 from ganforge.errors import GanforgeError
 from ganforge.families import MODELS, build_discriminator, build_generator
 from ganforge.hardware import choose_precision
@@ -168,7 +168,23 @@ class TrainState:
         if self.G_ema is not None:
             ema_update(self.G_ema, self.G, ema_decay_at(self.cfg.ema_decay, (self.step + 1) // self.cfg.n_critic))
 
+    def schedule_lr(self) -> None:
+        """Both learning rates for where the run stands: x nan_lr_factor per rollback, and with lr_decay falling
+        linearly to 0 over the budget's last share. Called where the ranks agree on the budget spent."""
+        factor = self.cfg.nan_lr_factor ** self.rollbacks
+        if self.cfg.lr_decay:
+            factor *= min(1.0, (1.0 - broadcast(self.group, self.progress())) / self.cfg.lr_decay)
+        for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
+
     # --- the budget
+    def progress(self) -> float:
+        """The share of the budget spent, 0 to 1: of the steps, the epochs or the minutes, whichever ends first."""
+        stop = self.stop_step()
+        shares = [self.step / stop if stop else 0.0, self.seconds / (60 * self.cfg.minutes) if self.cfg.minutes else 0.0]
+        return min(1.0, max(shares))
+
     def stop_step(self) -> int | None:
         limits = [s for s in (self.cfg.steps, self.cfg.epochs and math.ceil(self.cfg.epochs * self.steps_per_epoch))
                   if s]
@@ -326,9 +342,7 @@ class TrainState:
         self.restore(*load_checkpoint(self.run_dir))
         self.rollbacks = rollbacks
         factor = cfg.nan_lr_factor ** rollbacks
-        for opt, lr in ((self.opt_g, cfg.lr_g), (self.opt_d, cfg.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = lr * factor
+        self.schedule_lr()
         message = (f"{reason} at step {bad_step}: rolled back to step {self.step} with learning rates "
                    f"x{factor:g} (rollback {rollbacks} of at most {cfg.max_rollbacks})")
         tqdm.write(f"warning: {message}", file=sys.stderr)

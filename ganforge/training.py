@@ -74,6 +74,8 @@ def fit(s: TrainState, rec: Recorder, progress: bool = True) -> bool:
                mininterval=0.1 if sys.stderr.isatty() else 30, dynamic_ncols=True,
                desc=s.run_dir.name + (f" ({cfg.minutes:g} min)" if cfg.minutes else ""))
     logged = (s.seconds, s.images_seen)  # at the last stats line
+    if cfg.lr_decay:
+        s.schedule_lr()
     done = interrupted = False
     with StopFlag() as stop, collecting(collector):
         while not done:
@@ -87,6 +89,8 @@ def fit(s: TrainState, rec: Recorder, progress: bool = True) -> bool:
                 s.seconds, started = s.seconds + now - started, now
                 bar.update()
                 done, interrupted = s.stop_now(stop.set, sync=s.step % SYNC_EVERY == 0)
+                if cfg.lr_decay and (not s.group.enabled or s.step % SYNC_EVERY == 0):
+                    s.schedule_lr()
                 saving = done or s.batch_in_epoch == s.steps_per_epoch or (
                     bool(cfg.checkpoint_every) and s.step % cfg.checkpoint_every == 0)
                 if bad := s.diverged(read=saving or s.step % cfg.log_every == 0):  # back to the last good checkpoint

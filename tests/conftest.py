@@ -49,9 +49,12 @@ def tiny_config(**changes) -> TrainConfig:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Each test session gets its own cache folder: no test reads a user's cache."""
+    """Each test session gets its own cache folder: no test reads a user's cache. And `--precision auto` (the
+    default) trains in fp32 on every machine, so that a test's numbers do not depend on the processor it runs on;
+    tests/test_hardware.py checks the choice itself."""
     cache = tmp_path_factory.getbasetemp() / "cache"
     monkeypatch.setenv("GANFORGE_CACHE", str(cache))
+    monkeypatch.setenv("GANFORGE_AUTO_PRECISION", "fp32")
     if os.environ.get("PYTEST_XDIST_WORKER") and not (cache / "faces").exists():
         # the drawn faces (data, not a model, the same in every process) are drawn once for all the workers
         shared = tmp_path_factory.getbasetemp().parent / "shared-faces"

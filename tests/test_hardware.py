@@ -9,9 +9,17 @@ import torch
 from conftest import tiny_config
 
 from ganforge import hardware, train
+from ganforge.config import TrainConfig
+from ganforge.errors import GanforgeError
 from ganforge.hardware import choose_precision
 
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _unforced(monkeypatch):
+    """The choice itself, not the suite's GANFORGE_AUTO_PRECISION=fp32 (tests/conftest.py)."""
+    monkeypatch.delenv(hardware.FORCE_VARIABLE, raising=False)
 
 
 def fake_cpu(monkeypatch, flags, onednn=True, name="Test CPU"):
@@ -68,8 +76,20 @@ def test_on_cuda_auto_follows_the_devices_bf16_support(monkeypatch, supported, e
     assert precision == expected and "Test GPU" in why
 
 
+def test_auto_is_the_default_and_the_environment_can_make_its_choice(monkeypatch, tmp_path, capfd):
+    assert TrainConfig().precision == "auto"
+    monkeypatch.setenv(hardware.FORCE_VARIABLE, "bf16")
+    assert choose_precision(CPU) == ("bf16", "GANFORGE_AUTO_PRECISION=bf16 in the environment")
+    run = train(tiny_config(steps=2), runs_dir=tmp_path, progress=False)
+    assert json.loads((run / "config.json").read_text())["chosen"]["precision"] == "bf16"
+    assert "precision auto: bf16 (GANFORGE_AUTO_PRECISION=bf16" in capfd.readouterr().err
+    monkeypatch.setenv(hardware.FORCE_VARIABLE, "fp8")
+    with pytest.raises(GanforgeError, match="GANFORGE_AUTO_PRECISION='fp8': expected fp32 or bf16"):
+        choose_precision(CPU)
+
+
 def test_a_run_records_what_auto_chose_and_why(tmp_path, capfd):
-    run = train(tiny_config(steps=2, precision="auto"), runs_dir=tmp_path, progress=False)
+    run = train(tiny_config(steps=2), runs_dir=tmp_path, progress=False)
     saved = json.loads((run / "config.json").read_text())
     precision, why = choose_precision(CPU)
     assert saved["precision"] == "auto" and saved["chosen"] == {"precision": precision, "why": why}

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -6,7 +7,9 @@ from conftest import skip_or_fail, tiny_config
 
 from ganforge import load, train
 from ganforge.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from ganforge.data import load_data
 from ganforge.errors import GanforgeError
+from ganforge.state import TrainState
 from ganforge.stats import read_stats
 
 
@@ -134,3 +137,40 @@ def test_tensorboard_events(tmp_path):
     events.Reload()
     assert [e.step for e in events.Scalars("d_loss")] == [5, 10]
     assert events.Tags()["images"] == ["samples"]
+
+
+def test_lr_decay_falls_linearly_to_zero_over_the_budgets_end(tmp_path):
+    cfg = tiny_config(steps=40, lr_decay=0.5)
+    s = TrainState(cfg, tmp_path, load_data("digits"))
+
+    def rates():
+        return s.opt_g.param_groups[0]["lr"] / cfg.lr_g, s.opt_d.param_groups[0]["lr"] / cfg.lr_d
+
+    for step, factor in ((0, 1.0), (20, 1.0), (30, 0.5), (40, 0.0)):
+        s.step = step
+        s.schedule_lr()
+        assert rates() == pytest.approx((factor, factor)), step
+    s.step, s.rollbacks = 30, 1  # a rollback's factor and the schedule's multiply
+    s.schedule_lr()
+    assert rates() == pytest.approx((0.25, 0.25))
+    s = TrainState(tiny_config(steps=None, minutes=2.0, lr_decay=1.0), tmp_path, load_data("digits"))
+    s.seconds = 90.0  # a budget in minutes: the share of the training time spent
+    s.schedule_lr()
+    assert rates() == pytest.approx((0.25, 0.25))
+    with pytest.raises(GanforgeError, match="lr_decay"):
+        tiny_config(lr_decay=1.5)
+
+
+def test_lr_decay_resumes_exactly(tmp_path):
+    """A run stopped at step 20 of 40 and resumed == the same run straight through, with the rates falling."""
+    straight = train(tiny_config(steps=40, lr_decay=0.5, checkpoint_every=20, keep_checkpoints=9),
+                     runs_dir=tmp_path, progress=False)
+    stopped = tmp_path / "stopped"
+    shutil.copytree(straight, stopped)
+    for path in (stopped / "checkpoints").glob("step-*"):
+        if int(path.name[5:13]) > 20:
+            path.unlink()
+    a, b = _weights(straight), _weights(train(resume=stopped, progress=False))
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    meta, _ = load_checkpoint(straight)
+    assert json.dumps(meta["opt_g"]).count('"lr": 0.0') == 1  # the last step's rate is 0

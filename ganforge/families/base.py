@@ -74,9 +74,14 @@ class Family:
     kind = "image"  # what its sampler draws from: noise (and a label), "image"; or a caption, "text"
 
     # --- before a run: its config and its data
+    lr = 2e-4  # Adam's learning rate for G and D where the config leaves them unset: the DCGAN paper's
+
     @classmethod
     def configure(cls, cfg) -> None:
-        """Check the config's options for this model (raising a GanforgeError); fill in its defaults."""
+        """Check the config's options for this model (raising a GanforgeError); fill in its defaults. A subclass
+        calls super().configure(cfg) first."""
+        cfg.lr_g = cls.lr if cfg.lr_g is None else cfg.lr_g
+        cfg.lr_d = cls.lr if cfg.lr_d is None else cfg.lr_d
 
     @classmethod
     def resolve(cls, cfg):

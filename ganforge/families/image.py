@@ -56,9 +56,9 @@ class ClassConditional(Family):
 # --- the models
 WIDTHS = (  # the conv nets' widths, shared by every DCGAN-shaped model
     Option("g_width", int | None, None, "conv G: channels of its last hidden layer, doubling towards the input; "
-           "none: the model's default (64; stackgan2 32)", bounded(1, 4096)),
+           "none: the model's default (dcgan and cgan 32, stackgan1 64, stackgan2 32)", bounded(1, 4096)),
     Option("d_width", int | None, None, "conv D: channels of its first layer, doubling with depth; none: the "
-           "model's default (64; stackgan2 32)", bounded(1, 4096)),
+           "model's default (dcgan and cgan 32, stackgan1 64, stackgan2 32)", bounded(1, 4096)),
 )
 
 
@@ -101,9 +101,13 @@ class MLP(Unconditional):
 @MODELS.register("dcgan", "conv nets for G and D (Radford et al. 2015; the default)")
 class DCGAN(Conv, Unconditional):
     generator, discriminator = DCGANGenerator, DCGANDiscriminator
+    # for a CPU budget: at widths 32 a step costs a third of the paper's 64, and the higher rate learns faster
+    # in the same minutes (benchmarks/results/tuning-*.json; the README's table)
+    default_width, lr = 32, 4e-4
 
 
 @MODELS.register("cgan", "class-conditional DCGAN: conditional batch norm in G, projection D")
 class CGAN(Conv, ClassConditional):
     generator, discriminator = CGANGenerator, CGANDiscriminator
+    default_width, lr = DCGAN.default_width, DCGAN.lr
 
