@@ -6,10 +6,12 @@ and a log line every step, D's weights receiving gradients in the G step. ganfor
 the data as one uint8 tensor, reads its statistics every `log_every` steps and freezes D in the
 G step. Both run the same networks, batch and optimizer settings in this one process.
 
-Also printed: the DCGAN step's FLOP utilisation (FLOPs from torch.utils.flop_counter per second,
-over the fp32 matmul FLOP/s measured here and now) and peak memory.
+The DCGAN is also trained in each of `--precisions` (default: fp32, and bf16 where `--precision auto` chooses it),
+each with its FLOP utilisation: FLOPs from torch.utils.flop_counter per second, over the matrix-product FLOP/s of
+that precision measured here and now. And at `--baseline-width` (64: the DCGAN paper's, ganforge's default before),
+for the speed-up of today's default against it. Peak memory is printed too.
 
-    python benchmarks/throughput.py [--steps 100] [--rounds 3] [--batch-size 64] [--smoke]
+    python benchmarks/throughput.py [--steps 100] [--rounds 3] [--batch-size 64] [--precisions fp32 bf16] [--smoke]
 
 Writes benchmarks/results/throughput.json (with the command, commit, date, processor); --smoke writes nothing.
 """
@@ -23,6 +25,7 @@ import resource
 import struct
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,32 +35,15 @@ import torchvision
 from common import run_record, write_results
 from torch.utils.flop_counter import FlopCounterMode
 
-from ganforge.config import TrainConfig
+from ganforge.config import TrainConfig, make_config
 from ganforge.data import load_data, to_float
+from ganforge.hardware import choose_precision, matmul_rate
 from ganforge.sampling import Generator
 from ganforge.state import TrainState, epoch_order
 from ganforge.stats import Collector, collecting
 from ganforge.training import train_step
 
-
-def matmul_flops(device: str, n: int = 2048, repeats: int = 10, rounds: int = 3) -> float:
-    """fp32 matmul FLOP/s, the best of a few rounds: the practical ceiling for dense work."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
-    best = 0.0
-    for _ in range(rounds):
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        sync(device)
-        best = max(best, 2 * n ** 3 * repeats / (time.perf_counter() - start))
-    return best
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def write_torchvision_mnist(root: Path, images: np.ndarray, labels: np.ndarray) -> None:
@@ -155,53 +141,83 @@ def step_flops(trainer: TrainState) -> int:
     return counter.get_total_flops()
 
 
+def median_rates(runs, rounds: int) -> list[float]:
+    """Each callable's images/s, the median of `rounds` rounds that alternate between them, so that drifts of the
+    machine hit every one alike."""
+    rates = [[run() for run in runs] for _ in range(rounds)]
+    return [float(np.median(r)) for r in zip(*rates)]
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100, help="timed steps per round")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--models", nargs="+", default=["mlp", "dcgan"], choices=["mlp", "dcgan"])
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"],
+                        help="the DCGAN's precisions (default: fp32, and bf16 where --precision auto chooses it)")
+    parser.add_argument("--baseline-width", type=int, default=64, help="the DCGAN's widths to compare with; 0: none")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are printed")
     parser.add_argument("--workers", type=int, default=2, help="textbook DataLoader workers (pytorch/examples: 2)")
     parser.add_argument("--smoke", action="store_true", help="3 steps, 1 round, no workers: does the script run?")
     args = parser.parse_args(argv)
     if args.smoke:
         args.steps, args.rounds, args.workers = 3, 1, 0
+    auto = choose_precision(torch.device("cpu"))
+    precisions = args.precisions or sorted({"fp32", auto[0]}, key=["fp32", "bf16"].index)
     torch.manual_seed(0)
     data = load_data("digits")
-    matmul = matmul_flops("cpu", n=256 if args.smoke else 2048)
+    size, seconds = (256, 0.05) if args.smoke else (2048, 1.0)
+    matmul = {p: max(matmul_rate(DTYPES[p], size, seconds) for _ in range(args.rounds)) * 1e9 for p in precisions}
     record = run_record("throughput") | {"smoke": args.smoke, "batch_size": args.batch_size, "steps": args.steps,
                                          "rounds": args.rounds, "textbook_workers": args.workers,
-                                         "fp32_matmul_gflops": matmul / 1e9, "models": {}}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 matmul 2048^2: {matmul / 1e9:.0f} GFLOP/s")
+                                         "auto_precision": {"precision": auto[0], "why": auto[1]},
+                                         "matmul_gflops": {p: r / 1e9 for p, r in matmul.items()}, "models": {}}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matrix products {size}^2: "
+          + ", ".join(f"{p} {r / 1e9:,.0f} GFLOP/s" for p, r in matmul.items()) + f"\n--precision auto: {auto[0]} ({auto[1]})")
     print(f"batch {args.batch_size}, 28x28 bundled digits; training: median of {args.rounds} alternating rounds "
-          f"of {args.steps} steps; textbook DataLoader with {args.workers} workers\n")
-    print(f"{'':28}{'ganforge':>12}{'textbook':>12}{'ratio':>8}")
+          f"of {args.steps} steps; textbook DataLoader with {args.workers} workers (fp32)\n")
+    print(f"{'':34}{'ganforge':>12}{'textbook':>12}{'ratio':>8}")
     with tempfile.TemporaryDirectory() as tmp:
         write_torchvision_mnist(Path(tmp), data.images[:, 0].numpy(), data.labels.numpy())
         for model in args.models:
-            cfg = TrainConfig(model=model, batch_size=args.batch_size)
-            # both loops train the same networks; rounds alternate so drifts of the machine hit both
-            # (the textbook keeps PyTorch's default memory layout, as the textbook does)
-            ours_trainer = TrainState(cfg, Path(tmp), data)
+            cfg = make_config(overrides={"model": model, "batch_size": args.batch_size, "precision": "fp32"})
+            # both loops train the same networks (the textbook keeps PyTorch's default memory layout, as it does)
+            trainers = {p: TrainState(dataclasses.replace(cfg, precision=p), Path(tmp), data)
+                        for p in (precisions if model == "dcgan" else ["fp32"])}
             textbook_trainer = TrainState(dataclasses.replace(cfg, channels_last=False), Path(tmp), data)
-            rates = [(ganforge_train(ours_trainer, args.steps),
-                      textbook_train(textbook_trainer, Path(tmp), args.steps, args.workers))
-                     for _ in range(args.rounds)]
-            ours, textbook = (float(np.median(r)) for r in zip(*rates))
-            print(f"{model + ' training, images/s':28}{ours:12.0f}{textbook:12.0f}{ours / textbook:8.2f}")
-            trainer = TrainState(cfg, Path(tmp), data)
+            runs = [partial(ganforge_train, t, args.steps) for t in trainers.values()]
+            runs.append(partial(textbook_train, textbook_trainer, Path(tmp), args.steps, args.workers))
+            if model == "dcgan" and args.baseline_width:
+                wide = dataclasses.replace(cfg, g_width=args.baseline_width, d_width=args.baseline_width)
+                runs.append(partial(ganforge_train, TrainState(wide, Path(tmp), data), args.steps))
+            rates = median_rates(runs, args.rounds)
+            ours, textbook, baseline = rates[:len(trainers)], rates[len(trainers)], rates[len(trainers) + 1:]
+            result = {"widths": [cfg.g_width, cfg.d_width], "textbook_train_images_per_s": textbook, "precisions": {}}
+            for (precision, trainer), rate in zip(trainers.items(), ours):
+                label = f"{model} training, {precision}, images/s"
+                print(f"{label:34}{rate:12.0f}{textbook:12.0f}{rate / textbook:8.2f}")
+                row = {"train_images_per_s": rate, "train_ratio": rate / textbook}
+                if model == "dcgan":
+                    flops = step_flops(trainer)
+                    achieved = flops * rate / args.batch_size
+                    row |= {"mflop_per_image": flops / args.batch_size / 1e6, "achieved_gflops": achieved / 1e9,
+                            "matmul_utilisation": achieved / matmul[precision]}
+                    print(f"{'':4}{flops / args.batch_size / 1e6:.1f} MFLOP per image, {achieved / 1e9:.1f} GFLOP/s = "
+                          f"{achieved / matmul[precision]:.0%} of the {precision} matrix-product rate")
+                result["precisions"][precision] = row
+            if baseline:
+                fastest = max(ours)
+                label = f"{model} training, fp32, widths {args.baseline_width}"
+                print(f"{label:34}{baseline[0]:12.0f}{textbook:12.0f}{baseline[0] / textbook:8.2f}")
+                print(f"{'':4}today's default (widths {cfg.g_width}, {precisions[ours.index(fastest)]}) trains "
+                      f"{fastest / baseline[0]:.2f}x as many images/s as widths {args.baseline_width} in fp32")
+                result["baseline"] = {"widths": args.baseline_width, "train_images_per_s": baseline[0],
+                                      "train_ratio": baseline[0] / textbook, "speedup": fastest / baseline[0]}
+            trainer = next(iter(trainers.values()))
             ours_s, textbook_s = sampling_rates(trainer.G, cfg.z_dim, n=256 if args.smoke else 2048)
-            print(f"{model + ' sampling, images/s':28}{ours_s:12.0f}{textbook_s:12.0f}{ours_s / textbook_s:8.2f}")
-            result = {"train_images_per_s": ours, "textbook_train_images_per_s": textbook, "train_ratio": ours / textbook,
-                      "train_rounds": rates, "sample_images_per_s": ours_s, "textbook_sample_images_per_s": textbook_s,
-                      "sample_ratio": ours_s / textbook_s}
-            if model == "dcgan":
-                flops = step_flops(trainer)
-                achieved = flops * ours / args.batch_size
-                result |= {"mflop_per_image": flops / args.batch_size / 1e6, "achieved_gflops": achieved / 1e9,
-                           "matmul_utilisation": achieved / matmul}
-                print(f"\ndcgan step: {flops / args.batch_size / 1e6:.1f} MFLOP per image, "
-                      f"{achieved / 1e9:.1f} GFLOP/s = {achieved / matmul:.0%} of the matmul rate")
+            print(f"{model + ' sampling, images/s':34}{ours_s:12.0f}{textbook_s:12.0f}{ours_s / textbook_s:8.2f}")
+            result |= {"sample_images_per_s": ours_s, "textbook_sample_images_per_s": textbook_s,
+                       "sample_ratio": ours_s / textbook_s}
             record["models"][model] = result
     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory (max RSS): {record['peak_rss_mb']:.0f} MB")
