@@ -33,13 +33,24 @@ def parse_variant(text: str) -> tuple[str, list[int] | None, list[str]]:
     return name, [int(s) for s in seeds.split(",")] if seeds else None, [p for p in pairs.split(",") if p]
 
 
-def _pin(cores: multiprocessing.Queue) -> None:
-    """A worker takes a core of its own for every run it does."""
-    os.sched_setaffinity(0, {cores.get()})
+_free_cores = None  # in a worker process with --parallel: the queue of the cores no run is using
+
+
+def _keep(cores: multiprocessing.Queue) -> None:
+    global _free_cores
+    _free_cores = cores
 
 
 def _one(argv: list[str]) -> dict:
-    return quality.main(argv, save=False)
+    """One run, on a core no other run is using (with --parallel), which it gives back when it ends."""
+    if _free_cores is None:
+        return quality.main(argv, save=False)
+    core = _free_cores.get()
+    try:
+        os.sched_setaffinity(0, {core})
+        return quality.main(argv, save=False)
+    finally:
+        _free_cores.put(core)
 
 
 def summary(values: list[float]) -> dict:
@@ -81,9 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
                                      "threads_per_run": 1 if args.parallel > 1 else len(cores), "rows": []}
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    for core in cores[:args.parallel] * len(jobs):
+    for core in cores[:args.parallel]:
         queue.put(core)
-    with ProcessPoolExecutor(args.parallel, mp_context=context, initializer=_pin if args.parallel > 1 else None,
+    with ProcessPoolExecutor(args.parallel, mp_context=context, initializer=_keep if args.parallel > 1 else None,
                              initargs=(queue,) if args.parallel > 1 else (), max_tasks_per_child=1) as pool:
         runs = list(pool.map(_one, [child(*job) for job in jobs]))
     for name, pairs in variants.items():

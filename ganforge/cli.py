@@ -135,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--device", help="auto (default: CUDA when present, else the CPU), cpu, cuda or cuda:N")
-    t.add_argument("--precision", choices=PRECISIONS, help="fp32 (default), bf16, fp16 (CUDA, loss-scaled), or auto: bf16 where this "
-                   "device multiplies it fast (AMX, AVX-512 BF16, CUDA), else fp32")
+    t.add_argument("--precision", choices=PRECISIONS, help="auto (default): bf16 where this device multiplies it fast "
+                   "(AMX, AVX-512 BF16, CUDA), else fp32; or fp32, bf16, fp16 (CUDA, loss-scaled)")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile G and D")
     t.add_argument("--nproc", type=_positive_int, metavar="N", help="train in N processes on this machine "
                    "(DistributedDataParallel, as torchrun would; --set batch_size is per process)")

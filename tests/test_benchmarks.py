@@ -41,10 +41,27 @@ def test_every_benchmark_script_has_a_smoke_mode_that_a_test_runs():
 
 
 def test_throughput(bench):
-    record = bench("throughput").main(["--smoke", "--batch-size", "16"])
+    record = bench("throughput").main(["--smoke", "--batch-size", "16", "--precisions", "fp32", "bf16"])
     dcgan = record["models"]["dcgan"]
-    assert dcgan["train_images_per_s"] > 0 and dcgan["textbook_train_images_per_s"] > 0 and dcgan["mflop_per_image"] > 0
+    assert dcgan["textbook_train_images_per_s"] > 0 and dcgan["widths"] == [32, 32]
+    for precision in ("fp32", "bf16"):
+        row = dcgan["precisions"][precision]
+        assert row["train_images_per_s"] > 0 and row["mflop_per_image"] > 0 and 0 < row["matmul_utilisation"]
+        assert record["matmul_gflops"][precision] > 0
+    assert dcgan["baseline"]["widths"] == 64 and dcgan["baseline"]["speedup"] > 0
+    assert record["auto_precision"]["precision"] == "fp32"  # the suite's GANFORGE_AUTO_PRECISION
+    ops = record["dcgan_profile"]["ops"]
+    assert len(ops) == 12 and any("convolution" in op["op"] for op in ops) and all(op["share"] > 0 for op in ops)
     assert record["models"]["mlp"]["sample_ratio"] > 0 and record["peak_rss_mb"] > 0
+
+
+def test_tuning(bench):
+    record = bench("tuning").main(["--smoke", "--parallel", "2", "--seeds", "0,1",
+                                   "--variant", "plain=", "--variant", "narrow@3=g_width=4,lr_decay=0.5"])
+    plain, narrow = record["rows"]
+    assert [r["seed"] for r in plain["runs"]] == [0, 1] and [r["seed"] for r in narrow["runs"]] == [3]
+    assert narrow["set"] == ["g_width=4", "lr_decay=0.5"] and record["threads_per_run"] == 1
+    assert plain["fid"]["min"] <= plain["fid"]["mean"] <= plain["fid"]["max"] and narrow["steps"]["mean"] == 3
 
 
 def test_quality(bench):
