@@ -9,7 +9,8 @@ G step. Both run the same networks, batch and optimizer settings in this one pro
 The DCGAN is also trained in each of `--precisions` (default: fp32, and bf16 where `--precision auto` chooses it),
 each with its FLOP utilisation: FLOPs from torch.utils.flop_counter per second, over the matrix-product FLOP/s of
 that precision measured here and now. And at `--baseline-width` (64: the DCGAN paper's, ganforge's default before),
-for the speed-up of today's default against it. Peak memory is printed too.
+for the speed-up of today's default against it. Then where the default step's time goes, by torch.profiler.
+Peak memory is printed too.
 
     python benchmarks/throughput.py [--steps 100] [--rounds 3] [--batch-size 64] [--precisions fp32 bf16] [--smoke]
 
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from common import run_record, write_results
+from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.flop_counter import FlopCounterMode
 
 from ganforge.config import TrainConfig, make_config
@@ -121,6 +123,24 @@ def ganforge_train(trainer: TrainState, steps: int) -> float:
     return steps * cfg.batch_size / (time.perf_counter() - start)
 
 
+def step_profile(trainer: TrainState, steps: int, top: int = 12) -> list[dict]:
+    """Where the step's time goes: torch.profiler over `steps` steps, the `top` operators by their own CPU time,
+    each with its share of the whole (the rest, Python and the loop, is what the operators leave)."""
+    images, cfg = trainer.data.images, trainer.cfg
+    order = epoch_order(len(images), 0, 0)
+    with collecting(Collector(trainer.device)), profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for i in range(steps):
+            with record_function("data"):
+                real = to_float(images[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]])
+                real = real.contiguous(memory_format=trainer.memory_format)
+            train_step(trainer, real, None)
+        wall = time.perf_counter() - start
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [{"op": e.key, "share": e.self_cpu_time_total / 1e6 / wall, "calls_per_step": e.count / steps}
+            for e in events[:top]]
+
+
 def sampling_rates(G, z_dim: int, n: int = 2048, batch: int = 64) -> tuple[float, float]:
     """(ganforge's sample(), textbook: G(noise) with autograd on, batch by batch) in images/s."""
     sampler = Generator(G)
@@ -167,13 +187,14 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     data = load_data("digits")
     size, seconds = (256, 0.05) if args.smoke else (2048, 1.0)
-    matmul = {p: max(matmul_rate(DTYPES[p], size, seconds) for _ in range(args.rounds)) * 1e9 for p in precisions}
+    matmul = {p: max(matmul_rate(DTYPES[p], size, seconds) for _ in range(args.rounds if p == auto[0] else 1)) * 1e9
+              for p in precisions}  # one round for a precision auto does not choose: emulated, it is slow
     record = run_record("throughput") | {"smoke": args.smoke, "batch_size": args.batch_size, "steps": args.steps,
                                          "rounds": args.rounds, "textbook_workers": args.workers,
                                          "auto_precision": {"precision": auto[0], "why": auto[1]},
                                          "matmul_gflops": {p: r / 1e9 for p, r in matmul.items()}, "models": {}}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matrix products {size}^2: "
-          + ", ".join(f"{p} {r / 1e9:,.0f} GFLOP/s" for p, r in matmul.items()) + f"\n--precision auto: {auto[0]} ({auto[1]})")
+          + ", ".join(f"{p} {r / 1e9:,.1f} GFLOP/s" for p, r in matmul.items()) + f"\n--precision auto: {auto[0]} ({auto[1]})")
     print(f"batch {args.batch_size}, 28x28 bundled digits; training: median of {args.rounds} alternating rounds "
           f"of {args.steps} steps; textbook DataLoader with {args.workers} workers (fp32)\n")
     print(f"{'':34}{'ganforge':>12}{'textbook':>12}{'ratio':>8}")
@@ -219,6 +240,14 @@ def main(argv: list[str] | None = None) -> dict:
             result |= {"sample_images_per_s": ours_s, "textbook_sample_images_per_s": textbook_s,
                        "sample_ratio": ours_s / textbook_s}
             record["models"][model] = result
+        if "dcgan" in args.models:  # the default step (in auto's choice), operator by operator
+            cfg = make_config(overrides={"batch_size": args.batch_size, "precision": auto[0]})
+            rows = step_profile(TrainState(cfg, Path(tmp), data), 3 if args.smoke else 50)
+            record["dcgan_profile"] = {"precision": auto[0], "ops": rows}
+            print(f"\nwhere the dcgan step's time goes ({auto[0]}, batch {args.batch_size}; the operators' own "
+                  "time as a share of the wall time):")
+            for row in rows:
+                print(f"  {row['op'][:40]:42}{row['share']:6.1%}  {row['calls_per_step']:5.1f} calls/step")
     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak memory (max RSS): {record['peak_rss_mb']:.0f} MB")
     if not args.smoke:

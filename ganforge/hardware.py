@@ -49,9 +49,9 @@ def cpu() -> dict:
 
 def matmul_rate(dtype: torch.dtype, size: int = PROBE_SIZE, seconds: float = 0.2) -> float:
     """GFLOP/s of size x size matrix products in `dtype` on this CPU, over about `seconds`."""
+    small = torch.ones(64, 64, dtype=dtype)
+    small @ small  # warm up on a small product: an emulated dtype takes seconds for one of the full size
     a = torch.ones(size, size, dtype=dtype)
-    for _ in range(2):  # warm up
-        a @ a
     count, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:
         a @ a
