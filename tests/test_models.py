@@ -31,3 +31,21 @@ def test_dcgan_initialisation_follows_the_paper():
 def test_unsupported_size_is_a_clear_error():
     with pytest.raises(GanforgeError, match="28, 32, 56, 64 and 128"):
         DCGANGenerator(48, 1)
+
+
+def test_depth_adds_3x3_convolutions_at_every_hidden_resolution():
+    spec = {"model": "dcgan", "image_size": 28, "channels": 1, "z_dim": 12, "g_width": 4, "d_width": 4}
+    sides = []
+
+    def record(module, inputs, output):
+        sides.append(output.shape[-1])
+
+    for depth in (0, 2):
+        G = build_generator(spec | ({"g_depth": depth} if depth else {}))
+        D = build_discriminator(spec | ({"d_depth": depth} if depth else {}))
+        refiners = [m for net in (G, D) for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+        assert len(refiners) == 4 * depth  # G at 7 and 14 pixels, D at 14 and 7: `depth` each
+        for m in refiners:
+            m.register_forward_hook(record)
+        D(G(torch.randn(2, 12)))
+    assert sorted(sides) == [7, 7, 7, 7, 14, 14, 14, 14]

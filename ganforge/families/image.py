@@ -78,6 +78,21 @@ class Conv:
         return super().spec() | {"g_width": self.cfg.g_width, "d_width": self.cfg.d_width, "d_norm": self.cfg.d_norm}
 
 
+class Deep(Conv):
+    """The DCGAN pair's optional depth: 3x3 convolutions added at each hidden resolution of G and of D."""
+
+    options = (
+        Option("g_depth", int, 0, "dcgan and cgan: 3x3 convolutions G adds at each hidden resolution; 0: the "
+               "paper's", bounded(0, 16)),
+        Option("d_depth", int, 0, "dcgan and cgan: 3x3 convolutions D adds at each hidden resolution; 0: the "
+               "paper's", bounded(0, 16)),
+    )
+
+    def spec(self):
+        depths = {k: getattr(self.cfg, k) for k in ("g_depth", "d_depth") if getattr(self.cfg, k)}
+        return super().spec() | depths  # only when set, so that earlier specs still match
+
+
 @MODELS.register("mlp", "fully connected G and maxout D (Goodfellow et al. 2014)")
 class MLP(Unconditional):
     generator, discriminator = MLPGenerator, MLPDiscriminator
@@ -99,7 +114,7 @@ class MLP(Unconditional):
 
 
 @MODELS.register("dcgan", "conv nets for G and D (Radford et al. 2015; the default)")
-class DCGAN(Conv, Unconditional):
+class DCGAN(Deep, Unconditional):
     generator, discriminator = DCGANGenerator, DCGANDiscriminator
     # for a CPU budget: at widths 32 a step costs a third of the paper's 64, and the higher rate learns faster
     # in the same minutes (benchmarks/results/tuning-*.json; the README's table)
@@ -107,7 +122,7 @@ class DCGAN(Conv, Unconditional):
 
 
 @MODELS.register("cgan", "class-conditional DCGAN: conditional batch norm in G, projection D")
-class CGAN(Conv, ClassConditional):
+class CGAN(Deep, ClassConditional):
     generator, discriminator = CGANGenerator, CGANDiscriminator
     default_width, lr = DCGAN.default_width, DCGAN.lr
 

@@ -6,6 +6,8 @@ through Tanh. Batch norm and ReLU everywhere but at the output.
 D mirrors it: k 4x4 stride-2 convolutions with LeakyReLU(0.2), a normalisation everywhere but at
 the input (batch norm as in the paper; layer norm for gradient penalties, which batch norm breaks;
 none), then one linear unit giving a logit. Weights ~ N(0, 0.02), norm scales ~ N(1, 0.02).
+`g_depth` / `d_depth` (0 in the paper) add that many 3x3 stride-1 convolutions, each with its norm and
+activation, at every hidden resolution of G / D.
 
 The conditional pair (cGAN): G joins a learned class embedding to z; D is a projection
 discriminator (Miyato & Koyama 2018): D(x, y) = head(h) + <embed(y), h>, with h D's features of x.
@@ -32,6 +34,16 @@ def _plan(image_size: int) -> tuple[int, int]:
                         f"not {image_size}")
 
 
+def _refine(channels: int, depth: int, norm, act) -> list[nn.Module]:
+    """`depth` 3x3 stride-1 convolutions at one resolution, each followed by its norm (if any) and activation."""
+    layers: list[nn.Module] = []
+    for _ in range(depth):
+        layers += [nn.Conv2d(channels, channels, 3, 1, 1, bias=norm is None)]
+        layers += [norm(channels)] if norm else []
+        layers += [act()]
+    return layers
+
+
 def init_dcgan(module: nn.Module) -> None:
     """The DCGAN paper's initialisation: all weights from N(0, 0.02); batch-norm scales from N(1, 0.02)."""
     for m in module.modules():
@@ -45,16 +57,20 @@ def init_dcgan(module: nn.Module) -> None:
 
 
 class DCGANGenerator(nn.Module):
-    def __init__(self, image_size: int = 28, channels: int = 1, z_dim: int = 100, g_width: int = 32):
+    def __init__(self, image_size: int = 28, channels: int = 1, z_dim: int = 100, g_width: int = 32,
+                 g_depth: int = 0):
         super().__init__()
         self.z_dim, self.image_size, self.channels = z_dim, image_size, channels
         self.start, stages = _plan(image_size)
         widths = [g_width * 2 ** i for i in reversed(range(stages))]  # e.g. [64, 32] for 28 pixels
         # z (B, z_dim) -> (B, widths[0] * s * s); no bias: batch norm follows
         self.project = nn.Linear(z_dim, widths[0] * self.start ** 2, bias=False)
-        layers: list[nn.Module] = [nn.BatchNorm2d(widths[0]), nn.ReLU(True)]  # widths[0] x s x s
+        relu = lambda: nn.ReLU(True)
+        layers: list[nn.Module] = [nn.BatchNorm2d(widths[0]), relu()]  # widths[0] x s x s
+        layers += _refine(widths[0], g_depth, nn.BatchNorm2d, relu)
         for cin, cout in pairwise(widths):
-            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), relu()]
+            layers += _refine(cout, g_depth, nn.BatchNorm2d, relu)
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]  # channels x size x size
         self.net = nn.Sequential(*layers)
         init_dcgan(self)
@@ -68,16 +84,20 @@ D_NORMS = {"batch": nn.BatchNorm2d, "layer": lambda c: nn.GroupNorm(1, c), "none
 
 
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, image_size: int = 28, channels: int = 1, d_width: int = 32, d_norm: str = "batch"):
+    def __init__(self, image_size: int = 28, channels: int = 1, d_width: int = 32, d_norm: str = "batch",
+                 d_depth: int = 0):
         super().__init__()
         start, stages = _plan(image_size)
         widths = [d_width * 2 ** i for i in range(stages)]  # e.g. [32, 64] for 28 pixels
         norm = D_NORMS[d_norm]
-        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        leaky = lambda: nn.LeakyReLU(0.2, True)
+        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1), leaky()]
+        layers += _refine(widths[0], d_depth, norm, leaky)
         for cin, cout in pairwise(widths):
             layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=norm is None)]
             layers += [norm(cout)] if norm else []
-            layers += [nn.LeakyReLU(0.2, True)]
+            layers += [leaky()]
+            layers += _refine(cout, d_depth, norm, leaky)
         self.features = nn.Sequential(*layers)  # widths[-1] x s x s
         self.head = nn.Linear(widths[-1] * start ** 2, 1)  # one logit per image
         init_dcgan(self)
@@ -95,8 +115,8 @@ class CGANGenerator(DCGANGenerator):
     the start), as in the projection-discriminator paper's generator."""
 
     def __init__(self, image_size: int = 28, channels: int = 1, z_dim: int = 100, g_width: int = 32,
-                 n_classes: int = 10):
-        super().__init__(image_size, channels, z_dim + EMBED_DIM, g_width)
+                 n_classes: int = 10, g_depth: int = 0):
+        super().__init__(image_size, channels, z_dim + EMBED_DIM, g_width, g_depth)
         self.z_dim, self.n_classes = z_dim, n_classes
         self.embed = nn.Embedding(n_classes, EMBED_DIM)
         norms = [m.num_features for m in self.net if isinstance(m, nn.BatchNorm2d)]
@@ -120,8 +140,8 @@ class CGANDiscriminator(DCGANDiscriminator):
     """Projection discriminator: D(x, y) = head(h) + <embed(y), h> with h = D's flattened features of x."""
 
     def __init__(self, image_size: int = 28, channels: int = 1, d_width: int = 32, d_norm: str = "batch",
-                 n_classes: int = 10):
-        super().__init__(image_size, channels, d_width, d_norm)
+                 n_classes: int = 10, d_depth: int = 0):
+        super().__init__(image_size, channels, d_width, d_norm, d_depth)
         self.n_classes = n_classes
         self.embed = nn.Embedding(n_classes, self.head.in_features)
         nn.init.normal_(self.embed.weight, 0.0, 0.02)
