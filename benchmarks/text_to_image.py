@@ -2,6 +2,7 @@
 
     python benchmarks/text_to_image.py --data fashion-mnist-captions [--stage1-steps 2500 --stage2-steps 1200]
     python benchmarks/text_to_image.py --data faces-captions [--stage2 RUN_DIR] [--n 1000] [--threads 1]
+    python benchmarks/text_to_image.py --data faces-captions --set mode_seeking=1 --name ms1   # a setting tried
 
 Without --stage2 it trains Stage-I, then Stage-II on it, for the given steps. Then, with images
 drawn from captions never used in training (each with its own noise):
@@ -13,7 +14,10 @@ drawn from captions never used in training (each with its own noise):
   attribute sets of training faces ("seen") and for the held-out test faces, each of which has a
   pair of attributes that never occurs together in training ("unseen"); for those, also how often
   both attributes of the pair are drawn.
-- both: FID of Stage-II and of Stage-I upsampled to Stage-II's size, against real images, in the
+- both: within-caption diversity, the mean pairwise distance (in the domain classifier's features)
+  between the images of one caption drawn with different noises, as a share of the same distance
+  between real images that share the caption's class (Fashion-MNIST) or attribute set (faces);
+  FID of Stage-II and of Stage-I upsampled to Stage-II's size, against real images, in the
   domain classifier's features (they read 28 or 32 pixels); and sharpness, the mean squared
   Laplacian of the images at Stage-II's size, as a ratio to the real images'.
 Writes text_to_image.json and text_to_image.png (a t2i figure) into the Stage-II run folder, and the record
@@ -41,15 +45,17 @@ from ganforge.metrics.classifier import attribute_scorer, classifier_path, load_
 from ganforge.metrics.functions import fid
 from ganforge.t2i import TextToImage, t2i_figure
 
+DIVERSITY_M = 8  # images per caption (and real images per class or attribute set) in the diversity measure
 DESCRIBED = ["smiling", "glasses", "sunglasses", "beard", "moustache", "hat", "bald", "long_hair"]
 
 
-def train_stages(data: str, steps1: int, steps2: int, out: str, seed: int, smoke: bool = False) -> Path:
+def train_stages(data: str, steps1: int, steps2: int, out: str, seed: int, smoke: bool = False,
+                 settings: list[str] = ()) -> Path:
     tiny = SMOKE_MODEL | {"minutes": None, "c_dim": 8, "text_pretrain_steps": 5} if smoke else {}
-    stage1 = train(make_config(overrides={"model": "stackgan1", "data": data, "steps": steps1, "seed": seed, **tiny}),
-                   runs_dir=out, progress=not smoke)
+    stage1 = train(make_config(overrides={"model": "stackgan1", "data": data, "steps": steps1, "seed": seed, **tiny},
+                               pairs=settings), runs_dir=out, progress=not smoke)
     return train(make_config(overrides={"model": "stackgan2", "stage1": str(stage1), "steps": steps2, "seed": seed,
-                                        **tiny}), runs_dir=out, progress=not smoke)
+                                        **tiny}, pairs=settings), runs_dir=out, progress=not smoke)
 
 
 def sharpness(images: torch.Tensor) -> float:
@@ -67,6 +73,24 @@ def quality(coarse: torch.Tensor, fine: torch.Tensor, real: torch.Tensor, featur
             "sharpness_stage1_upsampled": sharpness(up) / real_sharp, "sharpness_stage2": sharpness(fine) / real_sharp}
 
 
+def spread(features: torch.Tensor) -> float:
+    """(groups, m, d) -> the mean pairwise distance within a group, averaged over the groups."""
+    m = features.shape[1]
+    return (torch.cdist(features, features).sum((1, 2)) / (m * (m - 1))).mean().item()
+
+
+def diversity(pipe: TextToImage, captions: list[str], real: torch.Tensor, features, seed: int) -> dict:
+    """Within-caption diversity: each caption drawn with m noises (real: (captions, m, C, H, W), m real images
+    that share each caption's class or attributes), as the share of the real images' spread, per stage."""
+    k, m = real.shape[:2]
+    coarse, fine = pipe(captions, m, seed + 2, same_noise=False)
+    real_spread = spread(features(real.flatten(0, 1)).unflatten(0, (k, m)))
+    result = {"diversity_real": real_spread}
+    for stage, images in (("stage1", coarse), ("stage2", fine)):
+        result[f"diversity_{stage}"] = spread(features(images).unflatten(0, (k, m))) / real_spread
+    return result
+
+
 def fashion(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
     if not classifier_path("fashion-mnist").is_file():
         train_classifier("fashion-mnist")
@@ -81,8 +105,17 @@ def fashion(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
             with torch.no_grad():
                 predicted = net(resize_to(images, 28)).argmax(1)
             result[f"class_match_{name}_{stage}"] = (predicted == labels).float().mean().item()
-    real = to_float(load_data("fashion-mnist", fine.shape[-1], split="test").images[:n])
-    result |= quality(coarse, fine, real, lambda x: net.body(resize_to(x, 28)).double())
+    test = load_data("fashion-mnist", fine.shape[-1], split="test")
+    real = to_float(test.images[:n])
+    features = lambda x: net.body(resize_to(x, 28)).double()
+    result |= quality(coarse, fine, real, features)
+    # diversity: 10 captions per class, each against 8 real test images of its class
+    gen = torch.Generator().manual_seed(seed)
+    classes = torch.arange(100) % 10
+    rng = np.random.default_rng([seed, 3])
+    groups = torch.stack([to_float(test.images[(test.labels == c).nonzero()[:, 0]][torch.randperm(
+        int((test.labels == c).sum()), generator=gen)[:DIVERSITY_M]]) for c in classes.tolist()])
+    result |= diversity(pipe, [fashion_caption(int(c), rng) for c in classes], groups, features, seed)
     examples = [fashion_caption(c, np.random.default_rng([seed, c]), held_out=c % 2 == 1) for c in range(0, 10, 2)]
     return result, examples
 
@@ -116,7 +149,20 @@ def faces(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
                     has |= pair
                 result[f"held_out_pair_drawn_{stage}"] = (both.sum() / has.sum()).item()
     real = to_float(fit(load_data("faces-captions", split="test").images[:n], fine.shape[-1], 3))
-    result |= quality(coarse, fine, real, lambda x: net.body(resize_to(x, 32)).double())
+    features = lambda x: net.body(resize_to(x, 32)).double()
+    result |= quality(coarse, fine, real, features)
+    # diversity: the training faces grouped by what a caption states (the 8 binary attributes and the hair
+    # colour); up to 100 groups of 8 or more, each against 8 of its faces
+    data = load_data("faces-captions", split="train")
+    stated = [i for i, a in enumerate(names) if not a.startswith("skin_")]
+    groups: dict[tuple, list[int]] = {}
+    for i, row in enumerate(data.attributes[:, stated].tolist()):
+        groups.setdefault(tuple(row), []).append(i)
+    members = [g[:DIVERSITY_M] for g in groups.values() if len(g) >= DIVERSITY_M][:100]
+    rng = np.random.default_rng([seed, 9])
+    group_captions = [face_caption(dict(zip(names, data.attributes[g[0]].tolist())), rng) for g in members]
+    real_groups = torch.stack([to_float(fit(data.images[g], fine.shape[-1], 3)) for g in members])
+    result |= diversity(pipe, group_captions, real_groups, features, seed)
     return result, captions[:5]
 
 
@@ -129,7 +175,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n", type=int, default=1000, help="captions per measurement")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
-    parser.add_argument("--out", default="runs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting for both stages (the `ganforge train --set` keys); repeatable")
+    parser.add_argument("--name", help="results file text_to_image-DATA-NAME.json (default: text_to_image-DATA.json)")
+    parser.add_argument("--out", help="where the runs go (default: runs; smoke: a temporary folder)")
     parser.add_argument("--smoke", action="store_true", help="a few steps at tiny sizes: does the script run?")
     args = parser.parse_args(argv)
     if args.threads:
@@ -139,9 +188,9 @@ def main(argv: list[str] | None = None) -> dict:
         domain = "fashion-mnist" if args.data.startswith("fashion") else "faces"
         train_classifier(domain, epochs=1, limit=600, attributes=domain == "faces", progress=False)
         args.stage1_steps = args.stage2_steps = 3
-        args.n, args.out = 20, tempfile.mkdtemp(prefix="ganforge-smoke-")
+        args.n, args.out = 20, args.out or tempfile.mkdtemp(prefix="ganforge-smoke-")
     run = Path(args.stage2) if args.stage2 else train_stages(args.data, args.stage1_steps, args.stage2_steps,
-                                                              args.out, args.seed, args.smoke)
+                                                              args.out or "runs", args.seed, args.smoke, args.set)
     pipe = load(run, kind="text")
     meta = pipe.meta
     if meta["config"]["data"] != args.data:
@@ -155,7 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
     record = run_record("text_to_image") | {"smoke": args.smoke, "stage1_steps": args.stage1_steps,
                                             "config": meta["config"], **result}
     if not args.smoke:
-        print(f"results: {write_results(f'text_to_image-{args.data}', record)}")
+        name = f"text_to_image-{args.data}" + (f"-{args.name}" if args.name else "")
+        print(f"results: {write_results(name, record)}")
     return record
 
 

@@ -1,5 +1,6 @@
 """Text to image: the tokeniser and text encoders, StackGAN's parts, both training stages, `t2i`."""
 
+import json
 import math
 
 import numpy as np
@@ -125,6 +126,52 @@ def test_text_discriminator_gives_one_logit_per_pair(size):
     out = D(torch.randn(3, 1, size, size), torch.randn(3, 16))
     assert out.shape == (3,)
     assert not torch.equal(out, D(torch.randn(3, 1, size, size), torch.randn(3, 16)))
+
+
+def seek(weight, draw, z, cond):
+    from types import SimpleNamespace
+
+    from ganforge.families.text import Captioned
+
+    return Captioned.seek_modes(SimpleNamespace(cfg=SimpleNamespace(mode_seeking=weight)), draw, draw(z, cond), z, cond)
+
+
+def test_mode_seeking_term_is_the_weight_over_image_distance_per_noise_distance():
+    z, cond = torch.randn(8, 4), torch.randn(8, 3)
+    assert seek(2.0, lambda z, c: 3 * z, z, cond).item() == pytest.approx(2 / 3, rel=1e-4)  # images 3x as far
+    ignores_noise = seek(1.0, lambda z, c: c.repeat(1, 2), z, cond)  # one caption, one image: the most it costs
+    assert ignores_noise.item() == pytest.approx(1e5)
+    assert seek(0.0, lambda z, c: 3 * z, z, cond) == 0.0  # off
+    with torch.no_grad():  # a D-only step draws no twin
+        assert seek(1.0, lambda z, c: 3 * z, z, cond) == 0.0
+
+
+def test_mode_seeking_gradient_makes_the_noise_matter_more():
+    """One step down the term's gradient moves G towards images that differ more with the noise."""
+    torch.manual_seed(0)
+    G = torch.nn.Linear(4 + 3, 5)
+    with torch.no_grad():
+        G.weight[:, :4] *= 0.01  # a generator that nearly ignores its noise
+
+    def draw(z, c):
+        return G(torch.cat([z, c], 1))
+
+    z, cond = torch.randn(16, 4), torch.randn(16, 3)
+
+    def spread():  # one caption, two noises: how far apart the images are
+        return (draw(z[:8], cond[:8]) - draw(z[8:], cond[:8])).abs().mean().item()
+
+    before = spread()
+    seek(1.0, draw, z, cond).backward()
+    with torch.no_grad():  # (the bias cancels in the differences: no gradient)
+        G.weight -= 1e-3 * G.weight.grad / G.weight.grad.norm()
+    assert spread() > 1.05 * before
+
+
+def test_stage1_trains_with_mode_seeking_and_reports_it(shapes_folder, tmp_path):
+    run = train(tiny_text_config(f"captions:{shapes_folder}", mode_seeking=1.0), runs_dir=tmp_path, progress=False)
+    logged = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert any("g_loss/ms" in row for row in logged)
 
 
 # --- training and drawing

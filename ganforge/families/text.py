@@ -45,6 +45,9 @@ class Captioned(Conv, Family):
                bounded(1, 4096)),
         Option("kl_weight", float, 1.0, "stackgan: weight of the Conditioning Augmentation's KL term in G's loss "
                "(the paper's 1)", non_negative),
+        Option("mode_seeking", float, 0.0, "stackgan: weight of the mode-seeking term in G's loss (Mao et al. "
+               "2019): one caption, two noises, and G is paid for images as far apart as their noises; 0: off",
+               non_negative),
     )
 
     @classmethod
@@ -96,6 +99,18 @@ class Captioned(Conv, Family):
         pick = (share * self.caption_counts[idx]).long()
         return self.embeddings[self.caption_ids[idx, pick].to(self.device)]
 
+    def seek_modes(self, draw, image: torch.Tensor, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor | float:
+        """The mode-seeking term (Mao et al. 2019) for G's loss: the batch's first half of captions drawn again
+        with the second half's noise, and weight / (mean |image difference| / mean |noise difference|), which
+        falls as G lets the noise change the image. `draw(z, cond)` draws images; on D-only steps: nothing."""
+        h = len(z) // 2
+        if not self.cfg.mode_seeking or not torch.is_grad_enabled() or h == 0:
+            return 0.0
+        twin = draw(z[h:2 * h], cond[:h])
+        ratio = (image[:h] - twin).float().abs().mean() / (z[:h] - z[h:2 * h]).abs().mean()
+        report("g_loss/ms", ratio)
+        return self.cfg.mode_seeking / (ratio + 1e-5)
+
     @staticmethod
     def mismatch(cond):
         return cond.roll(1, dims=0)  # each image with its neighbour's caption
@@ -141,7 +156,7 @@ class StageI(Captioned):
     def forge(self, G, z, cond):
         image, kl = G(z, cond, return_kl=True)
         report("g_loss/kl", kl)
-        return image, self.cfg.kl_weight * kl
+        return image, self.cfg.kl_weight * kl + self.seek_modes(G, image, z, cond)
 
     def sampler(self, G):
         return TextToImage(self.encoder, G)
@@ -202,11 +217,14 @@ class StageII(Captioned):
         return self.G1.z_dim + self.cfg.c_dim  # Stage-I's noise, then Stage-II's eps
 
     def forge(self, G, z, cond):
-        with torch.no_grad():
-            coarse = self.G1(z[:, :self.G1.z_dim], cond)
-        image, kl = G(coarse, z[:, self.G1.z_dim:], cond, return_kl=True)
+        def draw(z, cond, return_kl=False):
+            with torch.no_grad():
+                coarse = self.G1(z[:, :self.G1.z_dim], cond)
+            return G(coarse, z[:, self.G1.z_dim:], cond, return_kl=return_kl)
+
+        image, kl = draw(z, cond, return_kl=True)
         report("g_loss/kl", kl)
-        return image, self.cfg.kl_weight * kl
+        return image, self.cfg.kl_weight * kl + self.seek_modes(draw, image, z, cond)
 
     def sampler(self, G):
         return TextToImage(self.encoder, self.G1, G)
