@@ -79,14 +79,22 @@ class Conv:
 
 
 class Deep(Conv):
-    """The DCGAN pair's optional depth: 3x3 convolutions added at each hidden resolution of G and of D."""
+    """The DCGAN pair's depth: 3x3 convolutions added at each hidden resolution of G and of D."""
 
     options = (
-        Option("g_depth", int, 0, "dcgan and cgan: 3x3 convolutions G adds at each hidden resolution; 0: the "
-               "paper's", bounded(0, 16)),
-        Option("d_depth", int, 0, "dcgan and cgan: 3x3 convolutions D adds at each hidden resolution; 0: the "
-               "paper's", bounded(0, 16)),
+        Option("g_depth", int | None, None, "dcgan and cgan: 3x3 convolutions G adds at each hidden resolution; "
+               "none: the model's default (dcgan 1, cgan 0; 0 is the paper's)", bounded(0, 16)),
+        Option("d_depth", int | None, None, "dcgan and cgan: 3x3 convolutions D adds at each hidden resolution; "
+               "none: the model's default (dcgan 1, cgan 0; 0 is the paper's)", bounded(0, 16)),
     )
+    default_depths = (0, 0)  # (G's, D's)
+
+    @classmethod
+    def configure(cls, cfg):
+        super().configure(cfg)
+        g, d = cls.default_depths
+        cfg.g_depth = g if cfg.g_depth is None else cfg.g_depth
+        cfg.d_depth = d if cfg.d_depth is None else cfg.d_depth
 
     def spec(self):
         depths = {k: getattr(self.cfg, k) for k in ("g_depth", "d_depth") if getattr(self.cfg, k)}
@@ -117,8 +125,9 @@ class MLP(Unconditional):
 class DCGAN(Deep, Unconditional):
     generator, discriminator = DCGANGenerator, DCGANDiscriminator
     # for a CPU budget: at widths 32 a step costs a third of the paper's 64, and the higher rate learns faster
-    # in the same minutes (benchmarks/results/tuning-*.json; the README's table)
-    default_width, lr = 32, 4e-4
+    # in the same minutes; one 3x3 convolution more per resolution in G and D costs half the steps and gains
+    # more (benchmarks/results/tuning-*.json; the README's table)
+    default_width, lr, default_depths = 32, 4e-4, (1, 1)
 
 
 @MODELS.register("cgan", "class-conditional DCGAN: conditional batch norm in G, projection D")
