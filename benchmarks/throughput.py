@@ -8,8 +8,8 @@ G step. Both run the same networks, batch and optimizer settings in this one pro
 
 The DCGAN is also trained in each of `--precisions` (default: fp32, and bf16 where `--precision auto` chooses it),
 each with its FLOP utilisation: FLOPs from torch.utils.flop_counter per second, over the matrix-product FLOP/s of
-that precision measured here and now. And at `--baseline-width` (64: the DCGAN paper's, ganforge's default before),
-for the speed-up of today's default against it. Then where the default step's time goes, by torch.profiler.
+that precision measured here and now. And at `--baseline-width` without depth (widths 64 and depth 0: the DCGAN
+paper's nets, ganforge's default before), for the speed-up of today's default against it. Then where the default step's time goes, by torch.profiler.
 Peak memory is printed too.
 
     python benchmarks/throughput.py [--steps 100] [--rounds 3] [--batch-size 64] [--precisions fp32 bf16] [--smoke]
@@ -209,11 +209,12 @@ def main(argv: list[str] | None = None) -> dict:
             runs = [partial(ganforge_train, t, args.steps) for t in trainers.values()]
             runs.append(partial(textbook_train, textbook_trainer, Path(tmp), args.steps, args.workers))
             if model == "dcgan" and args.baseline_width:
-                wide = dataclasses.replace(cfg, g_width=args.baseline_width, d_width=args.baseline_width)
+                wide = dataclasses.replace(cfg, g_width=args.baseline_width, d_width=args.baseline_width,
+                                           g_depth=0, d_depth=0)
                 runs.append(partial(ganforge_train, TrainState(wide, Path(tmp), data), args.steps))
             rates = median_rates(runs, args.rounds)
             ours, textbook, baseline = rates[:len(trainers)], rates[len(trainers)], rates[len(trainers) + 1:]
-            result = {"widths": [cfg.g_width, cfg.d_width], "textbook_train_images_per_s": textbook, "precisions": {}}
+            result = {"widths": [cfg.g_width, cfg.d_width], "depths": [cfg.g_depth, cfg.d_depth], "textbook_train_images_per_s": textbook, "precisions": {}}
             for (precision, trainer), rate in zip(trainers.items(), ours):
                 label = f"{model} training, {precision}, images/s"
                 print(f"{label:34}{rate:12.0f}{textbook:12.0f}{rate / textbook:8.2f}")
@@ -228,11 +229,12 @@ def main(argv: list[str] | None = None) -> dict:
                 result["precisions"][precision] = row
             if baseline:
                 fastest = max(ours)
-                label = f"{model} training, fp32, widths {args.baseline_width}"
+                label = f"{model} training, fp32, widths {args.baseline_width}, depth 0"
                 print(f"{label:34}{baseline[0]:12.0f}{textbook:12.0f}{baseline[0] / textbook:8.2f}")
-                print(f"{'':4}today's default (widths {cfg.g_width}, {precisions[ours.index(fastest)]}) trains "
-                      f"{fastest / baseline[0]:.2f}x as many images/s as widths {args.baseline_width} in fp32")
-                result["baseline"] = {"widths": args.baseline_width, "train_images_per_s": baseline[0],
+                print(f"{'':4}today's default (widths {cfg.g_width}, depth {cfg.g_depth}, "
+                      f"{precisions[ours.index(fastest)]}) trains {fastest / baseline[0]:.2f}x as many images/s as "
+                      f"widths {args.baseline_width}, depth 0 in fp32")
+                result["baseline"] = {"widths": args.baseline_width, "depths": [0, 0], "train_images_per_s": baseline[0],
                                       "train_ratio": baseline[0] / textbook, "speedup": fastest / baseline[0]}
             trainer = next(iter(trainers.values()))
             ours_s, textbook_s = sampling_rates(trainer.G, cfg.z_dim, n=256 if args.smoke else 2048)
