@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch and torchvision: the releases these machines keep on disk (a CUDA build that runs on the CPU)
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-fast lint setup
+.PHONY: demo test test-fast lint setup gallery
 
 $(BIN)/ganforge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# the chapter's figures remade into docs/gallery/ and docs/gallery.md (about 50 minutes on 2 cores; restartable)
+gallery: setup
+	$(BIN)/python scripts/gallery.py
 
 lint: setup
 	$(BIN)/ruff check ganforge tests benchmarks scripts

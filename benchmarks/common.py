@@ -76,7 +76,7 @@ def faces_options(parser) -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget when no --run is given")
     parser.add_argument("--image-size", type=int, default=32, help="training image size when no --run is given")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
-    parser.add_argument("--out", default="runs", help="where the run they train goes")
+    parser.add_argument("--out", help="where the run they train goes (default: runs; smoke: a temporary folder)")
     parser.add_argument("--smoke", action="store_true", help="a few steps at tiny sizes: does the script run?")
 
 
@@ -96,8 +96,8 @@ def faces_run(args) -> Path:
         smoke_cache()
         train_classifier("faces", epochs=1, limit=600, attributes=True, progress=False)
         overrides |= SMOKE_TRAINING | {"data": "faces"}
-        args.out = tempfile.mkdtemp(prefix="ganforge-smoke-")
-    run = Path(args.run) if args.run else train(make_config(overrides=overrides), runs_dir=args.out,
+    out = args.out or (tempfile.mkdtemp(prefix="ganforge-smoke-") if args.smoke else "runs")
+    run = Path(args.run) if args.run else train(make_config(overrides=overrides), runs_dir=out,
                                                 progress=not args.smoke)
     data = load(run).meta["config"]["data"]
     if data != "faces":

@@ -1,8 +1,10 @@
 import json
 import os
+import zlib
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from ganforge.config import TrainConfig
@@ -37,6 +39,15 @@ def make_shapes_folder(root: Path, count: int = 32, paraphrase: str = "a {shape}
         lines.append(json.dumps({"image": f"{i:03d}.png", "captions": captions}))
     (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
     return root
+
+
+def stand_in_attribute_scores(images: torch.Tensor) -> torch.Tensor:
+    """Random attribute logits, fixed by each image's bytes: a stand-in for the faces' attribute classifier where
+    a smoke run's model and classifier are too weak for latent queries to find any samples."""
+    from ganforge.data.faces import ATTRIBUTES
+
+    seeds = [zlib.crc32(image.detach().float().numpy().tobytes()) for image in images]
+    return torch.stack([torch.randn(len(ATTRIBUTES), generator=torch.Generator().manual_seed(s)) for s in seeds])
 
 
 def tiny_config(**changes) -> TrainConfig:

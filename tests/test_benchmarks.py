@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import skip_or_fail
+from conftest import skip_or_fail, stand_in_attribute_scores
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -86,16 +86,12 @@ def test_scaling(bench):
 
 
 def test_arithmetic(bench, monkeypatch):
-    """With a stand-in for the attribute classifier (random, fixed by each image): a smoke run's model and
-    classifier are too weak for every query to find samples, which the script needs."""
+    """With a stand-in for the attribute classifier: a smoke run's model and classifier are too weak for every
+    query to find samples, which the script needs."""
     from ganforge.data.faces import ATTRIBUTES
 
-    def random_scores(images):
-        seeds = (images.flatten(1).sum(1) * 1e4).long().tolist()
-        return torch.stack([torch.randn(len(ATTRIBUTES), generator=torch.Generator().manual_seed(s)) for s in seeds])
-
     arithmetic = bench("arithmetic")
-    monkeypatch.setattr(arithmetic, "attribute_scorer", lambda data: (random_scores, ATTRIBUTES))
+    monkeypatch.setattr(arithmetic, "attribute_scorer", lambda data: (stand_in_attribute_scores, ATTRIBUTES))
     record = arithmetic.main(["--smoke"])
     assert record["triplets"] == 3 and set(record["success_rate"]) == {"1", "3", "10"}
     assert record["inversion"]["faces"] == 2

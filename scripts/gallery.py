@@ -1,0 +1,252 @@
+"""The figures of the chapter this project grew from, remade by ganforge, and two it does not show.
+
+    python scripts/gallery.py [--only NAME,NAME] [--force] [--list] [--smoke --out DIR]   (make gallery)
+
+Each figure is made by the commands listed beside it (a training run, a benchmark, a drawing command),
+each run in a child process that shows its own progress. A finished figure leaves its pictures and a
+record (commands, budget, measured numbers, seconds, commit, date, processor) in docs/gallery/, and
+docs/gallery.md is written anew from every record there. A figure whose record exists is not made again
+(--force makes it again), so the gallery can be stopped with Ctrl-C and started again where it stopped.
+Runs go to runs/gallery/. On this project's 2-core machines the whole gallery takes about 50 minutes.
+--smoke: a few steps of tiny models per figure, into --out (default: a temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+SMOKE = ["--steps", "3", "--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=8", "--set", "log_every=1"]
+
+
+class Maker:
+    """What a figure's recipe works with: `run` a command (recorded), and where its files go."""
+
+    def __init__(self, docs: Path, runs: Path, smoke: bool):
+        self.docs, self.runs, self.smoke, self.commands = docs, runs, smoke, []
+
+    def run(self, *argv: str) -> list[str]:
+        """Run a command from the repository root (`ganforge ...` or `python ...`), its progress shown as it
+        goes; -> the lines it printed on stdout. A failure stops the gallery, naming the command."""
+        self.commands.append(" ".join(argv))
+        print(f"  $ {' '.join(argv)}", flush=True)
+        return self.execute(list(argv))
+
+    @staticmethod
+    def execute(argv: list[str]) -> list[str]:
+        """The command in a child process with this Python; -> its stdout's lines (echoed as they come)."""
+        program = [sys.executable, *(["-m", "ganforge"] if argv[0] == "ganforge" else []), *argv[1:]]
+        lines = []
+        with subprocess.Popen(program, cwd=ROOT, stdout=subprocess.PIPE, text=True) as child:
+            for line in child.stdout:
+                print("    " + line, end="", flush=True)
+                lines.append(line.rstrip("\n"))
+        if child.returncode:
+            raise SystemExit(f"gallery: `{' '.join(argv)}` failed (exit status {child.returncode}); see its output "
+                             "above")
+        return lines
+
+    def train(self, name: str, *args: str, minutes: float | None = None) -> Path:
+        """`ganforge train ARGS --minutes M` into runs/gallery/NAME (no M: the default budget; smoke: a few
+        steps of tiny nets) -> its run folder."""
+        budget = SMOKE if self.smoke else ["--minutes", f"{minutes:g}"] if minutes else []
+        lines = self.run("ganforge", "train", *args, *budget, "--out", str(self.runs / name))
+        return Path(lines[-1].strip())
+
+    def eval(self, run: Path, *args: str) -> dict:
+        """`ganforge eval RUN` (smoke: raw pixels, 200 samples) -> its results."""
+        path = run / "gallery-eval.json"
+        smoke = ["--extractor", "pixels", "--n", "200"] if self.smoke else list(args)
+        self.run("ganforge", "eval", str(run), *smoke, "--json", str(path))
+        return json.loads(path.read_text())
+
+    def picture(self, source: Path, name: str) -> str:
+        shutil.copyfile(source, self.docs / name)
+        return name
+
+
+def newest_run(folder: Path) -> Path:
+    return max((p for p in folder.iterdir() if (p / "config.json").is_file()), key=lambda p: p.stat().st_mtime)
+
+
+def fid_numbers(result: dict) -> dict:
+    """What `ganforge eval` measured, each named with the extractor it was measured in."""
+    keep = {"fid": "FID", "kid": "KID", "precision": "precision", "recall": "recall",
+            "classes_covered": "classes covered", "label_accuracy": "drawn in the class asked for"}
+    return {f"{label} ({result['extractor']})": result[key] for key, label in keep.items() if key in result}
+
+
+def steps(run: Path) -> int:
+    from ganforge import load
+
+    return load(run).meta["step"]
+
+
+# --- the figures, in the chapter's order
+def digits(m: Maker) -> dict:
+    run = m.train("digits")  # the quick start's own command: the default DCGAN on the bundled digits
+    result = m.eval(run, "--extractor", "classifier:digits")
+    return {"pictures": [m.picture(run / "progress.png", "digits_progress.png"),
+                         m.picture(run / "curves.png", "digits_curves.png")],
+            "numbers": fid_numbers(result) | {"steps": steps(run)}}
+
+
+def faces(m: Maker) -> dict:
+    out = m.runs / "faces"
+    m.run("python", "benchmarks/arithmetic.py", "--minutes", "10", "--triplet", "smiling,long_hair,beard",
+          "--inversions", "10", "--out", str(out), *(["--smoke"] if m.smoke else []))
+    run = newest_run(out)
+    report = json.loads((run / "arithmetic.json").read_text())
+    pictures = [m.picture(run / "arithmetic.png", "face_arithmetic.png")]
+    m.run("ganforge", "interpolate", str(run), "--from", "3", "--to", "8", "--steps", "10", "--slerp",
+          "--out", str(m.docs / "interpolation.png"))
+    rates = report["success_rate"]
+    return {"pictures": [*pictures, "interpolation.png"],
+            "numbers": {f"results with the intended attributes, {k} exemplar{'s' * (k != '1')} per concept "
+                        f"({report['triplets']} draws)": rates[k] for k in rates} | {"steps": report["steps"]}}
+
+
+def text_to_image(m: Maker) -> dict:
+    out = m.runs / "t2i"
+    m.run("python", "benchmarks/text_to_image.py", "--data", "faces-captions", "--out", str(out),
+          *(["--smoke"] if m.smoke else []))
+    result = json.loads((newest_run(out) / "text_to_image.json").read_text())
+    keep = ["agreement_seen_stage1_mean", "agreement_seen_stage2_mean", "held_out_pair_drawn_stage1",
+            "held_out_pair_drawn_stage2", "diversity_stage1", "diversity_stage2", "fid_stage1_upsampled",
+            "fid_stage2"]
+    return {"pictures": [m.picture(newest_run(out) / "text_to_image.png", "text_to_image.png")],
+            "numbers": {k: result[k] for k in keep if k in result}}
+
+
+def folder(m: Maker) -> dict:
+    from PIL import Image
+
+    from ganforge.data.faces import load_faces
+
+    images = m.runs / "faces-png"
+    if not (images / "done").is_file():  # the faces written out once, as a user's folder of PNG files
+        images.mkdir(parents=True, exist_ok=True)
+        faces = load_faces(200 if m.smoke else None).images.permute(0, 2, 3, 1).numpy()
+        for i, face in enumerate(faces):
+            Image.fromarray(face).save(images / f"{i:05d}.png")
+        (images / "done").touch()
+    run = m.train("folder", "--data", f"folder:{images}", "--image-size", "64", minutes=8)
+    m.run("ganforge", "sample", str(run), "--n", "64", "--out", str(m.docs / "folder_samples.png"))
+    result = m.eval(run, "--data", "faces", "--extractor", "ssl:faces")  # the faces have attributes, no classes
+    return {"pictures": ["folder_samples.png"], "numbers": fid_numbers(result) | {"steps": steps(run)}}
+
+
+def conditional(m: Maker) -> dict:
+    run = m.train("cgan", "--model", "cgan", "--data", "fashion-mnist", minutes=5)
+    m.run("ganforge", "sample", str(run), "--grid-by-class", "--out", str(m.docs / "cgan_grid.png"))
+    result = m.eval(run, "--extractor", "classifier:fashion-mnist")
+    return {"pictures": ["cgan_grid.png"], "numbers": fid_numbers(result) | {"steps": steps(run)}}
+
+
+@dataclass
+class Figure:
+    name: str
+    title: str
+    budget: str
+    make: Callable[[Maker], dict]
+
+
+FIGURES = [
+    Figure("digits", "Forgeries of handwritten digits sharpening over training, and the contest itself",
+           "the quick start's `ganforge train`: about 3 minutes", digits),
+    Figure("faces", "Face arithmetic: [smiling, long hair] - [neutral, long hair] + [neutral, beard] = "
+           "[smiling, beard]; and a walk between two faces", "10 minutes of training at 32x32", faces),
+    Figure("text_to_image", "Text to image: Stage-I and Stage-II side by side, captions of held-out attribute pairs",
+           "the benchmark's 2,500 Stage-I and 1,200 Stage-II steps", text_to_image),
+    Figure("folder", "64x64 RGB forgeries from a folder of images (the faces, written out as PNG files)",
+           "8 minutes of training", folder),
+    Figure("conditional", "Class-conditional Fashion-MNIST: a row per class", "5 minutes of training", conditional),
+]
+
+
+def record(figure: Figure, made: dict, maker: Maker, seconds: float) -> dict:
+    from common import git_commit, processor
+
+    return {"name": figure.name, "title": figure.title, "budget": figure.budget, "commands": maker.commands,
+            "seconds": round(seconds), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "git": git_commit(), "processor": processor().get("model"), **made}
+
+
+def number(value) -> str:
+    return f"{value:,.3g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def write_page(docs: Path, page: Path) -> None:
+    """docs/gallery.md from every figure's record in `docs`, in the gallery's order."""
+    parts = ["# Gallery\n",
+             ("The figures of the chapter this project grew from, remade by `make gallery` (scripts/gallery.py), "
+             "each by the commands listed under it, and two the chapter does not show. Numbers are as the "
+             "commands measured them on the machine named.\n"), "[Back to the README](../README.md)\n"]
+    for figure in FIGURES:
+        path = docs / f"{figure.name}.json"
+        if not path.is_file():
+            parts.append(f"## {figure.title}\n\nNot made yet: `python scripts/gallery.py --only {figure.name}`.\n")
+            continue
+        made = json.loads(path.read_text())
+        lines = [f"## {figure.title}\n", (f"Budget: {made['budget']}; made in {made['seconds'] / 60:.1f} minutes on "
+                 f"{made['processor']}, {made['date'][:10]}, commit {(made['git']['commit'] or '?')[:7]}.\n"),
+                 "```bash", *made["commands"], "```\n"]
+        if made["numbers"]:
+            lines += ["| measured | value |", "|---|---:|", *(f"| {k} | {number(v)} |" for k, v in made["numbers"].items()), ""]
+        lines += [f"![{figure.name}]({docs.name}/{p})\n" for p in made["pictures"]]
+        parts.append("\n".join(lines))
+    page.write_text("\n".join(parts))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", help="these figures only (comma-separated names; --list shows them)")
+    parser.add_argument("--force", action="store_true", help="make the chosen figures again even when made")
+    parser.add_argument("--list", action="store_true", help="list the figures and whether each is made")
+    parser.add_argument("--smoke", action="store_true", help="a few steps of tiny models: does every figure work?")
+    parser.add_argument("--out", type=Path, help="the docs folder (default: docs; smoke: a temporary folder)")
+    args = parser.parse_args(argv)
+    docs_root = args.out or (Path(tempfile.mkdtemp(prefix="ganforge-gallery-")) if args.smoke else ROOT / "docs")
+    docs, page = docs_root / "gallery", docs_root / "gallery.md"
+    runs = docs_root / "runs" if args.smoke else ROOT / "runs" / "gallery"
+    names = [f.name for f in FIGURES]
+    chosen = args.only.split(",") if args.only else names
+    if unknown := [n for n in chosen if n not in names]:
+        raise SystemExit(f"--only: no figure named {', '.join(unknown)}; the figures are {', '.join(names)}")
+    if args.list:
+        for f in FIGURES:
+            print(f"{f.name:14} {'made' if (docs / f'{f.name}.json').is_file() else 'to make':8} {f.title}")
+        return
+    docs.mkdir(parents=True, exist_ok=True)
+    todo = [f for f in FIGURES if f.name in chosen and (args.force or not (docs / f"{f.name}.json").is_file())]
+    for f in FIGURES:
+        if f.name in chosen and f not in todo:
+            print(f"{f.name}: made already ({docs / f.name}.json); --force makes it again")
+    for i, figure in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {figure.name}: {figure.title} ({figure.budget})", flush=True)
+        maker, started = Maker(docs, runs, args.smoke), time.perf_counter()
+        made = figure.make(maker)
+        path = docs / f"{figure.name}.json"
+        path.write_text(json.dumps(record(figure, made, maker, time.perf_counter() - started), indent=1) + "\n")
+        write_page(docs, page)
+        print(f"[{i}/{len(todo)}] {figure.name}: done in {(time.perf_counter() - started) / 60:.1f} minutes", flush=True)
+    write_page(docs, page)
+    print(page)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit("\ngallery: stopped; the figures made so far are kept, and the next run makes the rest")
