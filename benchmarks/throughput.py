@@ -214,7 +214,9 @@ def main(argv: list[str] | None = None) -> dict:
                 runs.append(partial(ganforge_train, TrainState(wide, Path(tmp), data), args.steps))
             rates = median_rates(runs, args.rounds)
             ours, textbook, baseline = rates[:len(trainers)], rates[len(trainers)], rates[len(trainers) + 1:]
-            result = {"widths": [cfg.g_width, cfg.d_width], "depths": [cfg.g_depth, cfg.d_depth], "textbook_train_images_per_s": textbook, "precisions": {}}
+            depths = list(textbook_trainer.family.depths()) if model == "dcgan" else None
+            result = {"widths": [cfg.g_width, cfg.d_width], "depths": depths, "textbook_train_images_per_s": textbook,
+                      "precisions": {}}
             for (precision, trainer), rate in zip(trainers.items(), ours):
                 label = f"{model} training, {precision}, images/s"
                 print(f"{label:34}{rate:12.0f}{textbook:12.0f}{rate / textbook:8.2f}")
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
                 fastest = max(ours)
                 label = f"{model} training, fp32, widths {args.baseline_width}, depth 0"
                 print(f"{label:34}{baseline[0]:12.0f}{textbook:12.0f}{baseline[0] / textbook:8.2f}")
-                print(f"{'':4}today's default (widths {cfg.g_width}, depth {cfg.g_depth}, "
+                print(f"{'':4}today's default (widths {cfg.g_width}, depth {depths[0]}, "
                       f"{precisions[ours.index(fastest)]}) trains {fastest / baseline[0]:.2f}x as many images/s as "
                       f"widths {args.baseline_width}, depth 0 in fp32")
                 result["baseline"] = {"widths": args.baseline_width, "depths": [0, 0], "train_images_per_s": baseline[0],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ganforge.errors import GanforgeError
 from ganforge.families.base import MODELS, Family, load_net, pick_generator
 from ganforge.models.dcgan import CGANDiscriminator, CGANGenerator, DCGANDiscriminator, DCGANGenerator
@@ -79,26 +81,25 @@ class Conv:
 
 
 class Deep(Conv):
-    """The DCGAN pair's depth: 3x3 convolutions added at each hidden resolution of G and of D."""
+    """The DCGAN pair's depth: 3x3 convolutions added at each hidden resolution of G and of D. Its default
+    follows the image size, known once the data is: the spec records the depth the nets were built with."""
 
     options = (
         Option("g_depth", int | None, None, "dcgan and cgan: 3x3 convolutions G adds at each hidden resolution; "
-               "none: the model's default (dcgan 1, cgan 0; 0 is the paper's)", bounded(0, 16)),
+               "none: the model's default (dcgan 1 for 28-pixel images, else 0; cgan 0; 0 is the paper's)",
+               bounded(0, 16)),
         Option("d_depth", int | None, None, "dcgan and cgan: 3x3 convolutions D adds at each hidden resolution; "
-               "none: the model's default (dcgan 1, cgan 0; 0 is the paper's)", bounded(0, 16)),
+               "none: the model's default (as g_depth's)", bounded(0, 16)),
     )
-    default_depths = (0, 0)  # (G's, D's)
+    default_depths: ClassVar[dict[int, tuple[int, int]]] = {}  # image size -> (G's, D's); 0 at any other size
 
-    @classmethod
-    def configure(cls, cfg):
-        super().configure(cfg)
-        g, d = cls.default_depths
-        cfg.g_depth = g if cfg.g_depth is None else cfg.g_depth
-        cfg.d_depth = d if cfg.d_depth is None else cfg.d_depth
+    def depths(self) -> tuple[int, int]:
+        g, d = self.default_depths.get(self.data.shape[-1], (0, 0))
+        return (g if self.cfg.g_depth is None else self.cfg.g_depth), (d if self.cfg.d_depth is None else self.cfg.d_depth)
 
     def spec(self):
-        depths = {k: getattr(self.cfg, k) for k in ("g_depth", "d_depth") if getattr(self.cfg, k)}
-        return super().spec() | depths  # only when set, so that earlier specs still match
+        depths = dict(zip(("g_depth", "d_depth"), self.depths()))
+        return super().spec() | {k: v for k, v in depths.items() if v}  # only when set: earlier specs still match
 
 
 @MODELS.register("mlp", "fully connected G and maxout D (Goodfellow et al. 2014)")
@@ -125,9 +126,10 @@ class MLP(Unconditional):
 class DCGAN(Deep, Unconditional):
     generator, discriminator = DCGANGenerator, DCGANDiscriminator
     # for a CPU budget: at widths 32 a step costs a third of the paper's 64, and the higher rate learns faster
-    # in the same minutes; one 3x3 convolution more per resolution in G and D costs half the steps and gains
-    # more (benchmarks/results/tuning-*.json; the README's table)
-    default_width, lr, default_depths = 32, 4e-4, (1, 1)
+    # in the same minutes; at 28 pixels one 3x3 convolution more per resolution in G and D costs half the steps
+    # and gains more (benchmarks/results/tuning-*.json; the README's table). At 64 pixels it makes a step 4x as
+    # dear, and a 10-minute run on the faces at 32 drew poorer faces with it (docs/gallery.md): 0 there
+    default_width, lr, default_depths = 32, 4e-4, {28: (1, 1)}
 
 
 @MODELS.register("cgan", "class-conditional DCGAN: conditional batch norm in G, projection D")
