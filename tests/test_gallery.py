@@ -64,7 +64,8 @@ def test_every_figure_is_made_recorded_and_shown_on_the_page(gallery, monkeypatc
 
 
 def test_a_restart_makes_only_what_is_missing_in_child_processes(tmp_path):
-    """The real command line: one figure made, then kept; --force makes it again; a wrong name is refused."""
+    """The real command line: one figure made, then kept; a figure stopped after some commands reuses what they
+    printed; --force makes it again; a wrong name is refused."""
     out = tmp_path / "docs"
 
     def gallery(*args):
@@ -81,6 +82,13 @@ def test_a_restart_makes_only_what_is_missing_in_child_processes(tmp_path):
     again = gallery("--only", "digits")
     assert again.returncode == 0 and "made already" in again.stdout and "$ ganforge" not in again.stdout
     assert json.loads(record.read_text()) == made
+    record.unlink()  # as if stopped after its commands: they are not run again, their output is reused
+    resumed = gallery("--only", "digits")
+    assert resumed.returncode == 0 and resumed.stdout.count("finished before: not run again") == 2
+    assert json.loads(record.read_text())["numbers"] == made["numbers"]
+    forced = gallery("--only", "digits", "--force")
+    assert forced.returncode == 0 and "$ ganforge train" in forced.stdout
+    assert json.loads(record.read_text())["commands"][0] == made["commands"][0]  # (into a new run folder)
     listed = gallery("--list")
     assert "digits         made" in listed.stdout and "faces          to make" in listed.stdout
     wrong = gallery("--only", "bedrooms")
