@@ -54,7 +54,7 @@ class CoreConfig:
 
     # --- optimisation (Adam with the DCGAN paper's settings)
     batch_size: int = 32  # small batches: more updates per minute, which is what a CPU budget lacks
-    lr_g: float | None = None  # None: the model's (dcgan and cgan 4e-4, measured; others the DCGAN paper's 2e-4)
+    lr_g: float | None = None  # None: the model's (dcgan 4e-4, measured; others the DCGAN paper's 2e-4)
     lr_d: float | None = None
     beta1: float = 0.5
     beta2: float = 0.999
