@@ -58,7 +58,9 @@ def test_dcgan_depth_defaults_to_one_at_28_pixels_only(tmp_path):
     from ganforge import train
     from ganforge.checkpoint import load_checkpoint
 
-    for name, changes, depth in (("28", {}, 1), ("32", {"image_size": 32}, None), ("off", {"g_depth": 0}, None)):
+    defaults = {"g_depth": None, "d_depth": None}  # (tiny_config's are 0)
+    for name, changes, depth in (("28", defaults, 1), ("32", defaults | {"image_size": 32}, None),
+                                 ("off", defaults | {"g_depth": 0}, None)):
         run = train(tiny_config(steps=1, **changes), runs_dir=tmp_path / name, progress=False)
         spec = load_checkpoint(run)[0]["model_spec"]
         assert spec.get("g_depth") == depth, name
