@@ -14,7 +14,7 @@ from ganforge.checkpoint import find_checkpoint, load_checkpoint
 from ganforge.cli import main
 
 TINY = ["--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=16", "--set", "batch_size=256",
-        "--set", "log_every=5", "--set", "n_samples=16", "--quiet"]
+        "--set", "log_every=5", "--set", "n_samples=16", "--set", "g_depth=0", "--set", "d_depth=0", "--quiet"]
 
 
 def run_cli(capsys, *argv):

@@ -26,7 +26,8 @@ from ganforge.training import train, train_run
 # a DCGAN of a few thousand weights, a checkpoint after every step (many kills land inside a write),
 # and an epoch end every 78 steps
 KILL_RUN = ["--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=16", "--set", "batch_size=128",
-            "--set", "log_every=5", "--set", "n_samples=16", "--set", "checkpoint_every=1", "--quiet"]
+            "--set", "log_every=5", "--set", "n_samples=16", "--set", "checkpoint_every=1", "--set", "g_depth=0",
+            "--set", "d_depth=0", "--quiet"]  # depth 0: as tiny_config
 
 
 def _ganforge(*args: str) -> subprocess.Popen:
