@@ -1,10 +1,11 @@
 """Does text-to-image draw what the caption says? StackGAN measured on the two captioned data sets.
 
-    python benchmarks/text_to_image.py --data fashion-mnist-captions [--stage1-steps 2500 --stage2-steps 1200]
-    python benchmarks/text_to_image.py --data faces-captions [--stage2 RUN_DIR] [--n 1000] [--threads 1]
-    python benchmarks/text_to_image.py --data faces-captions --set mode_seeking=1 --name ms1   # a setting tried
+    python benchmarks/text_to_image.py --data fashion-mnist-captions [--stage1-steps 2500 --stage2-steps 600]
+    python benchmarks/text_to_image.py --data faces-captions [--run RUN_DIR] [--n 1000] [--threads 1]
+    python benchmarks/text_to_image.py --data faces-captions --set text_match=0 --name no-match   # a setting tried
+    python benchmarks/text_to_image.py --data faces-captions --stage2-steps 0   # Stage-I alone: quicker, to screen
 
-Without --stage2 it trains Stage-I, then Stage-II on it, for the given steps. Then, with images
+Without --run it trains Stage-I, then Stage-II on it, for the given steps. Then, with images
 drawn from captions never used in training (each with its own noise):
 - fashion-mnist-captions: the share of images that ganforge's Fashion-MNIST classifier assigns to
   the class the caption names, for captions from the training templates ("seen") and from the
@@ -20,7 +21,7 @@ drawn from captions never used in training (each with its own noise):
   FID of Stage-II and of Stage-I upsampled to Stage-II's size, against real images, in the
   domain classifier's features (they read 28 or 32 pixels); and sharpness, the mean squared
   Laplacian of the images at Stage-II's size, as a ratio to the real images'.
-Writes text_to_image.json and text_to_image.png (a t2i figure) into the Stage-II run folder, and the record
+Writes text_to_image.json and text_to_image.png (a t2i figure) into the run folder measured, and the record
 (command, commit, date, processor) to benchmarks/results/text_to_image-DATA.json. --smoke: 3 steps of each
 stage at tiny sizes, classifiers of 1 epoch in a temporary cache, 20 captions; no results file.
 """
@@ -51,9 +52,12 @@ DESCRIBED = ["smiling", "glasses", "sunglasses", "beard", "moustache", "hat", "b
 
 def train_stages(data: str, steps1: int, steps2: int, out: str, seed: int, smoke: bool = False,
                  settings: list[str] = ()) -> Path:
+    """Stage-I, then Stage-II on it (steps2 = 0: Stage-I alone) -> the last run folder."""
     tiny = SMOKE_MODEL | {"minutes": None, "c_dim": 8, "text_pretrain_steps": 5} if smoke else {}
     stage1 = train(make_config(overrides={"model": "stackgan1", "data": data, "steps": steps1, "seed": seed, **tiny},
                                pairs=settings), runs_dir=out, progress=not smoke)
+    if not steps2:
+        return stage1
     return train(make_config(overrides={"model": "stackgan2", "stage1": str(stage1), "steps": steps2, "seed": seed,
                                         **tiny}, pairs=settings), runs_dir=out, progress=not smoke)
 
@@ -64,13 +68,19 @@ def sharpness(images: torch.Tensor) -> float:
     return F.conv2d(images.float(), kernel, groups=images.shape[1]).pow(2).mean().item()
 
 
-def quality(coarse: torch.Tensor, fine: torch.Tensor, real: torch.Tensor, features) -> dict:
-    """FIDs and sharpness of Stage-II and of Stage-I upsampled (bilinear) to Stage-II's size."""
-    up = F.interpolate(coarse, size=fine.shape[-1], mode="bilinear", align_corners=False)
+def stages(coarse: torch.Tensor, fine: torch.Tensor | None) -> list[tuple[str, torch.Tensor]]:
+    return [("stage1", coarse)] + ([("stage2", fine)] if fine is not None else [])
+
+
+def quality(coarse: torch.Tensor, fine: torch.Tensor | None, real: torch.Tensor, features) -> dict:
+    """FIDs and sharpness of Stage-II and of Stage-I upsampled (bilinear) to Stage-II's size (twice its own)."""
+    up = F.interpolate(coarse, size=real.shape[-1], mode="bilinear", align_corners=False)
     real_features = features(real)
     real_sharp = sharpness(real)
-    return {"fid_stage1_upsampled": fid(real_features, features(up)), "fid_stage2": fid(real_features, features(fine)),
-            "sharpness_stage1_upsampled": sharpness(up) / real_sharp, "sharpness_stage2": sharpness(fine) / real_sharp}
+    result = {"fid_stage1_upsampled": fid(real_features, features(up)), "sharpness_stage1_upsampled": sharpness(up) / real_sharp}
+    if fine is not None:
+        result |= {"fid_stage2": fid(real_features, features(fine)), "sharpness_stage2": sharpness(fine) / real_sharp}
+    return result
 
 
 def spread(features: torch.Tensor) -> float:
@@ -86,7 +96,7 @@ def diversity(pipe: TextToImage, captions: list[str], real: torch.Tensor, featur
     coarse, fine = pipe(captions, m, seed + 2, same_noise=False)
     real_spread = spread(features(real.flatten(0, 1)).unflatten(0, (k, m)))
     result = {"diversity_real": real_spread}
-    for stage, images in (("stage1", coarse), ("stage2", fine)):
+    for stage, images in stages(coarse, fine):
         result[f"diversity_{stage}"] = spread(features(images).unflatten(0, (k, m))) / real_spread
     return result
 
@@ -101,11 +111,12 @@ def fashion(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
         rng = np.random.default_rng([seed, held_out])
         captions = [fashion_caption(int(label), rng, held_out) for label in labels]
         coarse, fine = pipe(captions, 1, seed + 1, same_noise=False)
-        for stage, images in (("stage1", coarse), ("stage2", fine)):
+        for stage, images in stages(coarse, fine):
             with torch.no_grad():
                 predicted = net(resize_to(images, 28)).argmax(1)
             result[f"class_match_{name}_{stage}"] = (predicted == labels).float().mean().item()
-    test = load_data("fashion-mnist", fine.shape[-1], split="test")
+    size = 2 * coarse.shape[-1]  # Stage-II's
+    test = load_data("fashion-mnist", size, split="test")
     real = to_float(test.images[:n])
     features = lambda x: net.body(resize_to(x, 28)).double()
     result |= quality(coarse, fine, real, features)
@@ -124,15 +135,15 @@ def faces(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
     classify, names = attribute_scorer("faces")
     net, _ = load_classifier("faces", attributes=True)
     hair = [i for i, a in enumerate(names) if a.startswith("hair_")]
-    result = {}
+    result, splits = {}, {split: load_data("faces-captions", split=split) for split in ("train", "test")}
     for split, name in (("train", "seen"), ("test", "unseen")):
-        data = load_data("faces-captions", split=split)
+        data = splits[split]
         pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
         truth = data.attributes[pick]
         rng = np.random.default_rng([seed, 7])  # captions written anew, not those the model trained on
         captions = [face_caption(dict(zip(names, row.tolist())), rng) for row in truth]
         coarse, fine = pipe(captions, 1, seed + 1, same_noise=False)
-        for stage, images in (("stage1", coarse), ("stage2", fine)):
+        for stage, images in stages(coarse, fine):
             logits = classify(images)
             agree = {a: ((logits[:, names.index(a)] > 0) == truth[:, names.index(a)]).float().mean().item()
                      for a in DESCRIBED}
@@ -148,12 +159,13 @@ def faces(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
                     both |= pair & drawn
                     has |= pair
                 result[f"held_out_pair_drawn_{stage}"] = (both.sum() / has.sum()).item()
-    real = to_float(fit(load_data("faces-captions", split="test").images[:n], fine.shape[-1], 3))
+    size = 2 * coarse.shape[-1]  # Stage-II's
+    real = to_float(fit(splits["test"].images[:n], size, 3))
     features = lambda x: net.body(resize_to(x, 32)).double()
     result |= quality(coarse, fine, real, features)
     # diversity: the training faces grouped by what a caption states (the 8 binary attributes and the hair
     # colour); up to 100 groups of 8 or more, each against 8 of its faces
-    data = load_data("faces-captions", split="train")
+    data = splits["train"]
     stated = [i for i, a in enumerate(names) if not a.startswith("skin_")]
     groups: dict[tuple, list[int]] = {}
     for i, row in enumerate(data.attributes[:, stated].tolist()):
@@ -161,7 +173,7 @@ def faces(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
     members = [g[:DIVERSITY_M] for g in groups.values() if len(g) >= DIVERSITY_M][:100]
     rng = np.random.default_rng([seed, 9])
     group_captions = [face_caption(dict(zip(names, data.attributes[g[0]].tolist())), rng) for g in members]
-    real_groups = torch.stack([to_float(fit(data.images[g], fine.shape[-1], 3)) for g in members])
+    real_groups = torch.stack([to_float(fit(data.images[g], size, 3)) for g in members])
     result |= diversity(pipe, group_captions, real_groups, features, seed)
     return result, captions[:5]
 
@@ -169,9 +181,10 @@ def faces(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", choices=["fashion-mnist-captions", "faces-captions"], required=True)
-    parser.add_argument("--stage2", help="a trained Stage-II run (default: train both stages first)")
+    parser.add_argument("--run", "--stage2", dest="run",
+                        help="a trained Stage-II (or Stage-I) run to measure (default: train the stages first)")
     parser.add_argument("--stage1-steps", type=int, default=2500)
-    parser.add_argument("--stage2-steps", type=int, default=1200)
+    parser.add_argument("--stage2-steps", type=int, default=600, help="0: Stage-I alone, measured alone")
     parser.add_argument("--n", type=int, default=1000, help="captions per measurement")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, one per core)")
@@ -187,22 +200,23 @@ def main(argv: list[str] | None = None) -> dict:
         smoke_cache()
         domain = "fashion-mnist" if args.data.startswith("fashion") else "faces"
         train_classifier(domain, epochs=1, limit=600, attributes=domain == "faces", progress=False)
-        args.stage1_steps = args.stage2_steps = 3
+        args.stage1_steps, args.stage2_steps = 3, args.stage2_steps and 3
         args.n, args.out = 20, args.out or tempfile.mkdtemp(prefix="ganforge-smoke-")
-    run = Path(args.stage2) if args.stage2 else train_stages(args.data, args.stage1_steps, args.stage2_steps,
+    run = Path(args.run) if args.run else train_stages(args.data, args.stage1_steps, args.stage2_steps,
                                                               args.out or "runs", args.seed, args.smoke, args.set)
     pipe = load(run, kind="text")
     meta = pipe.meta
     if meta["config"]["data"] != args.data:
         raise SystemExit(f"{run} was trained on {meta['config']['data']}, not {args.data}")
     result, examples = (fashion if args.data.startswith("fashion") else faces)(pipe, args.n, args.seed)
-    result |= {"run": str(run), "data": args.data, "n": args.n, "stage2_steps": meta["step"]}
+    result |= {"run": str(run), "data": args.data, "n": args.n, "model": meta["model_spec"]["model"],
+               "steps": meta["step"]}
     (run / "text_to_image.json").write_text(json.dumps(result, indent=1) + "\n")
     coarse, fine = pipe(examples, 8, args.seed)
     t2i_figure(examples, coarse, fine, run / "text_to_image.png")
     print(json.dumps(result, indent=1))
-    record = run_record("text_to_image") | {"smoke": args.smoke, "stage1_steps": args.stage1_steps,
-                                            "config": meta["config"], **result}
+    trained = {"stage1_steps": args.stage1_steps, "stage2_steps": args.stage2_steps} if not args.run else {}
+    record = run_record("text_to_image") | {"smoke": args.smoke, **trained, "config": meta["config"], **result}
     if not args.smoke:
         name = f"text_to_image-{args.data}" + (f"-{args.name}" if args.name else "")
         print(f"results: {write_results(name, record)}")

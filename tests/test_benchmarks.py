@@ -133,7 +133,11 @@ def test_text_to_image(bench):
     if not Path("/usr/share/datasets/fashion-mnist").is_dir():
         skip_or_fail("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     record = bench("text_to_image").main(["--smoke", "--data", "fashion-mnist-captions"])
-    assert {"class_match_seen_stage1", "class_match_unseen_stage2", "fid_stage2"} <= record.keys()
+    assert {"class_match_seen_stage1", "class_match_unseen_stage2", "fid_stage2", "diversity_stage2"} <= record.keys()
+    assert record["model"] == "stackgan2"
+    alone = bench("text_to_image").main(["--smoke", "--data", "fashion-mnist-captions", "--stage2-steps", "0"])
+    assert alone["model"] == "stackgan1" and {"class_match_seen_stage1", "fid_stage1_upsampled"} <= alone.keys()
+    assert [k for k in alone if "stage2" in k] == ["stage2_steps"] and alone["stage2_steps"] == 0  # Stage-I alone
 
 
 def test_ssl_extractor(bench):

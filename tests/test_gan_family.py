@@ -185,7 +185,7 @@ def test_cgan_honours_the_label(tmp_path):
     from ganforge.metrics.classifier import load_classifier
     from ganforge.metrics.evaluate import evaluate
 
-    cfg = make_config(overrides={"model": "cgan", "steps": 2500})
+    cfg = make_config(overrides={"model": "cgan", "steps": 2500, "g_width": 32, "d_width": 32})
     run = train(cfg, runs_dir=tmp_path, progress=False)
     G = load(run)
     labels = G.labels(1000)

@@ -55,7 +55,7 @@ def test_demo_networks_draw_digits_after_brief_training(tmp_path):
     mixed = torch.randperm(len(data), generator=torch.Generator().manual_seed(1))[:500]  # the file is sorted by class
     real = _looks_like_digits(to_float(data.images[mixed]), classifier)
     assert _passes(real), real  # the check accepts real digits ...
-    cfg = TrainConfig(steps=1500, seed=0)  # the demo's networks and batch, about a minute
+    cfg = TrainConfig(steps=1000, seed=0)  # the demo's networks and batch, about a minute
     run = train(cfg, runs_dir=tmp_path, progress=False)
     untrained = TrainConfig(steps=1, seed=0)
     noise = _looks_like_digits(load(train(untrained, runs_dir=tmp_path, progress=False)).sample(500),

@@ -2,6 +2,7 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
 from ganforge.config import TrainConfig, make_config
 from ganforge.errors import GanforgeError
+from ganforge.families.text import MATCH_SCALE, Captioned
 from ganforge.io import cache_dir, sha256_file
 from ganforge.models.stackgan import CondAugment, StageIGenerator, StageIIGenerator, TextDiscriminator, kl_divergence
 from ganforge.models.text import (
@@ -129,10 +131,6 @@ def test_text_discriminator_gives_one_logit_per_pair(size):
 
 
 def seek(weight, draw, z, cond):
-    from types import SimpleNamespace
-
-    from ganforge.families.text import Captioned
-
     return Captioned.seek_modes(SimpleNamespace(cfg=SimpleNamespace(mode_seeking=weight)), draw, draw(z, cond), z, cond)
 
 
@@ -174,6 +172,40 @@ def test_stage1_trains_with_mode_seeking_and_reports_it(shapes_folder, tmp_path)
     assert any("g_loss/ms" in row for row in logged)
 
 
+def match(weight, net, image, cond):
+    return Captioned.text_matching(SimpleNamespace(match_net=net, match_weight=weight), image, cond)
+
+
+def test_matching_loss_is_the_cross_entropy_of_each_forgery_picking_its_caption():
+    cond = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
+    image = cond[:, :, None, None].expand(-1, -1, 2, 2).clone()  # "images" whose pooled channels are the caption
+    pool = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    logits = MATCH_SCALE * cond @ cond.T
+    assert match(2.0, pool, image, cond).item() == pytest.approx(
+        2 * torch.nn.functional.cross_entropy(logits, torch.arange(6)).item(), rel=1e-5)
+    assert match(1.0, pool, image, cond) < match(1.0, pool, image.roll(1, 0), cond)  # the wrong captions cost more
+    twice = cond.clone()
+    twice[1] = twice[0]  # a caption twice in the batch: either of its images may pick it
+    target = torch.eye(6)
+    target[0, :2] = target[1, :2] = 0.5
+    assert match(1.0, pool, image, twice).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(MATCH_SCALE * cond @ twice.T, target).item(), rel=1e-5)
+    assert match(1.0, None, image, cond) == 0.0  # off
+    with torch.no_grad():
+        assert match(1.0, pool, image, cond) == 0.0  # D-only steps
+
+
+def test_stage1_trains_with_the_matching_loss_and_stage2_reads_its_image_encoder(stage_runs, shapes_folder, tmp_path):
+    data = f"captions:{shapes_folder}"
+    run = train(tiny_text_config(data, text_match=1.0), runs_dir=tmp_path, progress=False)
+    logged = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert any("g_loss/match" in row for row in logged)
+    stage2 = train(tiny_text_config(data, model="stackgan2", stage1=str(stage_runs[0]), image_size=None, steps=2,
+                                    text_match=1.0), runs_dir=tmp_path, progress=False)
+    logged = [json.loads(line) for line in (stage2 / "stats.jsonl").read_text().splitlines()]
+    assert any("g_loss/match" in row for row in logged)  # 64-pixel forgeries read at 32
+
+
 # --- training and drawing
 def test_both_stages_train_and_their_checkpoints_carry_the_text_encoder(stage_runs):
     stage1, stage2 = stage_runs
@@ -182,7 +214,8 @@ def test_both_stages_train_and_their_checkpoints_carry_the_text_encoder(stage_ru
     assert meta1["model_spec"]["image_size"] == 32 and meta2["model_spec"]["image_size"] == 64
     assert meta1["text"]["encoder"] == "builtin" and "red" in meta1["text"]["words"]
     assert any(k.startswith("text/") for k in tensors2) and any(k.startswith("G1/") for k in tensors2)
-    for key in [k for k in tensors1 if k.startswith("text/")]:  # Stage-II keeps Stage-I's encoder as it was
+    assert any(k.startswith("text_image/") for k in tensors1)  # the image side of its pretraining, for text_match
+    for key in [k for k in tensors1 if k.startswith(("text/", "text_image/"))]:  # Stage-II keeps Stage-I's encoder
         assert torch.equal(tensors1[key], tensors2[key]), key
     for key in [k for k in tensors1 if k.startswith("G_ema/")]:  # and its generator, frozen
         assert torch.equal(tensors1[key], tensors2["G1/" + key.removeprefix("G_ema/")]), key
@@ -299,6 +332,9 @@ def test_minilm_encoder_trains_stage1_and_caches_embeddings_on_disk(shapes_folde
     pipe = load(run)
     coarse, fine = pipe(["a red disc"], 2)
     assert coarse.shape == (2, 3, 32, 32) and fine is None
+    with pytest.raises(GanforgeError, match="text_match=1 needs the builtin text encoder's image side"):
+        train(tiny_text_config(f"captions:{shapes_folder}", text_encoder="minilm", text_match=1.0),
+              runs_dir=tmp_path, progress=False)  # minilm's default is off; asked for, it is refused
 
 
 def test_a_minilm_checkpoint_of_other_weights_is_refused(shapes_folder, tmp_path, monkeypatch, capsys):
@@ -354,7 +390,8 @@ def test_trained_discriminator_scores_mismatched_captions_lower(tmp_path):
         data = load_data("fashion-mnist-captions", split="test")
     except GanforgeError as e:
         skip_or_fail(str(e))
-    cfg = make_config(overrides={"model": "stackgan1", "data": "fashion-mnist-captions", "steps": 300})
+    cfg = make_config(overrides={"model": "stackgan1", "data": "fashion-mnist-captions", "steps": 300,
+                                 "text_pretrain_steps": 600})
     run = train(cfg, runs_dir=tmp_path, progress=False)
     meta, tensors = load_checkpoint(run)
     D = build_discriminator(meta["model_spec"])

