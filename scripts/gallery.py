@@ -8,7 +8,8 @@ record (commands, budget, measured numbers, seconds, commit, date, processor) in
 docs/gallery.md is written anew from every record there. A figure whose record exists is not made again,
 nor is a command that finished (its output is kept in runs/gallery/finished/); --force makes the chosen
 figures again from scratch. So the gallery can be stopped with Ctrl-C and started again where it stopped.
-Runs go to runs/gallery/. On this project's 2-core machines the whole gallery takes about 50 minutes.
+Runs go to runs/gallery/. On this project's 2-core machines its figures took 67 minutes as made, one
+at a time (the text-to-image one, 32 minutes, on one core while the other was busy).
 --smoke: a few steps of tiny models per figure, into --out (default: a temporary folder).
 """
 

@@ -120,8 +120,7 @@ class Builtin:
     options = (
         Option("text_dim", int, 128, "builtin text encoder: length of a caption's embedding", bounded(1, 4096)),
         Option("text_pretrain_steps", int, 2000, "builtin text encoder: steps of its matching-loss pretraining "
-               "before the GAN (its image side learns small details such as a smile in about this many)",
-               at_least(1)),
+               "before the GAN (its image side scores the matching loss, text_match)", at_least(1)),
     )
     disk_key = None  # its weights are the run's own: embeddings are cached in memory only
 
