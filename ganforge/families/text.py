@@ -4,7 +4,8 @@ Stage-I (`--model stackgan1`): the text encoder is pretrained on the captions (o
 loaded), every caption is embedded once, and each step pairs every image with one of its captions
 (drawn by a generator seeded by the step, so a resume needs no state). D is matching-aware: the
 batch's captions rolled by one give it (real image, wrong caption) negatives. G's loss adds the
-Conditioning Augmentation's KL term times kl_weight (reported as g_loss/kl).
+Conditioning Augmentation's KL term times kl_weight (reported as g_loss/kl), the matching loss of the
+encoder's frozen image side (text_match, g_loss/match) and the mode-seeking term (mode_seeking, g_loss/ms).
 Stage-II (`--model stackgan2 --stage1 RUN`): the Stage-I run's text encoder and generator are
 taken over and frozen; G2 refines G1(z, text) to twice its size. Its checkpoints carry both, so
 `ganforge t2i` needs nothing but the Stage-II checkpoint.
