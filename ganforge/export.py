@@ -208,7 +208,8 @@ def export_onnx(path: str | Path, out: str | Path, ema: bool = True) -> Path:
 # --- the model folder
 def drawing_tensors(sampler: Generator | TextToImage) -> dict[str, torch.Tensor]:
     """What drawing needs, under the checkpoint's own names: the chosen generator (G_ema/ or G/), and for StackGAN
-    its text encoder and, for Stage-II, its frozen Stage-I (G1/). No D, optimizer moments or RNG states."""
+    its text encoder (with the image side of its pretraining, text_image/, which the JSON names) and, for
+    Stage-II, its frozen Stage-I (G1/). No D, optimizer moments or RNG states."""
     which = sampler.meta["generator"]
     if isinstance(sampler, Generator):
         return pack_state(which, sampler.net.state_dict())

@@ -60,7 +60,10 @@ def test_every_figure_is_made_recorded_and_shown_on_the_page(gallery, monkeypatc
     assert "Not made yet" not in page
     assert any(a[:2] == ["ganforge", "interpolate"] for a in ran) and any("--grid-by-class" in a for a in ran)
     t2i = json.loads((docs / "text_to_image.json").read_text())["numbers"]
-    assert {"diversity_stage1", "diversity_stage2", "held_out_pair_drawn_stage2"} <= t2i.keys()
+    for stage in ("Stage-I", "Stage-II"):
+        assert {f"{stage}: within-caption diversity, share of the real faces'",
+                f"{stage}: both attributes of a held-out pair drawn", f"{stage}: smiles as captioned"} <= t2i.keys()
+    assert {"FID, Stage-II", "FID, Stage-I upsampled (attribute classifier's features)"} <= t2i.keys()
 
 
 def test_a_restart_makes_only_what_is_missing_in_child_processes(tmp_path):
