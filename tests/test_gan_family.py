@@ -178,14 +178,14 @@ def test_conditional_options_are_refused_where_they_make_no_sense(tmp_path, caps
 
 @pytest.mark.slow
 def test_cgan_honours_the_label(tmp_path):
-    """A cGAN trained for 2,500 steps on digits (at widths 32, a third of its default's cost: the label is
+    """A cGAN trained for 1,500 steps on digits (at widths 32, a third of its default's cost: the label is
     what is tested) draws the digit it is asked for, by the digits classifier, which (trained with its defaults) reaches 98% on held-out digits.
     Steps, not minutes, so that a slow machine gets the same model. Fashion-MNIST's classifier (minutes of
     training) is held to its 90% by benchmarks/classifiers.py."""
     from ganforge.metrics.classifier import load_classifier
     from ganforge.metrics.evaluate import evaluate
 
-    cfg = make_config(overrides={"model": "cgan", "steps": 2500, "g_width": 32, "d_width": 32})
+    cfg = make_config(overrides={"model": "cgan", "steps": 1500, "g_width": 32, "d_width": 32})
     run = train(cfg, runs_dir=tmp_path, progress=False)
     G = load(run)
     labels = G.labels(1000)
