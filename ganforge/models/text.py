@@ -5,8 +5,9 @@
 states are mean- and max-pooled into one vector. Before the GAN trains, it is pretrained on the
 training pairs with a matching loss, as StackGAN's char-CNN-RNN was: a symmetric contrastive loss
 (InfoNCE) pulls each caption's embedding towards a small conv encoder's embedding of its image
-and away from the other images of the batch; a bag-of-words loss keeps every word in it. Then it
-is frozen. A few hundred steps on a CPU.
+and away from the other images of the batch; bag-of-words losses keep every word in both embeddings.
+Then both sides are frozen: the text side embeds captions, the image side scores the GAN's matching
+loss (text_match). 2,000 steps, a few minutes on a CPU.
 `minilm` is all-MiniLM-L6-v2's sentence embedding, from the optional package (ganforge[text]).
 
 Both sit behind `TextEncoder`, which L2-normalises the embeddings and caches them per caption: in
@@ -146,7 +147,8 @@ class Builtin:
     def unknown_words(self, text: str) -> list[str]:
         return self.vocab.unknown(text)
 
-    # in checkpoints: the vocabulary and settings in the JSON, the weights under text/
+    # in checkpoints: the vocabulary and settings in the JSON, the weights under text/ (the image side's under
+    # text_image/)
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         tensors, meta = pack_state("text", self.net.state_dict()), {
             "encoder": "builtin", "words": self.vocab.words[2:], "dim": self.dim,
@@ -273,11 +275,11 @@ def pretrain_builtin(images: torch.Tensor, captions: list[list[str]], dim: int =
                      batch_size: int = 128, seed: int = 0, progress: bool = True) -> tuple[TextEncoder, float]:
     """Train the builtin encoder on (image, one of its captions) pairs, then freeze it.
 
-    Two losses: the matching loss (symmetric InfoNCE between the caption's embedding and a small
-    conv encoder's embedding of its image) ties the text to what can be seen; a bag-of-words loss
-    (which words the caption holds, read back from its embedding by one linear layer) keeps every
-    word's meaning in it, also for details too small for the image encoder (a smile at 32 pixels),
-    which the GAN's matching-aware D can still learn to check. 15% of the words are read as <unk>.
+    The matching loss (symmetric InfoNCE between the caption's embedding and a small conv encoder's
+    embedding of its image) ties the text to what can be seen; two bag-of-words losses (which words the
+    caption holds, read back by one linear layer from the caption's embedding and from the image's) keep
+    every word's meaning in the text side and make the image side look for it, also for small details
+    (a smile at 32 pixels). 15% of the words are read as <unk>.
     images: uint8 (N, C, H, W), read at 32 pixels at most. Returns the encoder and its matching loss
     on up to 512 held-out pairs (log 512 = 6.2 for an encoder that knows nothing).
     """
