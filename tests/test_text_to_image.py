@@ -16,7 +16,7 @@ from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
 from ganforge.config import TrainConfig, make_config
 from ganforge.errors import GanforgeError
-from ganforge.families.text import MATCH_SCALE, Captioned
+from ganforge.families.text import MATCH_SCALE, Captioned, StageII
 from ganforge.io import cache_dir, sha256_file
 from ganforge.models.stackgan import CondAugment, StageIGenerator, StageIIGenerator, TextDiscriminator, kl_divergence
 from ganforge.models.text import (
@@ -173,7 +173,8 @@ def test_stage1_trains_with_mode_seeking_and_reports_it(shapes_folder, tmp_path)
 
 
 def match(weight, net, image, cond):
-    return Captioned.text_matching(SimpleNamespace(match_net=net, match_weight=weight), image, cond)
+    return Captioned.text_matching(SimpleNamespace(match_net=net, match_weight=weight, match_size=image.shape[-1]),
+                                   image, cond)
 
 
 def test_matching_loss_is_the_cross_entropy_of_each_forgery_picking_its_caption():
@@ -201,9 +202,26 @@ def test_stage1_trains_with_the_matching_loss_and_stage2_reads_its_image_encoder
     logged = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert any("g_loss/match" in row for row in logged)
     stage2 = train(tiny_text_config(data, model="stackgan2", stage1=str(stage_runs[0]), image_size=None, steps=2,
-                                    text_match=1.0), runs_dir=tmp_path, progress=False)
+                                    text_match=1.0, consistency=1.0), runs_dir=tmp_path, progress=False)
     logged = [json.loads(line) for line in (stage2 / "stats.jsonl").read_text().splitlines()]
     assert any("g_loss/match" in row for row in logged)  # 64-pixel forgeries read at 32
+    assert any("g_loss/consistency" in row for row in logged)
+
+
+def keep(weight, image, coarse):
+    return StageII.keep_sketch(SimpleNamespace(cfg=SimpleNamespace(consistency=weight)), image, coarse)
+
+
+def test_consistency_term_weighs_what_stage2_changes_at_the_stage1_size():
+    coarse = torch.rand(2, 3, 4, 4) * 2 - 1
+    image = coarse.repeat_interleave(2, -1).repeat_interleave(2, -2)  # each pixel doubled: averages back exactly
+    assert keep(5.0, image, coarse).item() == 0
+    assert keep(5.0, image + 0.1, coarse).item() == pytest.approx(0.5, rel=1e-5)  # 5 x a mean change of 0.1
+    checker = 0.2 * (-1) ** (torch.arange(8)[:, None] + torch.arange(8)[None, :])
+    assert keep(5.0, image + checker, coarse).item() == pytest.approx(0, abs=1e-6)  # detail within a pixel is free
+    assert keep(0.0, image + 0.1, coarse) == 0.0  # off
+    with torch.no_grad():
+        assert keep(5.0, image + 0.1, coarse) == 0.0  # D-only steps
 
 
 # --- training and drawing

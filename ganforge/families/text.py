@@ -32,9 +32,10 @@ from ganforge.stats import report
 from ganforge.t2i import TextToImage
 
 STAGE1_MAX = 32  # Stage-I's default size: the data's own, at most this (64-pixel faces are sketched at 32)
-MATCH_SIZE = 32  # images are read at this size at most by the matching loss, as in the encoder's pretraining
+MATCH_SIZE = 32  # the encoder's pretraining reads images at Stage-I's size, at most this; the matching loss too
 MATCH_SCALE = 10.0  # the matching loss's inverse temperature (DAMSM's gamma_3)
 MATCH_WEIGHT = 3.0  # text_match's default with the builtin encoder (benchmarks/results/text_to_image-*.json)
+CONSISTENCY = 0.0  # stackgan2's consistency weight by default
 PANEL_CAPTIONS = 8
 
 
@@ -43,6 +44,7 @@ class Captioned(Conv, Family):
 
     discriminator = TextDiscriminator
     kind = "text"
+    upscale = 1  # the stage's image size over Stage-I's
     default_width = 32  # a third of the paper's 64's cost; it measured better in the same steps (text-to-image.md)
     options = (
         Option("text_encoder", str, "builtin", "stackgan: the text encoder: " + TEXT_ENCODERS.help(),
@@ -95,6 +97,7 @@ class Captioned(Conv, Family):
                                 f"this {self.encoder.name} encoder has not (runs from before it was kept have none); "
                                 "set text_match=0")
         self.match_net = image_side.to(device) if self.match_weight else None
+        self.match_size = min(data.shape[-1] // self.upscale, MATCH_SIZE)  # the size its pretraining read
         # the panels' captions: the first caption of images spread over the data, the same every epoch
         picks = torch.linspace(0, len(data) - 1, PANEL_CAPTIONS).long().tolist()
         self.panel_captions = list(dict.fromkeys(data.captions[i][0] for i in picks))
@@ -130,12 +133,13 @@ class Captioned(Conv, Family):
 
     def text_matching(self, image: torch.Tensor, cond: torch.Tensor) -> torch.Tensor | float:
         """The matching loss for G's loss (DAMSM-like): the frozen image encoder of the text encoder's
-        pretraining scores each forgery against the batch's captions, and G is paid for picking its own
-        (a cross-entropy over the batch; a caption that occurs twice counts both times). Nothing on D-only steps."""
+        pretraining scores each forgery, read at the size that pretraining saw (Stage-I's, at most MATCH_SIZE),
+        against the batch's captions, and G is paid for picking its own (a cross-entropy over the batch; a caption
+        that occurs twice counts both times). Nothing on D-only steps."""
         if self.match_net is None or not torch.is_grad_enabled():
             return 0.0
-        if image.shape[-1] > MATCH_SIZE:  # it was pretrained at 32 pixels at most
-            image = F.interpolate(image.float(), size=MATCH_SIZE, mode="area")
+        if image.shape[-1] != self.match_size:
+            image = F.interpolate(image.float(), size=self.match_size, mode="area")
         logits = F.normalize(self.match_net(image.float()), dim=1) @ cond.float().T * MATCH_SCALE
         same = (cond[:, None, :] == cond[None, :, :]).all(-1).float()
         loss = F.cross_entropy(logits, same / same.sum(1, keepdim=True))
@@ -201,10 +205,14 @@ class StageI(Captioned):
 @MODELS.register("stackgan2", "text to image, Stage-II: refines a Stage-I run's images to twice the size")
 class StageII(Captioned):
     generator = StageIIGenerator
+    upscale = 2
     options = (
         Option("stage1", str | None, None, "stackgan2: the Stage-I run (or checkpoint) to refine; its data and text "
                "encoder are used"),
         Option("res_blocks", int, 2, "stackgan2: residual blocks of G2", bounded(1, 64)),
+        Option("consistency", float, CONSISTENCY, "stackgan2: weight of the consistency term in G2's loss: G2's "
+               "image, averaged down to the Stage-I size, against the Stage-I image (mean absolute difference), "
+               "so that Stage-II refines what Stage-I drew instead of redrawing it; 0: off", non_negative),
     )
 
     @classmethod
@@ -240,22 +248,34 @@ class StageII(Captioned):
         return load_checkpoint(self.cfg.stage1)
 
     def spec(self):
-        return super().spec() | {"res_blocks": self.cfg.res_blocks, "stage1": self.stage1_spec}
+        return super().spec() | {"res_blocks": self.cfg.res_blocks, "upsample": "bilinear", "stage1": self.stage1_spec}
 
     @property
     def noise_dim(self):
         return self.G1.z_dim + self.cfg.c_dim  # Stage-I's noise, then Stage-II's eps
 
     def forge(self, G, z, cond):
-        def draw(z, cond, return_kl=False):
+        def sketch(z, cond):
             with torch.no_grad():
-                coarse = self.G1(z[:, :self.G1.z_dim], cond)
-            return G(coarse, z[:, self.G1.z_dim:], cond, return_kl=return_kl)
+                return self.G1(z[:, :self.G1.z_dim], cond)
 
-        image, kl = draw(z, cond, return_kl=True)
+        def draw(z, cond):
+            return G(sketch(z, cond), z[:, self.G1.z_dim:], cond)
+
+        coarse = sketch(z, cond)
+        image, kl = G(coarse, z[:, self.G1.z_dim:], cond, return_kl=True)
         report("g_loss/kl", kl)
         return image, (self.cfg.kl_weight * kl + self.seek_modes(draw, image, z, cond)
-                       + self.text_matching(image, cond))
+                       + self.text_matching(image, cond) + self.keep_sketch(image, coarse))
+
+    def keep_sketch(self, image: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor | float:
+        """The consistency term for G2's loss: the weight times the mean absolute difference between G2's image
+        averaged down to the Stage-I size (2x2 means) and the Stage-I image. Nothing on D-only steps."""
+        if not self.cfg.consistency or not torch.is_grad_enabled():
+            return 0.0
+        loss = (F.avg_pool2d(image.float(), 2) - coarse.float()).abs().mean()
+        report("g_loss/consistency", loss)
+        return self.cfg.consistency * loss
 
     def sampler(self, G):
         return TextToImage(self.encoder, self.G1, G)

@@ -81,10 +81,12 @@ class ResBlock(nn.Module):
 
 
 class StageIIGenerator(nn.Module):
-    """G2(stage-I image, noise, text) -> image of twice the size; noise = eps of length c_dim (self.z_dim)."""
+    """G2(stage-I image, noise, text) -> image of twice the size; noise = eps of length c_dim (self.z_dim).
+    upsample: how the up path doubles its maps; ganforge trains "bilinear" (its "nearest", the default for runs
+    made before, drew a grid-like texture on Fashion-MNIST that the classifier read as a shirt's)."""
 
     def __init__(self, image_size: int = 64, channels: int = 3, text_dim: int = 128, c_dim: int = 128,
-                 g_width: int = 32, res_blocks: int = 2):
+                 g_width: int = 32, res_blocks: int = 2, upsample: str = "nearest"):
         super().__init__()
         self.image_size, self.channels, self.text_dim, self.c_dim = image_size, channels, text_dim, c_dim
         self.z_dim = c_dim
@@ -97,7 +99,7 @@ class StageIIGenerator(nn.Module):
         self.joint = nn.Sequential(*_block(4 * w + c_dim, 4 * w), *(ResBlock(4 * w) for _ in range(res_blocks)))
         up = []  # 4w x s/4 -> w/2 x 2s
         for cin, cout in ((4 * w, 2 * w), (2 * w, w), (w, max(w // 2, 8))):
-            up += [nn.Upsample(scale_factor=2, mode="nearest"), *_block(cin, cout)]
+            up += [nn.Upsample(scale_factor=2, mode=upsample), *_block(cin, cout)]
         self.up = nn.Sequential(*up, nn.Conv2d(max(w // 2, 8), channels, 3, 1, 1))  # the correction, pre-tanh
         init_dcgan(self)
         nn.init.zeros_(self.up[-1].weight)  # at the start, G2 returns the Stage-I image upsampled
