@@ -19,8 +19,12 @@ drawn from captions never used in training (each with its own noise):
   between the images of one caption drawn with different noises, as a share of the same distance
   between real images that share the caption's class (Fashion-MNIST) or attribute set (faces);
   FID of Stage-II and of Stage-I upsampled to Stage-II's size, against real images, in the
-  domain classifier's features (they read 28 or 32 pixels); and sharpness, the mean squared
-  Laplacian of the images at Stage-II's size, as a ratio to the real images'.
+  domain classifier's features; and sharpness, the mean squared Laplacian of the images at
+  Stage-II's size, as a ratio to the real images'.
+- the classifiers read 28 (Fashion-MNIST) or 32 pixels (faces): Stage-II's images are brought down by
+  2x2 means (Fashion-MNIST) or resize_to's antialiased filter (faces), whichever keeps the most of real
+  images brought to Stage-II's size: real_class_match_* and real_agreement_* are those real images'
+  scores at each stage's size, the measure's ceiling.
 Writes text_to_image.json and text_to_image.png (a t2i figure) into the run folder measured, and the record
 (command, commit, date, processor) to benchmarks/results/text_to_image-DATA.json. --smoke: 3 steps of each
 stage at tiny sizes, classifiers of 1 epoch in a temporary cache, 20 captions; no results file.
@@ -101,7 +105,15 @@ def diversity(pipe: TextToImage, captions: list[str], real: torch.Tensor, featur
     return result
 
 
+def read_area(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images brought down to a classifier's size by the mean of each block (2x2 from 56 to 28 pixels)."""
+    return F.interpolate(images, size=size, mode="area")
+
+
 def fashion(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
+    """The Fashion-MNIST classifier reads 28 pixels: Stage-II's 56 are brought down by 2x2 means. Real test
+    images, brought to 56 as Stage-II trains on them and read back so, keep more of their class that way than
+    through resize_to's antialiased bilinear filter (real_class_match_*: the measure's ceiling at each size)."""
     if not classifier_path("fashion-mnist").is_file():
         train_classifier("fashion-mnist")
     net, _ = load_classifier("fashion-mnist")
@@ -113,12 +125,19 @@ def fashion(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
         coarse, fine = pipe(captions, 1, seed + 1, same_noise=False)
         for stage, images in stages(coarse, fine):
             with torch.no_grad():
-                predicted = net(resize_to(images, 28)).argmax(1)
-            result[f"class_match_{name}_{stage}"] = (predicted == labels).float().mean().item()
+                predicted = net(read_area(images, 28)).argmax(1)
+                result[f"class_match_{name}_{stage}"] = (predicted == labels).float().mean().item()
+                if stage == "stage2":  # as read before (resize_to), for comparison with older results
+                    predicted = net(resize_to(images, 28)).argmax(1)
+                    result[f"class_match_{name}_stage2_antialiased"] = (predicted == labels).float().mean().item()
     size = 2 * coarse.shape[-1]  # Stage-II's
     test = load_data("fashion-mnist", size, split="test")
     real = to_float(test.images[:n])
-    features = lambda x: net.body(resize_to(x, 28)).double()
+    with torch.no_grad():
+        native = to_float(load_data("fashion-mnist", 28, split="test").images[:n])
+        for stage, images in stages(native, None if fine is None else read_area(real, 28)):
+            result[f"real_class_match_{stage}_size"] = (net(images).argmax(1) == test.labels[:n]).float().mean().item()
+    features = lambda x: net.body(read_area(x, 28)).double()
     result |= quality(coarse, fine, real, features)
     # diversity: 10 captions per class, each against 8 real test images of its class
     gen = torch.Generator().manual_seed(seed)
@@ -131,10 +150,19 @@ def fashion(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
     return result, examples
 
 
+def agreement(logits: torch.Tensor, truth: torch.Tensor, names: list[str]) -> dict[str, float]:
+    """How often the attribute classifier's verdicts (logits) agree with the attributes a caption states."""
+    agree = {a: ((logits[:, names.index(a)] > 0) == truth[:, names.index(a)]).float().mean().item() for a in DESCRIBED}
+    hair = [i for i, a in enumerate(names) if a.startswith("hair_")]
+    agree["hair_colour"] = (logits[:, hair].argmax(1) == truth[:, hair].float().argmax(1)).float().mean().item()
+    return agree
+
+
 def faces(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
+    """The attribute classifier reads 32 pixels: Stage-II's 64 are brought down by resize_to (antialiased, as the
+    classifier's own training faces were drawn at 128 and brought down)."""
     classify, names = attribute_scorer("faces")
     net, _ = load_classifier("faces", attributes=True)
-    hair = [i for i, a in enumerate(names) if a.startswith("hair_")]
     result, splits = {}, {split: load_data("faces-captions", split=split) for split in ("train", "test")}
     for split, name in (("train", "seen"), ("test", "unseen")):
         data = splits[split]
@@ -145,9 +173,7 @@ def faces(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
         coarse, fine = pipe(captions, 1, seed + 1, same_noise=False)
         for stage, images in stages(coarse, fine):
             logits = classify(images)
-            agree = {a: ((logits[:, names.index(a)] > 0) == truth[:, names.index(a)]).float().mean().item()
-                     for a in DESCRIBED}
-            agree["hair_colour"] = (logits[:, hair].argmax(1) == truth[:, hair].float().argmax(1)).float().mean().item()
+            agree = agreement(logits, truth, names)
             result[f"agreement_{name}_{stage}"] = agree
             result[f"agreement_{name}_{stage}_mean"] = sum(agree.values()) / len(agree)
             if name == "unseen":
@@ -161,6 +187,9 @@ def faces(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
                 result[f"held_out_pair_drawn_{stage}"] = (both.sum() / has.sum()).item()
     size = 2 * coarse.shape[-1]  # Stage-II's
     real = to_float(fit(splits["test"].images[:n], size, 3))
+    truth = splits["test"].attributes[:n]  # the measure's ceiling: real faces at each stage's size, as read
+    for stage, images in stages(to_float(fit(splits["test"].images[:n], size // 2, 3)), None if fine is None else real):
+        result[f"real_agreement_{stage}_size_mean"] = float(np.mean(list(agreement(classify(images), truth, names).values())))
     features = lambda x: net.body(resize_to(x, 32)).double()
     result |= quality(coarse, fine, real, features)
     # diversity: the training faces grouped by what a caption states (the 8 binary attributes and the hair

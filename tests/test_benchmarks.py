@@ -133,11 +133,19 @@ def test_text_to_image(bench):
     if not Path("/usr/share/datasets/fashion-mnist").is_dir():
         skip_or_fail("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     record = bench("text_to_image").main(["--smoke", "--data", "fashion-mnist-captions"])
-    assert {"class_match_seen_stage1", "class_match_unseen_stage2", "fid_stage2", "diversity_stage2"} <= record.keys()
+    assert {"class_match_seen_stage1", "class_match_unseen_stage2", "fid_stage2", "diversity_stage2",
+            "real_class_match_stage1_size", "real_class_match_stage2_size"} <= record.keys()
     assert record["model"] == "stackgan2"
     alone = bench("text_to_image").main(["--smoke", "--data", "fashion-mnist-captions", "--stage2-steps", "0"])
     assert alone["model"] == "stackgan1" and {"class_match_seen_stage1", "fid_stage1_upsampled"} <= alone.keys()
     assert [k for k in alone if "stage2" in k] == ["stage2_steps"] and alone["stage2_steps"] == 0  # Stage-I alone
+
+
+def test_text_to_image_reads_stage2_by_block_means(bench):
+    """Fashion-MNIST's Stage-II is read at 28 pixels by 2x2 means: an image doubled pixel by pixel reads back whole."""
+    images = torch.rand(3, 1, 28, 28)
+    doubled = images.repeat_interleave(2, -1).repeat_interleave(2, -2)
+    torch.testing.assert_close(bench("text_to_image").read_area(doubled, 28), images)
 
 
 def test_ssl_extractor(bench):
