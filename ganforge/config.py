@@ -21,7 +21,7 @@ from ganforge.families import MODELS
 from ganforge.losses import LOSSES
 from ganforge.metrics.features import EXTRACTORS
 from ganforge.models.text import TEXT_ENCODERS
-from ganforge.registry import Option
+from ganforge.registry import NEW, Option
 
 
 @dataclass
@@ -172,6 +172,14 @@ class CoreConfig:
         if unknown:
             raise GanforgeError(f"unknown config key(s): {', '.join(map(str, unknown))}")
         return cls(**{k: _coerce(k, v, where="config") for k, v in values.items()}).validate()
+
+    @classmethod
+    def from_saved(cls, values: dict) -> TrainConfig:
+        """A saved run's config (config.json, a checkpoint's JSON): as from_dict, with each option it predates
+        set to what it trained with then (an Option's `before`), not to today's default."""
+        if isinstance(values, dict):
+            values = {o.name: o.before for o in PLUGIN_OPTIONS.values() if o.before is not NEW} | values
+        return cls.from_dict(values)
 
 
 def _plugin_options() -> dict[str, Option]:

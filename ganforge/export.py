@@ -252,7 +252,7 @@ def train_command(config: dict, step: int) -> tuple[str, list[str]]:
     --set key=value for each key whose value differs from what the cpu preset and the others give."""
     from ganforge.config import TrainConfig, make_config
 
-    goal = TrainConfig.from_dict(config).to_dict() | {"steps": step, "epochs": None, "minutes": None}
+    goal = TrainConfig.from_saved(config).to_dict() | {"steps": step, "epochs": None, "minutes": None}
     flags = {k: goal[k] for k in SHOWN} | {"steps": step}
 
     def built(keys: list[str]) -> dict:

@@ -19,16 +19,21 @@ from ganforge.errors import GanforgeError
 T = TypeVar("T")
 
 
+NEW = object()  # an Option's `before` when its default is also how runs made before it behaved
+
+
 @dataclass(frozen=True)
 class Option:
-    """One config key: its name, type (e.g. `float`, `int | None`), default, what it means, and an optional
-    `check(value) -> None or why the value is wrong` (None values are not checked)."""
+    """One config key: its name, type (e.g. `float`, `int | None`), default, what it means, an optional
+    `check(value) -> None or why the value is wrong` (None values are not checked), and `before`: the value
+    that runs saved before the option existed trained with, when it is not the default (resumed so)."""
 
     name: str
     type: Any
     default: Any
     help: str
     check: Callable[[Any], str | None] | None = None
+    before: Any = NEW
 
 
 def at_least(low: float) -> Callable[[Any], str | None]:

@@ -233,10 +233,10 @@ def _resumed_config(run_dir: Path, budget, runtime, record) -> tuple[TrainConfig
         values = json.loads((run_dir / "config.json").read_text())
         values.pop("model_spec", None)
         values.pop("chosen", None)
-        saved, checkpoint = TrainConfig.from_dict(values), None
+        saved, checkpoint = TrainConfig.from_saved(values), None
     else:
         checkpoint = load_checkpoint(run_dir)
-        saved = TrainConfig.from_dict(checkpoint[0]["config"])
+        saved = TrainConfig.from_saved(checkpoint[0]["config"])
     cfg = saved
     if budget and any(v is not None for v in budget.values()):
         cfg = dataclasses.replace(cfg, **{k: budget.get(k) for k in BUDGET_KEYS})

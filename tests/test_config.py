@@ -35,3 +35,16 @@ def test_presets_and_derived_fake_label():
     assert make_config(pairs=["real_label=0"]).fake_label == 1.0
     with pytest.raises(GanforgeError, match="unknown config key"):
         TrainConfig.from_dict({"nonsense": 1})
+
+
+def test_a_saved_config_keeps_what_it_trained_with_before_an_option_existed():
+    """A run saved before g_depth, mode_seeking or consistency existed trained without them: resumed (from_saved),
+    it keeps 0 for each; a config given afresh (from_dict) takes today's defaults; what a config states wins."""
+    values = TrainConfig().to_dict()
+    for key in ("g_depth", "d_depth", "mode_seeking", "consistency"):
+        values.pop(key)
+    old = TrainConfig.from_saved(values)
+    assert (old.g_depth, old.d_depth, old.mode_seeking, old.consistency) == (0, 0, 0, 0)
+    fresh = TrainConfig.from_dict(values)
+    assert fresh.g_depth is None and fresh.mode_seeking == TrainConfig().mode_seeking > 0
+    assert TrainConfig.from_saved(values | {"mode_seeking": 2.0}).mode_seeking == 2.0

@@ -87,9 +87,9 @@ class Deep(Conv):
     options = (
         Option("g_depth", int | None, None, "dcgan and cgan: 3x3 convolutions G adds at each hidden resolution; "
                "none: the model's default (dcgan 1 for 28-pixel images, else 0; cgan 0; 0 is the paper's)",
-               bounded(0, 16)),
+               bounded(0, 16), before=0),
         Option("d_depth", int | None, None, "dcgan and cgan: 3x3 convolutions D adds at each hidden resolution; "
-               "none: the model's default (as g_depth's)", bounded(0, 16)),
+               "none: the model's default (as g_depth's)", bounded(0, 16), before=0),
     )
     default_depths: ClassVar[dict[int, tuple[int, int]]] = {}  # image size -> (G's, D's); 0 at any other size
 

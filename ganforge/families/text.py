@@ -59,7 +59,7 @@ class Captioned(Conv, Family):
                "with minilm, which has no image side", non_negative),
         Option("mode_seeking", float, 1.0, "stackgan: weight of the mode-seeking term in G's loss (Mao et al. "
                "2019): one caption, two noises, and G is paid for images as far apart as their noises; 0: off",
-               non_negative),
+               non_negative, before=0.0),
     )
 
     @classmethod
@@ -212,7 +212,7 @@ class StageII(Captioned):
         Option("res_blocks", int, 2, "stackgan2: residual blocks of G2", bounded(1, 64)),
         Option("consistency", float, CONSISTENCY, "stackgan2: weight of the consistency term in G2's loss: G2's "
                "image, averaged down to the Stage-I size, against the Stage-I image (mean absolute difference), "
-               "so that Stage-II refines what Stage-I drew instead of redrawing it; 0: off", non_negative),
+               "so that Stage-II refines what Stage-I drew instead of redrawing it; 0: off", non_negative, before=0.0),
     )
 
     @classmethod
