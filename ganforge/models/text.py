@@ -7,7 +7,7 @@ training pairs with a matching loss, as StackGAN's char-CNN-RNN was: a symmetric
 (InfoNCE) pulls each caption's embedding towards a small conv encoder's embedding of its image
 and away from the other images of the batch; bag-of-words losses keep every word in both embeddings.
 Then both sides are frozen: the text side embeds captions, the image side scores the GAN's matching
-loss (text_match). 2,000 steps, a few minutes on a CPU.
+loss (text_match). 4,000 steps, a few minutes on a CPU.
 `minilm` is all-MiniLM-L6-v2's sentence embedding, from the optional package (ganforge[text]).
 
 Both sit behind `TextEncoder`, which L2-normalises the embeddings and caches them per caption: in
@@ -120,7 +120,7 @@ class Builtin:
 
     options = (
         Option("text_dim", int, 128, "builtin text encoder: length of a caption's embedding", bounded(1, 4096)),
-        Option("text_pretrain_steps", int, 2000, "builtin text encoder: steps of its matching-loss pretraining "
+        Option("text_pretrain_steps", int, 4000, "builtin text encoder: steps of its matching-loss pretraining "
                "before the GAN (its image side scores the matching loss, text_match)", at_least(1)),
     )
     disk_key = None  # its weights are the run's own: embeddings are cached in memory only
@@ -271,7 +271,7 @@ class TextEncoder:
         return torch.stack([found[c] for c in captions])
 
 
-def pretrain_builtin(images: torch.Tensor, captions: list[list[str]], dim: int = 128, steps: int = 600,
+def pretrain_builtin(images: torch.Tensor, captions: list[list[str]], dim: int, steps: int,
                      batch_size: int = 128, seed: int = 0, progress: bool = True) -> tuple[TextEncoder, float]:
     """Train the builtin encoder on (image, one of its captions) pairs, then freeze it.
 
