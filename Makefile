@@ -26,7 +26,7 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# the chapter's figures remade into docs/gallery/ and docs/gallery.md (67 minutes as made on 2 cores; restartable)
+# the chapter's figures remade into docs/gallery/ and docs/gallery.md (47 minutes on 2 cores from an empty cache; restartable)
 gallery: setup
 	$(BIN)/python scripts/gallery.py
 

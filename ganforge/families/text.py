@@ -34,10 +34,10 @@ from ganforge.t2i import TextToImage
 STAGE1_MAX = 32  # Stage-I's default size: the data's own, at most this (64-pixel faces are sketched at 32)
 MATCH_SIZE = 32  # the encoder's pretraining reads images at Stage-I's size, at most this; the matching loss too
 MATCH_SCALE = 10.0  # the matching loss's inverse temperature (DAMSM's gamma_3)
-# text_match's default with the builtin encoder, per stage, and Stage-II's consistency weight: chosen by the
+# text_match's default with the builtin encoder at each stage, and Stage-II's consistency weight: chosen by the
 # screens in docs/text-to-image.md (benchmarks/results/text_to_image-*-s1-*.json and -s2-*.json)
-MATCH_WEIGHT = {"stackgan1": 3.0, "stackgan2": 6.0}
-CONSISTENCY = 50.0
+MATCH_WEIGHT, MATCH_WEIGHT_STAGE2 = 3.0, 6.0
+CONSISTENCY = 200.0
 PANEL_CAPTIONS = 8
 
 
@@ -47,6 +47,7 @@ class Captioned(Conv, Family):
     discriminator = TextDiscriminator
     kind = "text"
     upscale = 1  # the stage's image size over Stage-I's
+    match_default = MATCH_WEIGHT  # text_match when the config leaves it to the model
     default_width = 32  # a third of the paper's 64's cost; it measured better in the same steps (text-to-image.md)
     options = (
         Option("text_encoder", str, "builtin", "stackgan: the text encoder: " + TEXT_ENCODERS.help(),
@@ -57,8 +58,8 @@ class Captioned(Conv, Family):
                "(the paper's 1)", non_negative),
         Option("text_match", float | None, None, "stackgan: weight of the image-text matching loss in G's loss "
                "(AttnGAN's DAMSM, Xu et al. 2018): the builtin text encoder's image side, frozen, must pick each "
-               f"forgery's caption among the batch's; none: {MATCH_WEIGHT['stackgan1']:g} at Stage-I and "
-               f"{MATCH_WEIGHT['stackgan2']:g} at Stage-II with the builtin encoder, 0 (off) "
+               f"forgery's caption among the batch's; none: {MATCH_WEIGHT:g} at Stage-I and "
+               f"{MATCH_WEIGHT_STAGE2:g} at Stage-II with the builtin encoder, 0 (off) "
                "with minilm, which has no image side", non_negative),
         Option("mode_seeking", float, 1.0, "stackgan: weight of the mode-seeking term in G's loss (Mao et al. "
                "2019): one caption, two noises, and G is paid for images as far apart as their noises; 0: off",
@@ -94,7 +95,7 @@ class Captioned(Conv, Family):
         self.caption_counts = torch.tensor([len(cs) for cs in data.captions])
         self.embeddings = self.encoder.encode(table, progress=self.group.main).to(device)
         image_side = getattr(self.encoder.backend, "image_net", None)  # none for minilm and older builtin runs
-        default = MATCH_WEIGHT[cfg.model] * (image_side is not None)
+        default = self.match_default * (image_side is not None)
         self.match_weight = cfg.text_match if cfg.text_match is not None else default
         if self.match_weight and image_side is None:
             raise GanforgeError(f"text_match={cfg.text_match:g} needs the builtin text encoder's image side, which "
@@ -210,6 +211,7 @@ class StageI(Captioned):
 class StageII(Captioned):
     generator = StageIIGenerator
     upscale = 2
+    match_default = MATCH_WEIGHT_STAGE2
     options = (
         Option("stage1", str | None, None, "stackgan2: the Stage-I run (or checkpoint) to refine; its data and text "
                "encoder are used"),
