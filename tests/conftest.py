@@ -61,14 +61,21 @@ def tiny_config(**changes) -> TrainConfig:
     return TrainConfig(**values).validate()
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
     """Each test session gets its own cache folder: no test reads a user's cache. And `--precision auto` (the
     default) trains in fp32 on every machine, so that a test's numbers do not depend on the processor it runs on;
-    tests/test_hardware.py checks the choice itself."""
+    tests/test_hardware.py checks the choice itself. Session-wide, so that module fixtures (a torchrun's workers
+    too) see both before they start."""
     cache = tmp_path_factory.getbasetemp() / "cache"
-    monkeypatch.setenv("GANFORGE_CACHE", str(cache))
-    monkeypatch.setenv("GANFORGE_AUTO_PRECISION", "fp32")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GANFORGE_CACHE", str(cache))
+        patch.setenv("GANFORGE_AUTO_PRECISION", "fp32")
+        _share_drawn_faces(tmp_path_factory, cache)
+        yield
+
+
+def _share_drawn_faces(tmp_path_factory, cache: Path) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER") and not (cache / "faces").exists():
         # the drawn faces (data, not a model, the same in every process) are drawn once for all the workers
         shared = tmp_path_factory.getbasetemp().parent / "shared-faces"

@@ -60,7 +60,7 @@ def test_declared_options_are_config_keys_with_their_checks():
 def test_options_are_gathered_from_a_class_and_its_bases():
     names = [o.name for o in declared_options(LOSSES["wgan-gp"])]
     assert names[:1] == ["r1_gamma"] and "clip" in names and names[-1] == "gp_weight"
-    assert [o.name for o in declared_options(MODELS["stackgan2"])][-2:] == ["stage1", "res_blocks"]
+    assert [o.name for o in declared_options(MODELS["stackgan2"])][-3:] == ["stage1", "res_blocks", "consistency"]
 
 
 def test_an_unknown_name_lists_what_is_registered():
