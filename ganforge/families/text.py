@@ -36,7 +36,7 @@ MATCH_SIZE = 32  # the encoder's pretraining reads images at Stage-I's size, at 
 MATCH_SCALE = 10.0  # the matching loss's inverse temperature (DAMSM's gamma_3)
 # text_match's default with the builtin encoder at each stage, and Stage-II's consistency weight: chosen by the
 # screens in docs/text-to-image.md (benchmarks/results/text_to_image-*-s1-*.json and -s2-*.json)
-MATCH_WEIGHT, MATCH_WEIGHT_STAGE2 = 3.0, 6.0
+MATCH_WEIGHT, MATCH_WEIGHT_STAGE2 = 3.0, 16.0
 CONSISTENCY = 200.0
 PANEL_CAPTIONS = 8
 
