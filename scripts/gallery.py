@@ -8,9 +8,9 @@ record (commands, budget, measured numbers, seconds, commit, date, processor) in
 docs/gallery.md is written anew from every record there. A figure whose record exists is not made again,
 nor is a command that finished (its output is kept in runs/gallery/finished/); --force makes the chosen
 figures again from scratch. So the gallery can be stopped with Ctrl-C and started again where it stopped.
-Runs go to runs/gallery/. The whole gallery took 47 minutes (2,804 s) on this project's 2-core AMD EPYC with
-AVX-512 BF16, from an empty cache (the classifiers and the SSL extractor it measures with trained on the way);
-each figure's record says its own.
+Runs go to runs/gallery/. The whole gallery took 47 minutes (2,812 s) on this project's 2-core AMD EPYC with
+AVX-512 BF16, from an empty cache (the classifiers and the SSL extractor it measures with trained on the way;
+text to image was remade after the rest: 574 s, 9.4 minutes in the full run); each figure's record says its own.
 --smoke: a few steps of tiny models per figure, into --out (default: a temporary folder).
 """
 
