@@ -16,7 +16,7 @@ from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
 from ganforge.config import TrainConfig, make_config
 from ganforge.errors import GanforgeError
-from ganforge.families.text import MATCH_SCALE, Captioned, StageII
+from ganforge.families.text import MATCH_SCALE, MATCH_WEIGHT, MATCH_WEIGHT_STAGE2, Captioned, StageI, StageII
 from ganforge.io import cache_dir, sha256_file
 from ganforge.models.stackgan import CondAugment, StageIGenerator, StageIIGenerator, TextDiscriminator, kl_divergence
 from ganforge.models.text import (
@@ -238,9 +238,18 @@ def test_both_stages_train_and_their_checkpoints_carry_the_text_encoder(stage_ru
     for key in [k for k in tensors1 if k.startswith("G_ema/")]:  # and its generator, frozen
         assert torch.equal(tensors1[key], tensors2["G1/" + key.removeprefix("G_ema/")]), key
     assert meta2["config"]["data"] == meta1["config"]["data"]
+    # text_match left to the model is written out: a run resumes with the weight it trained with
+    assert (meta1["config"]["text_match"], meta2["config"]["text_match"]) == (MATCH_WEIGHT, MATCH_WEIGHT_STAGE2)
     captions = (stage1 / "samples" / "captions.txt").read_text().splitlines()
     assert captions and all(c.startswith("a ") for c in captions)
     assert (stage2 / "samples" / "epoch_0001.png").is_file()
+
+
+def test_a_new_run_writes_out_the_text_match_its_encoder_allows():
+    resolved = lambda **changes: StageI.resolve(tiny_text_config("faces-captions", **changes)).text_match
+    assert resolved() == MATCH_WEIGHT
+    assert resolved(text_encoder="minilm") == 0  # no image side to match with
+    assert resolved(text_match=0.5) == 0.5
 
 
 def test_stage1_resume_is_bit_exact(shapes_folder, tmp_path):

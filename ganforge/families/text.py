@@ -67,6 +67,19 @@ class Captioned(Conv, Family):
     )
 
     @classmethod
+    def resolve(cls, cfg):
+        """A new run's text_match written out (the builtin encoder has an image side to match with)."""
+        return cls.with_match_weight(cfg, image_side=cfg.text_encoder == "builtin")
+
+    @classmethod
+    def with_match_weight(cls, cfg, image_side: bool):
+        """cfg with text_match set when it was left to the model: the stage's default with an encoder that has an
+        image side, else 0. Saved so, a run resumes with the weight it trained with, whatever the default is then."""
+        if cfg.text_match is not None:
+            return cfg
+        return dataclasses.replace(cfg, text_match=cls.match_default if image_side else 0.0)
+
+    @classmethod
     def configure(cls, cfg):
         super().configure(cfg)
         if cfg.eval_every:
@@ -237,9 +250,9 @@ class StageII(Captioned):
         if cfg.data not in (type(cfg).data, s1["data"]):
             raise GanforgeError(f"--data {cfg.data}: Stage-II trains on its Stage-I run's data ({s1['data']}); "
                                 "leave --data out")
-        return dataclasses.replace(cfg, data=s1["data"], data_dir=s1["data_dir"], download=s1["download"],
-                                   channels=spec["channels"], image_size=size,
-                                   text_encoder=s1["text_encoder"]).validate()
+        cfg = dataclasses.replace(cfg, data=s1["data"], data_dir=s1["data_dir"], download=s1["download"],
+                                  channels=spec["channels"], image_size=size, text_encoder=s1["text_encoder"])
+        return cls.with_match_weight(cfg, image_side="image_channels" in meta["text"]).validate()
 
     def __init__(self, cfg, data, device, group=SINGLE, resume=None):
         super().__init__(cfg, data, device, group, resume)
