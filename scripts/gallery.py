@@ -216,16 +216,15 @@ def write_page(docs: Path, page: Path) -> None:
              ("The figures of the chapter this project grew from, remade by `make gallery` (scripts/gallery.py), "
              "each by the commands listed under it, and two the chapter does not show. Numbers are as the "
              "commands measured them on the machine named.\n"), "[Back to the README](../README.md)\n"]
-    made_all = [json.loads(p.read_text()) for f in FIGURES if (p := docs / f"{f.name}.json").is_file()]
-    if len(made_all) == len(FIGURES):
-        parts.append(f"All {len(FIGURES)} figures took {sum(m['seconds'] for m in made_all) / 60:.0f} minutes, one after "
-                     "another, each on the machine its section names.\n")
+    records = {f.name: json.loads(p.read_text()) for f in FIGURES if (p := docs / f"{f.name}.json").is_file()}
+    if len(records) == len(FIGURES):
+        parts.append(f"All {len(FIGURES)} figures took {sum(m['seconds'] for m in records.values()) / 60:.0f} "
+                     "minutes, one after another, each on the machine its section names.\n")
     for figure in FIGURES:
-        path = docs / f"{figure.name}.json"
-        if not path.is_file():
+        made = records.get(figure.name)
+        if made is None:
             parts.append(f"## {figure.title}\n\nNot made yet: `python scripts/gallery.py --only {figure.name}`.\n")
             continue
-        made = json.loads(path.read_text())
         lines = [f"## {figure.title}\n", (f"Budget: {made['budget']}; made in {made['seconds'] / 60:.1f} minutes on "
                  f"{made['processor']}, {made['date'][:10]}, commit {(made['git']['commit'] or '?')[:7]}.\n"),
                  "```bash", *made["commands"], "```\n"]

@@ -26,7 +26,7 @@ from ganforge.families.base import MODELS, Family, family_of, load_net, pick_gen
 from ganforge.families.image import Conv
 from ganforge.io import pack_state
 from ganforge.models.stackgan import StageIGenerator, StageIIGenerator, TextDiscriminator
-from ganforge.models.text import TEXT_ENCODERS, TextEncoder
+from ganforge.models.text import TEXT_ENCODERS, TextEncoder, has_image_side
 from ganforge.registry import Option, bounded, non_negative
 from ganforge.stats import report
 from ganforge.t2i import TextToImage
@@ -108,8 +108,8 @@ class Captioned(Conv, Family):
         self.caption_counts = torch.tensor([len(cs) for cs in data.captions])
         self.embeddings = self.encoder.encode(table, progress=self.group.main).to(device)
         image_side = getattr(self.encoder.backend, "image_net", None)  # none for minilm and older builtin runs
-        default = self.match_default * (image_side is not None)
-        self.match_weight = cfg.text_match if cfg.text_match is not None else default
+        # runs saved before text_match was written out (resolve) leave it to the model: the default now
+        self.match_weight = self.with_match_weight(cfg, image_side=image_side is not None).text_match
         if self.match_weight and image_side is None:
             raise GanforgeError(f"text_match={cfg.text_match:g} needs the builtin text encoder's image side, which "
                                 f"this {self.encoder.name} encoder has not (runs from before it was kept have none); "
@@ -252,7 +252,7 @@ class StageII(Captioned):
                                 "leave --data out")
         cfg = dataclasses.replace(cfg, data=s1["data"], data_dir=s1["data_dir"], download=s1["download"],
                                   channels=spec["channels"], image_size=size, text_encoder=s1["text_encoder"])
-        return cls.with_match_weight(cfg, image_side="image_channels" in meta["text"]).validate()
+        return cls.with_match_weight(cfg, image_side=has_image_side(meta["text"])).validate()
 
     def __init__(self, cfg, data, device, group=SINGLE, resume=None):
         super().__init__(cfg, data, device, group, resume)

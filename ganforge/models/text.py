@@ -167,7 +167,7 @@ class Builtin:
             raise GanforgeError(f"checkpoint's text encoder settings are incomplete ({e})") from None
         load_module_state(net, unpack_state("text", tensors), "text encoder")
         image_net = None
-        if "image_channels" in meta:
+        if has_image_side(meta):
             image_net = ImageEncoder(meta["image_channels"], meta["dim"], meta["image_width"])
             load_module_state(image_net, unpack_state("text_image", tensors), "text encoder's image side")
         return cls(vocab, net, image_net)
@@ -269,6 +269,12 @@ class TextEncoder:
         while len(self._cache) > MEMORY_CAPTIONS:
             self._cache.popitem(last=False)
         return torch.stack([found[c] for c in captions])
+
+
+def has_image_side(meta: dict) -> bool:
+    """Whether a checkpoint's text encoder (its JSON part) kept the image side of its pretraining, which the
+    matching loss needs: the builtin encoder's since it was kept; never minilm's."""
+    return "image_channels" in meta
 
 
 def pretrain_builtin(images: torch.Tensor, captions: list[list[str]], dim: int, steps: int,
