@@ -40,6 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ganforge.config import TrainConfig, make_config
 from ganforge.data import load_data, to_float
 from ganforge.hardware import choose_precision, matmul_rate
+from ganforge.phases import Batch
 from ganforge.sampling import Generator
 from ganforge.state import TrainState, epoch_order
 from ganforge.stats import Collector, collecting
@@ -116,7 +117,7 @@ def ganforge_train(trainer: TrainState, steps: int) -> float:
                 start = time.perf_counter()
             j = i % trainer.steps_per_epoch
             real = to_float(images[order[j * cfg.batch_size:(j + 1) * cfg.batch_size]])
-            train_step(trainer, real.contiguous(memory_format=trainer.memory_format), None)
+            train_step(trainer, Batch(real.contiguous(memory_format=trainer.memory_format), None, j, 0))
             if i % cfg.log_every == 0:
                 collector.read()
         collector.read()
@@ -134,7 +135,7 @@ def step_profile(trainer: TrainState, steps: int, top: int = 12) -> list[dict]:
             with record_function("data"):
                 real = to_float(images[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]])
                 real = real.contiguous(memory_format=trainer.memory_format)
-            train_step(trainer, real, None)
+            train_step(trainer, Batch(real, None, i, 0))
         wall = time.perf_counter() - start
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     return [{"op": e.key, "share": e.self_cpu_time_total / 1e6 / wall, "calls_per_step": e.count / steps}
@@ -157,7 +158,7 @@ def sampling_rates(G, z_dim: int, n: int = 2048, batch: int = 64) -> tuple[float
 def step_flops(trainer: TrainState) -> int:
     real = torch.randn(trainer.cfg.batch_size, *trainer.data.shape)
     with FlopCounterMode(display=False) as counter:
-        train_step(trainer, real.contiguous(memory_format=trainer.memory_format), None)
+        train_step(trainer, Batch(real.contiguous(memory_format=trainer.memory_format), None, None, 0))
     return counter.get_total_flops()
 
 

@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, fields
 
-from ganforge.augment import parse_policy
+from ganforge.augment import ADA_TARGET, parse_policy
 from ganforge.errors import GanforgeError
 from ganforge.families import MODELS
 from ganforge.losses import LOSSES
@@ -50,6 +50,11 @@ class CoreConfig:
     loss: str = "non-saturating"  # one of LOSSES (losses/; `ganforge train --help` lists them)
     n_critic: int | None = None  # D steps per G step; None: the loss's (5 for wgan and wgan-gp, else 1)
     diffaugment: str = ""  # DiffAugment policy for small data, e.g. color,translation,cutout; empty: off
+    # adaptive augmentation (ADA): each image takes each of diffaugment's transforms with a probability p that D's
+    # overfitting signal E[sign D(x)] steers towards ada_target (with ada and no policy: color,translation,cutout);
+    # None: the model's default for the data's size
+    ada: bool | None = None
+    ada_target: float = ADA_TARGET
     ema_decay: float | None = 0.999  # EMA of G's weights, used for samples and evaluation; None: no EMA
 
     # --- optimisation (Adam with the DCGAN paper's settings)
@@ -141,6 +146,8 @@ class CoreConfig:
             raise bad("lr_decay", "must be in [0, 1]: the share of the budget over which the rates fall to 0")
         if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
             raise bad("ema_decay", "must be in [0, 1), or none for no EMA")
+        if not 0 < self.ada_target < 1:
+            raise bad("ada_target", "must be in (0, 1): the share of real images D may score as real, minus those it may not")
         try:
             parse_policy(self.diffaugment)
         except ValueError as e:

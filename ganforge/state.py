@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ganforge.augment import augmenter
+from ganforge.augment import ADA_POLICY, make_augment
 from ganforge.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -35,6 +35,7 @@ from ganforge.families import MODELS, build_discriminator, build_generator
 from ganforge.hardware import choose_precision
 from ganforge.io import load_module_state, pack_state, unpack_state
 from ganforge.losses import LOSSES, Critic
+from ganforge.phases import NETS
 
 
 @torch.no_grad()
@@ -48,6 +49,29 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 def ema_decay_at(decay: float, g_steps: int) -> float:
     """The decay after g_steps G updates, warmed up so that early samples do not show the initial weights."""
     return min(decay, (1 + g_steps) / (10 + g_steps))
+
+
+def pack_parts(parts: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Each part's state_dict() for a checkpoint: (its tensors under "part/NAME/KEY", the rest as JSON by name)."""
+    tensors, meta = {}, {}
+    for name, part in parts.items():
+        for key, value in part.state_dict().items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"part/{name}/{key}"] = value.detach().cpu()
+            else:
+                meta.setdefault(name, {})[key] = value
+    return tensors, meta
+
+
+def unpack_parts(parts: dict, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Each part's state back from a checkpoint; a part the checkpoint holds nothing of (saved before it had
+    state) keeps the state it starts with."""
+    for name, part in parts.items():
+        prefix = f"part/{name}/"
+        state = meta.get("parts", {}).get(name, {}) | {k[len(prefix):]: v for k, v in tensors.items()
+                                                       if k.startswith(prefix)}
+        if state:
+            part.load_state_dict(state)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -85,19 +109,21 @@ class TrainState:
         self.D.to(self.device, memory_format=self.memory_format)
         # the EMA of G: what samples, panels and measurements are drawn from
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if cfg.ema_decay is not None else None
-        betas = (cfg.beta1, cfg.beta2)
-        # fused Adam: one kernel for all parameters (7x faster than the default loop on a CPU)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, fused=True)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, fused=True)
-        # mixed precision: autocast to bf16 or fp16; fp16 losses are scaled so small gradients survive
+        # each network's optimiser, as the family declares it; fp16 losses are scaled so small gradients survive
+        self.optimizers = {"G": self.family.optimizer("G", self.G.parameters(), cfg.lr_g),
+                           "D": self.family.optimizer("D", self.D.parameters(), cfg.lr_d)}
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
-        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.scalers = {net: torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16") for net in NETS}
+        self.phases = self.family.phases(self.loss.phases())  # what a step runs, in order
         self.G_train, D_train, D_frozen = self._wrap()
         # D as the loss calls it: in D's step as trained, in G's step unwrapped (D is not updated there)
-        augment = augmenter(cfg.diffaugment)
-        self.critic = Critic(D_train, self.D, augment, self.family.mismatch, self._loss_scale)
-        self.critic_frozen = Critic(D_frozen, self.D, augment, self.family.mismatch, self._loss_scale)
+        if cfg.ada is None:  # the model's default for a set of this size, written to the run's config
+            cfg.ada = self.family.adaptive_augment(len(data))
+        if cfg.ada and not cfg.diffaugment:
+            cfg.diffaugment = ADA_POLICY
+        self.augment = make_augment(cfg.diffaugment, adaptive=cfg.ada, target=cfg.ada_target)
+        self.critic = Critic(D_train, self.D, self.augment, self.family.mismatch, self._loss_scale)
+        self.critic_frozen = Critic(D_frozen, self.D, self.augment, self.family.mismatch, self._loss_scale)
         if group.rank:  # other augmentation and penalty draws on each rank; the weights start equal
             torch.manual_seed(cfg.seed * 1_000_003 + 7919 * group.rank)
         self.noise_rng = torch.Generator().manual_seed(cfg.seed + 1)  # the training z's
@@ -134,7 +160,8 @@ class TrainState:
 
     def _loss_scale(self) -> float:
         """fp16's current loss scale (a host sync, so asked for only by the penalties that need it), else 1."""
-        return self.scaler_d.get_scale() if self.scaler_d.is_enabled() else 1.0
+        scaler = self.scalers["D"]
+        return scaler.get_scale() if scaler.is_enabled() else 1.0
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
@@ -157,8 +184,9 @@ class TrainState:
         z = torch.randn(n * self.group.world, self.family.noise_dim, generator=self.noise_rng)
         return z[self.group.rank * n:(self.group.rank + 1) * n].to(self.device)
 
-    def update(self, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor) -> None:
-        """One optimiser step on the loss (scaled under fp16)."""
+    def update(self, net: str, loss: torch.Tensor) -> None:
+        """One step of network `net`'s optimiser on the loss (scaled under fp16)."""
+        opt, scaler = self.optimizers[net], self.scalers[net]
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -174,7 +202,7 @@ class TrainState:
         factor = self.cfg.nan_lr_factor ** self.rollbacks
         if self.cfg.lr_decay:
             factor *= min(1.0, (1.0 - broadcast(self.group, self.progress())) / self.cfg.lr_decay)
-        for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+        for opt, lr in ((self.optimizers["G"], self.cfg.lr_g), (self.optimizers["D"], self.cfg.lr_d)):
             for group in opt.param_groups:
                 group["lr"] = lr * factor
 
@@ -268,22 +296,27 @@ class TrainState:
             tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
         if self.G_ema is not None:
             tensors |= pack_state("G_ema", self.G_ema.state_dict())
-        extra_tensors, extra_meta = self.family.extra_state()
-        opt_g_tensors, opt_g_meta = optimizer_to_checkpoint("opt_g", self.opt_g)
-        opt_d_tensors, opt_d_meta = optimizer_to_checkpoint("opt_d", self.opt_d)
+        extra_tensors, meta = self.family.extra_state()
+        tensors |= extra_tensors
+        for net, opt in self.optimizers.items():
+            opt_tensors, meta[f"opt_{net.lower()}"] = optimizer_to_checkpoint(f"opt_{net.lower()}", opt)
+            tensors |= opt_tensors
+            meta[f"scaler_{net.lower()}"] = self.scalers[net].state_dict()
+        parts_tensors, meta["parts"] = pack_parts(self.parts())
         np_state, py_state = np.random.get_state(), random.getstate()
-        meta = {
+        meta |= {
             "model_spec": self.spec, "config": self.cfg.to_dict(),
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "images_seen": self.images_seen,
-            "seconds": self.seconds, "opt_g": opt_g_meta, "opt_d": opt_d_meta, **extra_meta,
-            "rollbacks": self.rollbacks, "world_size": self.group.world,
-            "scaler_d": self.scaler_d.state_dict(), "scaler_g": self.scaler_g.state_dict(),
+            "seconds": self.seconds, "rollbacks": self.rollbacks, "world_size": self.group.world,
             "rng": {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
                     "python": [py_state[0], list(py_state[1]), py_state[2]]},
         }
-        save_checkpoint(self.run_dir / "checkpoints", self.step,
-                        {**tensors, **extra_tensors, **opt_g_tensors, **opt_d_tensors}, meta,
+        save_checkpoint(self.run_dir / "checkpoints", self.step, tensors | parts_tensors, meta,
                         keep=self.cfg.keep_checkpoints)
+
+    def parts(self) -> dict:
+        """The parts with state of their own besides the networks and optimisers, by name in the checkpoint."""
+        return {"loss": self.loss, "family": self.family, "augment": self.augment}
 
     def restore(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
         if meta["model_spec"] != self.spec:
@@ -292,8 +325,9 @@ class TrainState:
         load_module_state(self.D, unpack_state("D", tensors), "D")
         if self.G_ema is not None:
             load_module_state(self.G_ema, unpack_state("G_ema", tensors), "G_ema")
-        optimizer_from_checkpoint("opt_g", self.opt_g, tensors, meta["opt_g"])
-        optimizer_from_checkpoint("opt_d", self.opt_d, tensors, meta["opt_d"])
+        for net, opt in self.optimizers.items():
+            optimizer_from_checkpoint(f"opt_{net.lower()}", opt, tensors, meta[f"opt_{net.lower()}"])
+        unpack_parts(self.parts(), meta, tensors)
         # each rank its own draws, saved by rank 0 for every rank (rank 0's under the plain names)
         own = f"/rank{self.group.rank}" if self.group.rank else ""
         saved_world = meta.get("world_size", 1)
@@ -303,9 +337,9 @@ class TrainState:
             if self.device.type == "cuda" and f"rng/cuda{own}" in tensors:
                 torch.cuda.set_rng_state(tensors[f"rng/cuda{own}"], self.device)
         self.noise_rng.set_state(tensors["rng/noise"])
-        for scaler, key in ((self.scaler_d, "scaler_d"), (self.scaler_g, "scaler_g")):
-            if scaler.is_enabled() and meta.get(key):
-                scaler.load_state_dict(meta[key])
+        for net, scaler in self.scalers.items():
+            if scaler.is_enabled() and meta.get(f"scaler_{net.lower()}"):
+                scaler.load_state_dict(meta[f"scaler_{net.lower()}"])
         kind, keys, *rest = meta["rng"]["numpy"]
         np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
         version, internal, gauss = meta["rng"]["python"]

@@ -2,13 +2,13 @@
 
 `train(cfg)` makes a run folder and trains until the budget is spent; `train(resume=RUN_DIR)`
 continues a run exactly where its latest checkpoint left it. One step of the loop:
-  1. a batch of real images x, their condition (a label, a caption; none for plain GANs) and noise z;
-     forgeries G(z);
-  2. D step: the loss's D term on x and G(z), with its penalties; one optimiser step on D;
-  3. every n_critic-th step, G step: the loss's G term on the updated D's scores of G(z), with D frozen;
-     one optimiser step on G, and the EMA of G's weights moves towards G.
-The loop knows no loss or model by name: the loss (losses/) owns the terms and penalties, the model's
-family (families/) the condition and the forgeries, the state (state.py) the networks and checkpoints,
+  1. a batch (phases.Batch) of real images x, their condition (a label, a caption; none for plain GANs) and
+     noise z; forgeries G(z);
+  2. the phases due at this step, in order, each one optimiser step of one network. The loss's: D's step (its
+     D term on x and G(z), with its penalties), then every n_critic-th step G's (its G term on the updated D's
+     scores of G(z), with D frozen), after which the EMA of G's weights moves towards G. A family may add more.
+The loop knows no loss, model or phase by name: the loss (losses/) owns the terms, penalties and phases, the
+model's family (families/) the condition, the forgeries and any phases of its own, the state (state.py) the networks and checkpoints,
 the recorder (record.py) what the run folder holds. Statistics are reported by name (stats.py) and read
 every `log_every` steps; the loop's host syncs are those reads, the check that the losses are finite
 (every step on a CPU; on a GPU a flag kept on the device, read with the stats and before checkpoints),
@@ -32,6 +32,7 @@ from ganforge.config import TrainConfig
 from ganforge.distributed import broadcast, broadcast_buffers, setup, teardown
 from ganforge.errors import GanforgeError
 from ganforge.families import MODELS
+from ganforge.phases import NETS, Batch
 from ganforge.record import Recorder, new_run_dir, write_config
 from ganforge.state import TrainState, epoch_order
 from ganforge.stats import Collector, collecting
@@ -43,25 +44,23 @@ RUNTIME_KEYS = ("device", "precision", "compile", "sync_bn")  # how to train, no
 RECORD_KEYS = ("eval_every", "eval_n", "eval_extractor", "log_every", "tensorboard")
 
 
-def train_step(s: TrainState, real: torch.Tensor, cond: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One D step and, every n_critic-th step, one G step -> (D's loss, G's loss or 0), on the device."""
-    g_turn = (s.step + 1) % s.cfg.n_critic == 0
-    with torch.set_grad_enabled(g_turn), s.autocast():  # no graph through G on D-only steps
-        fake, g_extra = s.family.forge(s.G_train, s.noise(len(real)), cond)
-    # D step: raise D's score on real images, lower it on forgeries (G is not updated)
-    with s.autocast():
-        loss_d = s.loss.discriminator(s.critic, real, fake.detach(), cond)
-    s.update(s.opt_d, s.scaler_d, loss_d)
-    s.loss.after_discriminator_step(s.D)
-    loss_g = torch.zeros((), device=s.device)
-    if g_turn:  # G step: make the updated D score forgeries as real; D's weights need no gradients here
-        s.D.requires_grad_(False)
+def train_step(s: TrainState, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The phases due at this step, in order, on one batch -> (D's loss, G's loss; 0 where none ran), on the device."""
+    due = [p for p in s.phases if p.due(s.step)]
+    with torch.set_grad_enabled(any(p.net == "G" for p in due)), s.autocast():  # no graph through G without G's turn
+        batch.fake, batch.g_extra = s.family.forge(s.G_train, s.noise(len(batch.real)), batch.cond)
+    losses = {net: torch.zeros((), device=s.device) for net in NETS}
+    for phase in due:
+        if phase.net == "G":  # D is not updated in G's phases: its weights need no gradients there
+            s.D.requires_grad_(False)
         with s.autocast():
-            loss_g = s.loss.generator(s.critic_frozen, real, fake, cond) + g_extra
-        s.update(s.opt_g, s.scaler_g, loss_g)
+            loss = phase.run(s, batch)
+        s.update(phase.net, loss)
         s.D.requires_grad_(True)
-        s.update_ema()
-    return loss_d.detach(), loss_g.detach()
+        if phase.after is not None:
+            phase.after(s)
+        losses[phase.net] = losses[phase.net] + loss.detach()
+    return losses["D"], losses["G"]
 
 
 def fit(s: TrainState, rec: Recorder, progress: bool = True) -> bool:
@@ -83,7 +82,8 @@ def fit(s: TrainState, rec: Recorder, progress: bool = True) -> bool:
             started = time.perf_counter()
             while s.batch_in_epoch < s.steps_per_epoch:
                 idx, real = s.batch(order)
-                s.watch(*train_step(s, real, s.family.condition(idx, s.step)))  # are the losses finite?
+                batch = Batch(real, s.family.condition(idx, s.step), idx, s.step)
+                s.watch(*train_step(s, batch))  # are the losses finite?
                 s.step, s.batch_in_epoch, s.images_seen = s.step + 1, s.batch_in_epoch + 1, s.images_seen + s.global_batch
                 now = time.perf_counter()
                 s.seconds, started = s.seconds + now - started, now

@@ -113,12 +113,12 @@ def _poison_at(monkeypatch, steps: set[int]):
     """Make G's weights NaN just before the given steps (counted from 1) run, as a blow-up would."""
     original = training.train_step
 
-    def train_step(state, real, cond=None):
+    def train_step(state, batch):
         if state.step + 1 in steps:
             steps.discard(state.step + 1)  # once per listed step: the replay after a rollback is clean
             with torch.no_grad():
                 next(state.G.parameters()).fill_(float("nan"))
-        return original(state, real, cond)
+        return original(state, batch)
 
     monkeypatch.setattr(training, "train_step", train_step)
 

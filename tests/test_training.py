@@ -144,7 +144,7 @@ def test_lr_decay_falls_linearly_to_zero_over_the_budgets_end(tmp_path):
     s = TrainState(cfg, tmp_path, load_data("digits"))
 
     def rates():
-        return s.opt_g.param_groups[0]["lr"] / cfg.lr_g, s.opt_d.param_groups[0]["lr"] / cfg.lr_d
+        return s.optimizers["G"].param_groups[0]["lr"] / cfg.lr_g, s.optimizers["D"].param_groups[0]["lr"] / cfg.lr_d
 
     for step, factor in ((0, 1.0), (20, 1.0), (30, 0.5), (40, 0.0)):
         s.step = step

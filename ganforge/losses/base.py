@@ -1,9 +1,11 @@
 """What a loss is: an object that owns D's and G's terms, their penalties, defaults and statistics.
 
-The training loop calls, each step, `loss.discriminator(D, real, fake, cond)` (D's loss, penalties
-included, to minimise) and then, on G's turns, `loss.generator(D, real, fake, cond)`; after each D
-step, `loss.after_discriminator_step(D)`. `D` is a `Critic`: D with DiffAugment in front and the
-condition attached. A loss reports its statistics by name (`report`), and declares what the loop and
+A loss builds the phases of the game (`phases()`, see phases.py) that the training loop runs: each step
+`loss.discriminator(D, real, fake, cond)` (D's loss, penalties included, to minimise), then
+`loss.after_discriminator_step(D)`, and on G's turns (every n_critic-th step) `loss.generator(D, real, fake,
+cond)`. `D` is a `Critic`: D with the augmentation pipeline in front and the condition attached; a loss tells
+it D's scores of real images (`D.observe`), which adaptive augmentation steers by. A loss with state (a
+running mean, a counter) keeps it in `state_dict()` / `load_state_dict()`, saved in every checkpoint. A loss reports its statistics by name (`report`), and declares what the loop and
 the config need to know: its options, `n_critic` and `d_norm` defaults, whether D's outputs are logits,
 and whether it differentiates D's input gradient (then D cannot be compiled).
 
@@ -16,13 +18,15 @@ reports d_loss, g_loss, d_real and d_fake. A loss whose terms need more (R3GAN's
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ganforge.augment import Augment
 from ganforge.errors import GanforgeError
 from ganforge.losses.penalties import r1_penalty
+from ganforge.phases import Batch, Phase
 from ganforge.registry import Option, Registry, non_negative, within
 from ganforge.stats import report
 
@@ -31,13 +35,14 @@ LOSSES: Registry[type[Loss]] = Registry("loss")
 
 @dataclass
 class Critic:
-    """D as a loss calls it: `D(x, cond)` passes x through DiffAugment, then D as trained (in
+    """D as a loss calls it: `D(x, cond)` passes x through the augmentation pipeline, then D as trained (in
     DistributedDataParallel, compiled); `D(x, cond, plain=True)` through D itself, for penalties on its
-    input gradient (a double backward, which those wrappers lack)."""
+    input gradient (a double backward, which those wrappers lack). `observe(real_out)`: D's scores of this
+    step's real images, for the pipeline (adaptive augmentation)."""
 
     net: Callable[..., torch.Tensor]
     plain: nn.Module
-    augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
+    augment: Augment = field(default_factory=Augment)
     # real images with conditions that do not match them, shown to a matching-aware D as negatives
     mismatch: Callable[[torch.Tensor], torch.Tensor] | None = None
     loss_scale: Callable[[], float] = lambda: 1.0  # fp16's loss scale, for the penalties (a host sync)
@@ -50,6 +55,9 @@ class Critic:
     @property
     def wrapped(self) -> bool:
         return self.net is not self.plain
+
+    def observe(self, real_out: torch.Tensor) -> None:
+        self.augment.observe(real_out.detach())
 
 
 class Loss:
@@ -77,6 +85,25 @@ class Loss:
             raise GanforgeError(f"loss={cfg.loss!r}: has no targets: real_label, fake_label and label_smoothing "
                                 f"apply to {', '.join(n for n in LOSSES if issubclass(LOSSES[n], TargetLoss))} only")
 
+    # --- the phases of a step, and their state
+    def phases(self) -> list[Phase]:
+        """D's step every step, then G's every n_critic-th step on the updated D (D frozen), G's EMA after it."""
+        return [Phase("D", "D", self._d_phase, after=lambda s: self.after_discriminator_step(s.D)),
+                Phase("G", "G", self._g_phase, interval=self.cfg.n_critic, after=lambda s: s.update_ema())]
+
+    def _d_phase(self, s, b: Batch) -> torch.Tensor:
+        return self.discriminator(s.critic, b.real, b.fake.detach(), b.cond)
+
+    def _g_phase(self, s, b: Batch) -> torch.Tensor:
+        return self.generator(s.critic_frozen, b.real, b.fake, b.cond) + b.g_extra
+
+    def state_dict(self) -> dict:
+        """What this loss carries from step to step (tensors, numbers): none for a loss of D's outputs."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
     @property
     def compiles_d(self) -> bool:
         """Whether D may be compiled: not when a penalty differentiates its input gradient."""
@@ -95,6 +122,7 @@ class Loss:
         if self.cfg.r1_gamma:
             real = real.detach().requires_grad_(True)
         real_out, fake_out = D(real, cond), D(fake, cond)
+        D.observe(real_out)
         wrong = D.mismatch(cond) if D.mismatch is not None else None
         negatives = fake_out if wrong is None else torch.cat([fake_out, D(real.detach(), wrong)])
         loss = self.d_term(real_out.float(), negatives.float())

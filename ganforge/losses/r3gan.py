@@ -40,6 +40,7 @@ class R3GAN(Loss):
         if gamma:
             real, fake = real.detach().requires_grad_(True), fake.detach().requires_grad_(True)
         real_out, fake_out = D(real, cond), D(fake, cond)
+        D.observe(real_out)
         negatives = fake_out
         if D.mismatch is not None:  # the same real images under captions that do not match them
             negatives = torch.cat([fake_out, D(real.detach(), D.mismatch(cond))])
