@@ -68,9 +68,7 @@ def _shift(args, sampler, captions: list[str] = ()):
     """The step added to every noise for --direction/--amount, or None."""
     if args.direction is None:
         return None
-    from ganforge.directions import entry
-
-    z_dim = entry(sampler)[2]
+    z_dim = sampler.latent().dims
     if not 0 <= args.direction < z_dim:
         raise GanforgeError(f"--direction {args.direction}: this model's directions are numbered 0 to {z_dim - 1} "
                             "(as many as z has numbers), the strongest first")
@@ -83,11 +81,11 @@ def _directions(args, sampler, k: int, captions: list[str]):
     pca draws its run's panel captions, else `captions`."""
     from ganforge.checkpoint import find_checkpoint, home
     from ganforge.directions import for_checkpoint
-    from ganforge.t2i import TextToImage, panel_captions
+    from ganforge.t2i import panel_captions
 
     ckpt = find_checkpoint(args.checkpoint)
     options = {"samples": getattr(args, "pca_samples", 4096)} if args.method == "pca" else {}
-    if options and isinstance(sampler, TextToImage):
+    if options and sampler.takes("captions"):
         options["captions"] = panel_captions(sampler, home(ckpt)) or list(captions)
     return for_checkpoint(ckpt, sampler, args.method, k, **options)
 
@@ -646,13 +644,13 @@ def cmd_directions(args) -> int:
     from ganforge.inference import load
     from ganforge.plots import plot_directions
     from ganforge.sampling import noise
-    from ganforge.t2i import TextToImage, check_captions, panel_captions
+    from ganforge.t2i import check_captions, panel_captions
 
     if args.out and Path(args.out).suffix.lower() != ".png":
         raise GanforgeError(f"{args.out}: the figure must end in .png")
     sampler = load(args.checkpoint, ema=not args.no_ema)
     ckpt = find_checkpoint(args.checkpoint)
-    text = isinstance(sampler, TextToImage)
+    text = sampler.takes("captions")
     if args.caption is not None and not text:
         raise GanforgeError("--caption is for text-to-image models; this one draws from noise alone")
     captions = (check_captions([args.caption]) if args.caption is not None

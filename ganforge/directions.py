@@ -21,16 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ganforge.checkpoint import home
 from ganforge.errors import GanforgeError
 from ganforge.io import load_record, save_record
-from ganforge.models.dcgan import DCGANGenerator
-from ganforge.models.mlp import MLPGenerator
-from ganforge.models.stackgan import StageIGenerator
-from ganforge.sampling import Generator, noise
-from ganforge.t2i import TextToImage
+from ganforge.sampling import Sampler, noise
 
 METHODS = {"sefa": "closed-form factorisation of the first layer's weight (Shen & Zhou 2021)",
            "pca": "principal components of an early layer's activations, regressed onto z (GANSpace, 2020)"}
@@ -65,24 +60,6 @@ class Directions:
         return self.vectors[i]
 
 
-# --- where z enters each generator
-def entry(sampler: Generator | TextToImage) -> tuple[torch.Tensor, nn.Module, int, int]:
-    """(A: the weight of the layer that acts on z, restricted to z's columns; the module whose output is the early
-    activation pca reads; how many numbers of the noise are z; the noise's length)."""
-    if isinstance(sampler, TextToImage):
-        net, length = sampler.stage1, sampler.noise_dim
-    else:
-        net, length = sampler.net, sampler.z_dim
-    if isinstance(net, StageIGenerator):
-        z_dim = net.z_dim - net.c_dim  # its noise is [z, eps]: the directions move z
-        return net.net.project.weight[:, :z_dim], net.net.net[1], z_dim, length
-    if isinstance(net, DCGANGenerator):  # and the cGAN's, whose first layer also reads the class embedding
-        return net.project.weight[:, :net.z_dim], net.net[1], net.z_dim, length
-    if isinstance(net, MLPGenerator):
-        return net.net[0].weight, net.net[1], net.z_dim, length
-    raise GanforgeError(f"latent directions do not know where z enters a {type(net).__name__}")
-
-
 def _unit_and_signed(vectors: torch.Tensor) -> torch.Tensor:
     vectors = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)
     largest = vectors.gather(1, vectors.abs().argmax(1, keepdim=True))
@@ -93,9 +70,10 @@ def _padded(vectors: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([vectors, vectors.new_zeros(len(vectors), length - vectors.shape[1])], dim=1)
 
 
-def sefa(sampler: Generator | TextToImage, k: int = 10) -> Directions:
+def sefa(sampler: Sampler, k: int = 10) -> Directions:
     """The top k eigenvectors of AᵀA (A: the first layer's weight on z), strongest first."""
-    weight, _, z_dim, length = entry(sampler)
+    where = sampler.latent()
+    weight, z_dim, length = where.weight, where.dims, where.length
     k = _check_k(k, z_dim)
     A = weight.detach().double().cpu()
     values, vectors = torch.linalg.eigh(A.T @ A)  # ascending
@@ -104,26 +82,28 @@ def sefa(sampler: Generator | TextToImage, k: int = 10) -> Directions:
 
 
 @torch.no_grad()
-def pca(sampler: Generator | TextToImage, k: int = 10, samples: int = 4096, seed: int = 0,
+def pca(sampler: Sampler, k: int = 10, samples: int = 4096, seed: int = 0,
         captions: list[str] | None = None) -> Directions:
     """GANSpace: PCA of the early activations of `samples` draws (noise of `seed`; a class-conditional G draws
     every class in turn, a StackGAN the `captions` in turn), each component mapped to the z direction that
     linear regression of z on the samples' coordinates gives."""
-    _, layer, z_dim, length = entry(sampler)
+    where = sampler.latent()
+    layer, z_dim, length = where.layer, where.dims, where.length
     k = _check_k(k, z_dim)
     if samples < 4 * k:
         raise GanforgeError(f"--samples {samples}: pca needs at least 4 samples per direction ({4 * k})")
-    z = noise(samples, length, seed)
+    z = sampler.to_latent(noise(samples, sampler.noise_dim, seed))
+    if sampler.takes("captions"):
+        if not captions:
+            raise GanforgeError("pca directions of a text-to-image model need captions to draw with")
+        text = sampler.encoder.encode(captions)
+        condition = text[torch.arange(samples) % len(text)]
+    else:
+        condition = sampler.labels(samples) if sampler.takes("labels") else None
     seen = []
     hook = layer.register_forward_hook(lambda module, args, out: seen.append(out.detach().flatten(1).float().cpu()))
     try:
-        if isinstance(sampler, TextToImage):
-            if not captions:
-                raise GanforgeError("pca directions of a text-to-image model need captions to draw with")
-            text = sampler.encoder.encode(captions)
-            TextToImage(sampler.encoder, sampler.stage1).render(text[torch.arange(samples) % len(text)], z)
-        else:
-            sampler(z, sampler.labels(samples))
+        sampler.draw_latent(z, condition)
     finally:
         hook.remove()
     h = torch.cat(seen).double()
@@ -143,7 +123,7 @@ def _check_k(k: int, z_dim: int) -> int:
     return k
 
 
-def find(sampler: Generator | TextToImage, method: str = "sefa", k: int = 10, **pca_options) -> Directions:
+def find(sampler: Sampler, method: str = "sefa", k: int = 10, **pca_options) -> Directions:
     if method not in METHODS:
         raise GanforgeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     found = sefa(sampler, k) if method == "sefa" else pca(sampler, k, **pca_options)
@@ -176,7 +156,7 @@ def saved(folder: Path, method: str, checkpoint_sha256: str | None) -> Direction
     return Directions(method, tensors["vectors"], tensors["strength"], checkpoint_sha256)
 
 
-def for_checkpoint(checkpoint_json: Path, sampler: Generator | TextToImage, method: str = "sefa", k: int = 10,
+def for_checkpoint(checkpoint_json: Path, sampler: Sampler, method: str = "sefa", k: int = 10,
                    **pca_options) -> Directions:
     """The directions of a checkpoint: those kept beside it when they are for it and there are at least k (the
     first k of them), else found now and kept."""
@@ -193,18 +173,18 @@ def for_checkpoint(checkpoint_json: Path, sampler: Generator | TextToImage, meth
 
 
 # --- the figure's images
-def walk(sampler: Generator | TextToImage, found: Directions, z: torch.Tensor, amounts: torch.Tensor,
+def walk(sampler: Sampler, found: Directions, z: torch.Tensor, amounts: torch.Tensor,
          labels: torch.Tensor | None = None, captions: list[str] | None = None) -> torch.Tensor:
     """For each direction, each sample z and each amount: the image of z + amount * direction, as
     (k, samples, steps, C, H, W). A class-conditional G draws `labels` (one per sample); a StackGAN `captions`
     (one per sample), its last stage."""
     k, n, steps = len(found), len(z), len(amounts)
-    moved = z[None, :, None, :] + amounts[None, None, :, None] * found.vectors[:, None, None, :]
-    moved = moved.reshape(-1, z.shape[1])
-    if isinstance(sampler, TextToImage):
-        text = sampler.encoder.encode(captions).repeat_interleave(steps, dim=0).repeat(k, 1)
-        coarse, fine = sampler.render(text, moved)
-        images = coarse if fine is None else fine
+    latent = sampler.to_latent(z)
+    moved = latent[None, :, None, :] + amounts[None, None, :, None] * found.vectors[:, None, None, :]
+    moved = moved.reshape(-1, latent.shape[1])
+    if sampler.takes("captions"):
+        condition = sampler.encoder.encode(captions).repeat_interleave(steps, dim=0).repeat(k, 1)
     else:
-        images = sampler(moved, None if labels is None else labels.repeat_interleave(steps).repeat(k))
+        condition = None if labels is None else labels.repeat_interleave(steps).repeat(k)
+    images = sampler.draw_latent(moved, condition)
     return images.reshape(k, n, steps, *images.shape[1:])

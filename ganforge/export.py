@@ -26,7 +26,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ganforge.checkpoint import MODEL_FILE, MODEL_FORMAT, MODEL_FORMAT_VERSION, find_checkpoint, home, is_model_folder
@@ -34,9 +33,9 @@ from ganforge.errors import GanforgeError
 from ganforge.families import MODELS
 from ganforge.inference import load
 from ganforge.io import pack_state, save_record, write_atomic
-from ganforge.sampling import Generator, noise, save_grid
+from ganforge.sampling import Sampler, save_grid
 from ganforge.stats import read_stats
-from ganforge.t2i import TextToImage, panel_captions
+from ganforge.t2i import panel_captions
 from ganforge.version import __version__
 
 FORMATS = ("onnx", "folder")
@@ -61,36 +60,10 @@ def export(path: str | Path, fmt: str, out: str | Path, ema: bool = True, measur
 
 
 # --- ONNX
-class Stages(nn.Module):
-    """StackGAN's two generators chained as TextToImage draws them: (noise, text) -> (Stage-II, Stage-I image)."""
-
-    def __init__(self, stage1: nn.Module, stage2: nn.Module):
-        super().__init__()
-        self.stage1, self.stage2 = stage1, stage2
-
-    def forward(self, noise: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        coarse = self.stage1(noise[:, :self.stage1.z_dim], text)
-        return self.stage2(coarse, noise[:, self.stage1.z_dim:], text), coarse
-
-
-def graph_of(sampler: Generator | TextToImage):
-    """(the module exported, its input names, its output names, inputs(n, seed): a batch of n inputs of a seed).
-    For StackGAN, unit-length random vectors stand in for caption embeddings."""
-    if isinstance(sampler, TextToImage):
-        def inputs(n, seed):
-            return noise(n, sampler.noise_dim, seed), F.normalize(noise(n, sampler.stage1.text_dim, seed + 1), dim=1)
-        if sampler.stage2 is None:
-            return sampler.stage1, ["noise", "text"], ["image"], inputs
-        return Stages(sampler.stage1, sampler.stage2).eval(), ["noise", "text"], ["image", "stage1"], inputs
-    if sampler.conditional:
-        return sampler.net, ["z", "label"], ["image"], lambda n, seed: (noise(n, sampler.z_dim, seed), sampler.labels(n))
-    return sampler.net, ["z"], ["image"], lambda n, seed: (noise(n, sampler.z_dim, seed),)
-
-
-def onnx_metadata(sampler: Generator | TextToImage) -> dict[str, str]:
+def onnx_metadata(sampler: Sampler) -> dict[str, str]:
     """The metadata_props of an export: what the model is, where it comes from, and how to feed it."""
     meta = sampler.meta
-    last = (sampler.stage2 or sampler.stage1) if isinstance(sampler, TextToImage) else sampler.net
+    last = (sampler.stage2 or sampler.stage1) if sampler.takes("captions") else sampler.net
     props = {"model": meta["model_spec"]["model"], "ganforge_version": __version__, "generator": meta["generator"],
              "checkpoint_sha256": meta["sha256"], "step": str(meta["step"]), "data": str(meta["config"].get("data")),
              "image_size": str(last.image_size), "channels": str(last.channels)}
@@ -98,7 +71,7 @@ def onnx_metadata(sampler: Generator | TextToImage) -> dict[str, str]:
         props["source_checkpoint_sha256"] = meta["source_sha256"]
     drawn = ("standard normal N(0, 1), float32, independent entries; ganforge draws row i of seed s as "
              "ganforge.sampling.noise(n, {0}, s)[i], so the same rows give the images ganforge draws")
-    if isinstance(sampler, TextToImage):
+    if sampler.takes("captions"):
         stages = "Stage-I's z, then the eps of each stage's Conditioning Augmentation"
         return props | {
             "noise_dim": str(sampler.noise_dim), "text_dim": str(sampler.stage1.text_dim), "classes": "[]",
@@ -189,7 +162,7 @@ def export_onnx(path: str | Path, out: str | Path, ema: bool = True) -> Path:
         raise GanforgeError(f"--out {out}: an ONNX export is a file ending in .onnx")
     onnx, onnxruntime = _onnx_modules()
     sampler = load(path, ema)
-    module, inputs, outputs, batch = graph_of(sampler)
+    module, inputs, outputs, batch = sampler.graph()
     proto = to_onnx(module, batch(*CHECKS[0]), inputs, outputs)
     props = onnx_metadata(sampler)
     onnx.helper.set_model_props(proto, props)
@@ -206,12 +179,12 @@ def export_onnx(path: str | Path, out: str | Path, ema: bool = True) -> Path:
 
 
 # --- the model folder
-def drawing_tensors(sampler: Generator | TextToImage) -> dict[str, torch.Tensor]:
+def drawing_tensors(sampler: Sampler) -> dict[str, torch.Tensor]:
     """What drawing needs, under the checkpoint's own names: the chosen generator (G_ema/ or G/), and for StackGAN
     its text encoder (with the image side of its pretraining, text_image/, which the JSON names) and, for
     Stage-II, its frozen Stage-I (G1/). No D, optimizer moments or RNG states."""
     which = sampler.meta["generator"]
-    if isinstance(sampler, Generator):
+    if not sampler.takes("captions"):
         return pack_state(which, sampler.net.state_dict())
     tensors = sampler.encoder.state()[0]
     if sampler.stage2 is None:
@@ -219,9 +192,9 @@ def drawing_tensors(sampler: Generator | TextToImage) -> dict[str, torch.Tensor]
     return tensors | pack_state("G1", sampler.stage1.state_dict()) | pack_state(which, sampler.stage2.state_dict())
 
 
-def sample_grid(sampler: Generator | TextToImage, name: str, captions: list[str]) -> tuple[torch.Tensor, int, str]:
+def sample_grid(sampler: Sampler, name: str, captions: list[str]) -> tuple[torch.Tensor, int, str]:
     """(the card's sample grid, images per row, a sentence on what it shows and the command that draws it)."""
-    if isinstance(sampler, TextToImage):
+    if sampler.takes("captions"):
         coarse, fine = sampler(captions, 8, 0)
         quoted = " ".join(shlex.quote(c) for c in captions)
         return (coarse if fine is None else fine), 8, (
@@ -346,12 +319,12 @@ Exported by ganforge {version} (`ganforge export --format folder`); nothing was 
 """
 
 
-def model_card(sampler: Generator | TextToImage, name: str, samples_note: str, evals: list[dict]) -> str:
+def model_card(sampler: Sampler, name: str, samples_note: str, evals: list[dict]) -> str:
     """README.md of a model folder: the model and its data, its training and how to repeat it, its metrics, its
     samples, and how to draw from it."""
     meta = sampler.meta
     cfg, model, step = meta["config"], meta["model_spec"]["model"], meta["step"]
-    text = isinstance(sampler, TextToImage)
+    text = sampler.takes("captions")
     last = (sampler.stage2 or sampler.stage1) if text else sampler.net
     command, inexact = train_command(cfg, step)
     notes = [f"\n(It cannot give these keys this run's values: {', '.join(inexact)}.)\n"] if inexact else []
@@ -395,7 +368,7 @@ def export_folder(path: str | Path, out: str | Path, ema: bool = True, measure_n
     meta, name = sampler.meta, out.resolve().name
     run = home(source)
     evals = read_stats(run).evals if (run / "stats.jsonl").is_file() else list(meta.get("evals", []))
-    if measure_n and isinstance(sampler, TextToImage):
+    if measure_n and sampler.takes("captions"):
         raise GanforgeError("--eval measures image models; text-to-image models are measured by "
                             "benchmarks/text_to_image.py")
     if measure_n:
@@ -403,7 +376,7 @@ def export_folder(path: str | Path, out: str | Path, ema: bool = True, measure_n
 
         evals = evals + [{"step": meta["step"], "images_seen": meta.get("images_seen", ""), "at_export": True,
                           **measure(sampler, measure_n)}]
-    captions = (panel_captions(sampler, run)[:8] or ["a picture"]) if isinstance(sampler, TextToImage) else []
+    captions = (panel_captions(sampler, run)[:8] or ["a picture"]) if sampler.takes("captions") else []
     images, nrow, note = sample_grid(sampler, name, captions)
     record = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "ganforge_version": __version__,
               "trained_with": meta.get("trained_with", meta.get("ganforge_version")), "step": meta["step"],

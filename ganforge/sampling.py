@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +65,62 @@ def generate(G: nn.Module, *inputs: torch.Tensor | None, batch_size: int = 256) 
     return torch.cat(out) if out else torch.empty(0)
 
 
-class Generator:
+@dataclass
+class Latent:
+    """Where a sampler's latent enters its generator, for directions and latent arithmetic: `weight` (A, the layer
+    acting on the latent's first `dims` numbers, what SeFa factorises), `layer` (the module whose output is the
+    early activation pca reads), `length` (the latent's whole length) and `space`: "z", the noise itself, or "w",
+    a mapping network's output."""
+
+    weight: torch.Tensor
+    layer: nn.Module
+    dims: int
+    length: int
+    space: str = "z"
+
+
+class Sampler:
+    """What every sampler is, whichever family made it: the protocol export, directions, the latent verbs and
+    the studio use, asking `takes(capability)` instead of a type.
+
+    noise_dim: the length of the noise of one image. capabilities: "labels" (a class label per image), "captions"
+    (a caption per image), "latent" (directions and arithmetic: `latent()` says where). `draw(noise, condition)`:
+    images in [-1, 1] of noise (n, noise_dim) and the condition (labels, captions or their embeddings; None).
+    `to_latent(noise)` and `draw_latent(latent, condition)`: the same drawing through the latent space, which is the
+    noise itself unless the generator has a mapping network (space "w"). `graph()`: what ONNX export traces."""
+
+    capabilities: frozenset[str] = frozenset()
+    meta: dict
+
+    @property
+    def noise_dim(self) -> int:
+        raise NotImplementedError
+
+    def takes(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    def draw(self, noise: torch.Tensor, condition=None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def latent(self) -> Latent:
+        raise GanforgeError(f"latent directions do not know where the latent enters a {self.model_name}")
+
+    def to_latent(self, noise: torch.Tensor) -> torch.Tensor:
+        return noise
+
+    def draw_latent(self, latent: torch.Tensor, condition=None) -> torch.Tensor:
+        return self.draw(latent, condition)
+
+    def graph(self) -> tuple[nn.Module, list[str], list[str], Callable]:
+        """(the module exported, its input names, its output names, inputs(n, seed): a batch of n inputs of a seed)."""
+        raise NotImplementedError
+
+    @property
+    def model_name(self) -> str:
+        return self.meta.get("model_spec", {}).get("model", type(self).__name__)
+
+
+class Generator(Sampler):
     """A generator ready to draw images: `sample(n, seed)`, and for a class-conditional one `label=`.
 
     net: G (or its EMA), left in whatever mode and device it is in (drawing switches it to eval mode and
@@ -73,6 +130,36 @@ class Generator:
     def __init__(self, net: nn.Module, classes: list[str] | None = None, meta: dict | None = None):
         self.net, self.classes, self.meta = net, classes, meta or {}
         self.z_dim, self.image_size, self.channels = net.z_dim, net.image_size, net.channels
+        self.capabilities = frozenset(name for name, has in (("labels", self.conditional),
+                                                             ("latent", hasattr(net, "latent_entry"))) if has)
+
+    @property
+    def noise_dim(self) -> int:
+        return self.z_dim
+
+    def draw(self, noise: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        return self(noise, condition)
+
+    def latent(self) -> Latent:
+        if not self.takes("latent"):
+            return super().latent()
+        weight, layer = self.net.latent_entry()
+        space = "w" if hasattr(self.net, "mapping") else "z"
+        return Latent(weight, layer, weight.shape[1], self.net.w_dim if space == "w" else self.z_dim, space)
+
+    @torch.no_grad()
+    def to_latent(self, noise: torch.Tensor) -> torch.Tensor:
+        return generate(self.net.mapping, noise) if hasattr(self.net, "mapping") else noise
+
+    def draw_latent(self, latent: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        if hasattr(self.net, "mapping"):
+            return generate(self.net.synthesis, latent, condition)
+        return self(latent, condition)
+
+    def graph(self):
+        if self.conditional:
+            return self.net, ["z", "label"], ["image"], lambda n, seed: (noise(n, self.z_dim, seed), self.labels(n))
+        return self.net, ["z"], ["image"], lambda n, seed: (noise(n, self.z_dim, seed),)
 
     @property
     def conditional(self) -> bool:
@@ -114,11 +201,12 @@ class Generator:
                truncation: float | None = None, output: str = "float", shift: torch.Tensor | None = None) -> torch.Tensor:
         """n images from the noise of `seed` (sample i is the same whatever n): float in [-1, 1] NCHW, or with
         output="uint8" bytes in [0, 255]. A class-conditional G draws `label` (index or name), by default
-        every class in turn. `shift` (z_dim numbers: a latent direction times an amount) is added to every z."""
+        every class in turn. `shift` (a latent direction times an amount) is added to every latent (z, or w for a
+        generator with a mapping network)."""
         if output not in ("float", "uint8"):
             raise GanforgeError(f"output={output!r}: choose float or uint8")
-        z = noise(n, self.z_dim, seed, truncation=truncation)
-        images = self(z if shift is None else z + shift, self.labels(n, label))
+        z, labels = noise(n, self.z_dim, seed, truncation=truncation), self.labels(n, label)
+        images = self(z, labels) if shift is None else self.draw_latent(self.to_latent(z) + shift, labels)
         return to_uint8(images) if output == "uint8" else images
 
     def class_grid(self, per_class: int, seed: int = 0) -> torch.Tensor:

@@ -17,7 +17,7 @@ from torch import nn
 
 from ganforge.errors import GanforgeError
 from ganforge.models.text import TextEncoder
-from ganforge.sampling import noise
+from ganforge.sampling import Latent, Sampler, noise
 
 MAX_CAPTION = 200  # characters a caption may have at drawing time
 
@@ -35,13 +35,47 @@ def check_captions(captions: list[str]) -> list[str]:
     return cleaned
 
 
-class TextToImage:
+class Stages(nn.Module):
+    """StackGAN's two generators chained as TextToImage draws them: (noise, text) -> (Stage-II, Stage-I image)."""
+
+    def __init__(self, stage1: nn.Module, stage2: nn.Module):
+        super().__init__()
+        self.stage1, self.stage2 = stage1, stage2
+
+    def forward(self, noise: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        coarse = self.stage1(noise[:, :self.stage1.z_dim], text)
+        return self.stage2(coarse, noise[:, self.stage1.z_dim:], text), coarse
+
+
+class TextToImage(Sampler):
     """A StackGAN ready to draw: its text encoder, Stage-I generator and (for a Stage-II model) Stage-II
-    generator; `meta` is the checkpoint's JSON when it was loaded from one."""
+    generator; `meta` is the checkpoint's JSON when it was loaded from one. Its condition is a caption per image
+    (or their embeddings); its latent is Stage-I's z, the first numbers of the noise."""
+
+    capabilities = frozenset({"captions", "latent"})
 
     def __init__(self, encoder: TextEncoder, stage1: nn.Module, stage2: nn.Module | None = None,
                  meta: dict | None = None):
         self.encoder, self.stage1, self.stage2, self.meta = encoder, stage1, stage2, meta or {}
+
+    def draw(self, noise: torch.Tensor, condition: list[str] | torch.Tensor | None = None) -> torch.Tensor:
+        if condition is None:
+            raise GanforgeError("a text-to-image model draws from captions")
+        text = self.encoder.encode(condition) if isinstance(condition, list) else condition
+        coarse, fine = self.render(text, noise)
+        return coarse if fine is None else fine
+
+    def latent(self) -> Latent:
+        weight, layer = self.stage1.latent_entry()
+        return Latent(weight, layer, weight.shape[1], self.noise_dim)
+
+    def graph(self):
+        """For StackGAN, unit-length random vectors stand in for caption embeddings."""
+        def inputs(n, seed):
+            return noise(n, self.noise_dim, seed), F.normalize(noise(n, self.stage1.text_dim, seed + 1), dim=1)
+        if self.stage2 is None:
+            return self.stage1, ["noise", "text"], ["image"], inputs
+        return Stages(self.stage1, self.stage2).eval(), ["noise", "text"], ["image", "stage1"], inputs
 
     @property
     def noise_dim(self) -> int:

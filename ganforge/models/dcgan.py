@@ -75,6 +75,11 @@ class DCGANGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
         init_dcgan(self)
 
+    def latent_entry(self) -> tuple[torch.Tensor, nn.Module]:
+        """(the weight that acts on z, on z's columns: a cGAN's also reads the class embedding; the module whose
+        output is the early activation that pca directions read)."""
+        return self.project.weight[:, :self.z_dim], self.net[1]
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.project(z).unflatten(1, (-1, self.start, self.start))
         return self.net(x)

@@ -29,6 +29,10 @@ class MLPGenerator(nn.Module):
         )
         _init_uniform(self, 0.05)
 
+    def latent_entry(self) -> tuple[torch.Tensor, nn.Module]:
+        """(the weight that acts on z; the module whose output pca directions read)."""
+        return self.net[0].weight, self.net[1]
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).unflatten(1, (self.channels, self.image_size, self.image_size))
 

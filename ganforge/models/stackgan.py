@@ -59,6 +59,10 @@ class StageIGenerator(nn.Module):
         self.ca = CondAugment(text_dim, c_dim)
         self.net = DCGANGenerator(image_size, channels, z_dim + c_dim, g_width)
 
+    def latent_entry(self) -> tuple[torch.Tensor, nn.Module]:
+        """(the weight on z, whose noise is [z, eps]: directions move z; the module pca directions read)."""
+        return self.net.project.weight[:, :self.z_dim - self.c_dim], self.net.net[1]
+
     def forward(self, noise: torch.Tensor, text: torch.Tensor, return_kl: bool = False):
         z, eps = noise.split([self.z_dim - self.c_dim, self.c_dim], dim=1)
         c, mu, logvar = self.ca(text, eps)

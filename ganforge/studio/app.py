@@ -248,7 +248,7 @@ def discover(paths: list[str | Path]) -> tuple[list[tuple[str, Path]], list[tupl
 
 def load_model(i: int, name: str, ckpt: Path, load_attributes: bool = True) -> Model:
     sampler = load(ckpt)
-    if isinstance(sampler, TextToImage):
+    if sampler.takes("captions"):
         return Model(i, name, ckpt, sampler.meta, pipe=sampler)
     model = Model(i, name, ckpt, sampler.meta, G=sampler)
     model.directions = latent_directions(ckpt, sampler)
@@ -265,9 +265,11 @@ def latent_directions(ckpt: Path, G: Generator) -> dict:
     pca directions `ganforge directions` kept for this checkpoint. Nothing is written to the run."""
     from ganforge import directions
 
+    if not G.takes("latent"):
+        return {}
     kept = {m: directions.saved(home(ckpt), m, G.meta.get("sha256")) for m in directions.METHODS}
     if kept["sefa"] is None:
-        kept["sefa"] = directions.find(G, "sefa", min(MAX_DIRECTIONS, G.z_dim))
+        kept["sefa"] = directions.find(G, "sefa", min(MAX_DIRECTIONS, G.latent().dims))
     return {m: d.first(MAX_DIRECTIONS) for m, d in kept.items() if d is not None}
 
 
@@ -472,8 +474,8 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32,
         y = torch.tensor([label or 0 for label in labels]) if model.G.conditional else None
 
         def job():
-            z = torch.stack([ref_z(model, r) for r in body.refs]) + found.shift(body.amounts)
-            return png(model.G(z, y), nrow=len(body.refs))
+            latent = model.G.to_latent(torch.stack([ref_z(model, r) for r in body.refs])) + found.shift(body.amounts)
+            return png(model.G.draw_latent(latent, y), nrow=len(body.refs))
 
         return png_response(await queue.run(job))
 
