@@ -76,6 +76,10 @@ class Registry(Generic[T]):
             return entry
         return add
 
+    def unregister(self, name: str) -> None:
+        """Take an entry out again (a plug-in registered for a while, as a test's)."""
+        del self._entries[name], self._descriptions[name]
+
     def __getitem__(self, name: str) -> T:
         if name not in self._entries:
             raise GanforgeError(f"unknown {self.kind} {name!r}; choose one of {', '.join(self._entries)}")

@@ -55,32 +55,38 @@ class SmallDiscriminator(nn.Module):
         return self.net(x).squeeze(1)
 
 
-if "test-mapped" not in MODELS:
-    @MODELS.register("test-mapped", "a test family: a mapping network and a lazy regulariser with state")
-    class Mapped(Unconditional):
-        generator, discriminator = MappedGenerator, SmallDiscriminator
+class Mapped(Unconditional):
+    generator, discriminator = MappedGenerator, SmallDiscriminator
 
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.w_norm = torch.zeros(())  # a running mean of |w|, as path-length regularisation keeps one
-            self.runs = 0
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.w_norm = torch.zeros(())  # a running mean of |w|, as path-length regularisation keeps one
+        self.runs = 0
 
-        def phases(self, phases):
-            return [*phases, Phase("G_reg", "G", self.regularise, interval=4)]
+    def phases(self, phases):
+        return [*phases, Phase("G_reg", "G", self.regularise, interval=4)]
 
-        def regularise(self, s, batch):
-            w = s.G.mapping(torch.randn(len(batch.real), self.cfg.z_dim, device=s.device))
-            norm = w.norm(dim=1)
-            loss = 0.01 * (norm - self.w_norm).square().mean()
-            self.w_norm = 0.9 * self.w_norm + 0.1 * norm.mean().detach()
-            self.runs += 1
-            return loss
+    def regularise(self, s, batch):
+        w = s.G.mapping(torch.randn(len(batch.real), self.cfg.z_dim, device=s.device))
+        norm = w.norm(dim=1)
+        loss = 0.01 * (norm - self.w_norm).square().mean()
+        self.w_norm = 0.9 * self.w_norm + 0.1 * norm.mean().detach()
+        self.runs += 1
+        return loss
 
-        def state_dict(self):
-            return {"w_norm": self.w_norm, "runs": self.runs}
+    def state_dict(self):
+        return {"w_norm": self.w_norm, "runs": self.runs}
 
-        def load_state_dict(self, state):
-            self.w_norm, self.runs = state["w_norm"].clone(), state["runs"]
+    def load_state_dict(self, state):
+        self.w_norm, self.runs = state["w_norm"].clone(), state["runs"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def registered():
+    """The family is registered while this file's tests run, and only then (the registry lists stay as shipped)."""
+    MODELS.register("test-mapped", "a test family: a mapping network and a lazy regulariser with state")(Mapped)
+    yield
+    MODELS.unregister("test-mapped")
 
 
 def config(**changes) -> TrainConfig:
