@@ -188,11 +188,15 @@ class AdaptiveAugment(Augment):
     augmentation, then one uniform per (augmentation, image) on the batch's device for the choices. So p = 1
     gives exactly the fixed policy's output for the same RNG state, and p = 0 the input itself.
 
-    Under data parallelism each process steers its own p from its own D scores (no all-reduce here)."""
+    Under data parallelism, `total` sums a tensor over the processes (distributed.sum_over_ranks): each
+    observation adds every process's scores and images, so that the sums and p are the same on all of them
+    (and rank 0's checkpoint holds everyone's)."""
 
     def __init__(self, policy: str = ADA_POLICY, target: float = ADA_TARGET,
-                 interval: int = ADA_INTERVAL, speed_images: float = ADA_SPEED_IMAGES, initial_p: float = 0.0):
+                 interval: int = ADA_INTERVAL, speed_images: float = ADA_SPEED_IMAGES, initial_p: float = 0.0,
+                 total: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__(policy)
+        self.total = total
         if not self.names:
             raise ValueError("adaptive augmentation needs a policy to adapt, e.g. 'color,translation,cutout'")
         if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0.0 < target < 1.0:
@@ -215,8 +219,8 @@ class AdaptiveAugment(Augment):
         device = self._p.device
         self._sign_sum = torch.zeros((), device=device)  # sum of sign(D(x_real)) since the last update
         self._count = torch.zeros((), device=device)  # how many scores that sum holds
+        self._images = torch.zeros((), device=device)  # images in them
         self._observed = 0  # observations since the last update
-        self._images = 0  # images in them
 
     @property
     def p(self) -> torch.Tensor:
@@ -237,6 +241,7 @@ class AdaptiveAugment(Augment):
         if self._p.device != device:
             self._p, self._rt = self._p.to(device), self._rt.to(device)
             self._sign_sum, self._count = self._sign_sum.to(device), self._count.to(device)
+            self._images = self._images.to(device)
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -255,10 +260,12 @@ class AdaptiveAugment(Augment):
         if real_out.numel() == 0:
             return
         self.to(real_out.device)
-        self._sign_sum = self._sign_sum + torch.sign(real_out.float()).sum()
-        self._count = self._count + real_out.numel()
+        images = real_out.shape[0] if real_out.dim() else 1
+        seen = torch.stack([torch.sign(real_out.float()).sum(), torch.tensor(float(real_out.numel())).to(real_out.device),
+                            torch.tensor(float(images)).to(real_out.device)])
+        sign_sum, count, images = self.total(seen) if self.total is not None else seen  # every process's
+        self._sign_sum, self._count, self._images = self._sign_sum + sign_sum, self._count + count, self._images + images
         self._observed += 1
-        self._images += real_out.shape[0] if real_out.dim() else 1
         if self._observed >= self.interval:
             self._update()
 
@@ -277,7 +284,7 @@ class AdaptiveAugment(Augment):
         def cpu(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to("cpu", copy=True)
         return {"p": cpu(self._p), "rt": cpu(self._rt), "sign_sum": cpu(self._sign_sum), "count": cpu(self._count),
-                "observed": torch.tensor(self._observed), "images": torch.tensor(self._images)}
+                "observed": torch.tensor(self._observed), "images": cpu(self._images)}
 
     def load_state_dict(self, state: dict) -> None:
         missing = [k for k in ("p", "rt", "sign_sum", "count", "observed", "images") if k not in state]
@@ -289,8 +296,8 @@ class AdaptiveAugment(Augment):
         def scalar(key: str) -> torch.Tensor:
             return torch.as_tensor(state[key], dtype=torch.float32).detach().reshape(()).to(device, copy=True)
         self._p, self._rt = scalar("p"), scalar("rt")
-        self._sign_sum, self._count = scalar("sign_sum"), scalar("count")
-        self._observed, self._images = int(state["observed"]), int(state["images"])
+        self._sign_sum, self._count, self._images = scalar("sign_sum"), scalar("count"), scalar("images")
+        self._observed = int(state["observed"])
 
     def __repr__(self) -> str:
         return (f"AdaptiveAugment({self.policy!r}, target={self.target}, interval={self.interval}, "
@@ -298,11 +305,12 @@ class AdaptiveAugment(Augment):
 
 
 def make_augment(policy: str, adaptive: bool = False, target: float = ADA_TARGET, interval: int = ADA_INTERVAL,
-                 speed_images: float = ADA_SPEED_IMAGES) -> Augment:
+                 speed_images: float = ADA_SPEED_IMAGES, total: Callable[[torch.Tensor], torch.Tensor] | None = None
+                 ) -> Augment:
     """The pipeline a run's options ask for: the fixed `policy` (the identity for ""), or with `adaptive`,
-    ADA over it (which needs a policy; ValueError otherwise)."""
+    ADA over it (which needs a policy; ValueError otherwise), its sums over the processes by `total`."""
     if adaptive:
-        return AdaptiveAugment(policy, target=target, interval=interval, speed_images=speed_images)
+        return AdaptiveAugment(policy, target=target, interval=interval, speed_images=speed_images, total=total)
     return Augment(policy)
 
 

@@ -111,11 +111,11 @@ def any_rank(group: Group, flags: list[bool], device: torch.device) -> list[bool
     return [bool(v) for v in t.tolist()]
 
 
-def mean_over_ranks(group: Group, t: torch.Tensor) -> torch.Tensor:
+def sum_over_ranks(group: Group, t: torch.Tensor) -> torch.Tensor:
+    """t summed over every rank (a copy; t itself where there is one process)."""
     if group.enabled:
         t = t.clone()
         dist.all_reduce(t)
-        t /= group.world
     return t
 
 

@@ -13,6 +13,7 @@ import copy
 import math
 import random
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from ganforge.checkpoint import (
 )
 from ganforge.config import TrainConfig
 from ganforge.data import ImageData, to_float
-from ganforge.distributed import SINGLE, Group, any_rank, broadcast, compiler_missing, resolve_device
+from ganforge.distributed import SINGLE, Group, any_rank, broadcast, compiler_missing, resolve_device, sum_over_ranks
 from ganforge.errors import GanforgeError
 from ganforge.families import MODELS, build_discriminator, build_generator
 from ganforge.hardware import choose_precision
@@ -121,7 +122,8 @@ class TrainState:
             cfg.ada = self.family.adaptive_augment(len(data))
         if cfg.ada and not cfg.diffaugment:
             cfg.diffaugment = ADA_POLICY
-        self.augment = make_augment(cfg.diffaugment, adaptive=cfg.ada, target=cfg.ada_target)
+        self.augment = make_augment(cfg.diffaugment, adaptive=cfg.ada, target=cfg.ada_target,
+                                    total=partial(sum_over_ranks, group))
         self.critic = Critic(D_train, self.D, self.augment, self.family.mismatch, self._loss_scale)
         self.critic_frozen = Critic(D_frozen, self.D, self.augment, self.family.mismatch, self._loss_scale)
         if group.rank:  # other augmentation and penalty draws on each rank; the weights start equal
