@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from ganforge.config import IMAGE_SIZES, PLUGIN_OPTIONS, PRECISIONS, CoreConfig
+from ganforge.config import PLUGIN_OPTIONS, PRECISIONS, CoreConfig, image_sizes
 from ganforge.directions import METHODS
 from ganforge.errors import GanforgeError
 from ganforge.families import MODELS
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", metavar="SOURCE",
                    help="digits (bundled, default), mnist, fashion-mnist, faces (drawn here), folder:PATH, "
                    "celeba:PATH, lsun:PATH (an LMDB folder) or prepared:DIR (from `ganforge prepare`); with captions, for stackgan1: faces-captions, fashion-mnist-captions, captions:PATH")
-    t.add_argument("--image-size", type=int, choices=IMAGE_SIZES,
+    t.add_argument("--image-size", type=int, choices=image_sizes(),
                    help="default: the data's own size, 64 for folders, at most 32 for stackgan1")
     t.add_argument("--channels", type=int, choices=[1, 3], help="default: the data's own (folders: 3)")
     t.add_argument("--data-dir", metavar="DIR", help="folder holding the IDX files of mnist / fashion-mnist")
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "same command continues. Train from it with --data prepared:DIR. Prints the folder.")
     p.add_argument("source", metavar="SOURCE", help="folder:PATH, celeba:PATH, lsun:PATH, captions:PATH, digits, "
                    "mnist, fashion-mnist, faces, ...")
-    p.add_argument("--image-size", type=int, choices=IMAGE_SIZES, help="default: 64 (built-in sets: their own)")
+    p.add_argument("--image-size", type=int, choices=image_sizes(), help="default: 64 (built-in sets: their own)")
     p.add_argument("--channels", type=int, choices=[1, 3], help="default: 3 (built-in sets: their own)")
     p.add_argument("--out", metavar="DIR", help="the prepared folder (default: ganforge's cache, where training "
                    "from the source would prepare it)")

@@ -111,8 +111,9 @@ class CoreConfig:
         if not (self.data in DATA_SOURCES or self.data.startswith(PATH_SOURCES)):
             raise bad("data", f"unknown data; choose one of {', '.join(DATA_SOURCES)}, "
                       + ", ".join(f"{p}PATH" for p in PATH_SOURCES))
-        if self.image_size is not None and self.image_size not in IMAGE_SIZES:
-            raise bad("image_size", f"choose one of {', '.join(map(str, IMAGE_SIZES))}")
+        sizes = MODELS[self.model].sizes
+        if self.image_size is not None and self.image_size not in sizes:
+            raise bad("image_size", f"--model {self.model} draws {', '.join(map(str, sizes))} pixel images")
         if self.channels is not None and self.channels not in (1, 3):
             raise bad("channels", "must be 1 or 3")
         for key in ("z_dim", "batch_size", "log_every", "keep_checkpoints", "n_samples"):
@@ -211,7 +212,11 @@ PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 D_NORMS = ("batch", "layer", "none")
 DATA_SOURCES = ("digits", "mnist", "fashion-mnist", "faces", "faces-captions", "fashion-mnist-captions")
 PATH_SOURCES = ("folder:", "celeba:", "lsun:", "prepared:", "captions:")  # sources of the user's own files
-IMAGE_SIZES = (28, 32, 56, 64, 128)
+
+
+def image_sizes() -> list[int]:
+    """Every image size some registered model is built at (the command line's choices)."""
+    return sorted({size for name in MODELS for size in MODELS[name].sizes})
 
 # Presets change defaults only; --set and the command-line flags apply on top of them.
 PRESETS: dict[str, dict] = {

@@ -67,10 +67,12 @@ def runs(tmp_path_factory):
             "cgan": train(tiny_config(steps=2, model="cgan"), runs_dir=out, progress=False),
             "mlp": train(tiny_config(steps=2, model="mlp", mlp_g_hidden=32, mlp_d_hidden=16), runs_dir=out,
                          progress=False),
+            "light": train(tiny_config(steps=2, model="light", image_size=32, g_width=4, d_width=4), runs_dir=out,
+                           progress=False),
             "stackgan1": train(TrainConfig(**text).validate(), runs_dir=out, progress=False)}
 
 
-@pytest.mark.parametrize("kind", ["dcgan", "cgan", "mlp"])
+@pytest.mark.parametrize("kind", ["dcgan", "cgan", "mlp", "light"])
 def test_directions_of_every_image_model_are_kept_in_the_run(runs, kind, tmp_path):
     run = runs[kind]
     for method in ("sefa", "pca"):

@@ -132,18 +132,21 @@ def nproc_train(*args: str) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def test_two_processes_stopped_and_resumed_end_bit_identical_to_a_straight_run(tmp_path):
+@pytest.mark.parametrize("model", [
+    ["--model", "dcgan", "--loss", "wgan-gp", "--set", "diffaugment=color,translation,cutout"],
+    ["--model", "light", "--image-size", "32", "--set", "ada=true"]], ids=["dcgan-wgan-gp", "light-ada"])
+def test_two_processes_stopped_and_resumed_end_bit_identical_to_a_straight_run(tmp_path, model):
     """Each rank's own draws (DiffAugment's transforms, the gradient penalty's mixing) go on where they stopped:
-    rank 0 saves every rank's RNG state."""
-    settings = ["--model", "dcgan", "--loss", "wgan-gp", "--set", "diffaugment=color,translation,cutout",
-                "--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=8", "--set", "batch_size=16",
+    rank 0 saves every rank's RNG state. Adaptive augmentation's p follows every rank's D scores: one p for all."""
+    settings = [*model, "--set", "g_width=8", "--set", "d_width=8", "--set", "z_dim=8", "--set", "batch_size=16",
                 "--set", "log_every=2", "--set", "n_samples=4"]
     nproc_train(*settings, "--steps", "6", "--out", str(tmp_path / "straight"))
     nproc_train(*settings, "--steps", "3", "--out", str(tmp_path / "stopped"))
-    stopped = tmp_path / "stopped" / "00000-dcgan-digits"
+    name = f"00000-{model[1]}-digits"
+    stopped = tmp_path / "stopped" / name
     assert "rng/torch/rank1" in load_checkpoint(stopped)[1]
     nproc_train("--resume", str(stopped), "--steps", "6")
-    straight, resumed = (load_checkpoint(tmp_path / d / "00000-dcgan-digits")[1] for d in ("straight", "stopped"))
+    straight, resumed = (load_checkpoint(tmp_path / d / name)[1] for d in ("straight", "stopped"))
     assert resumed.keys() == straight.keys()
     for key in straight:
         assert torch.equal(resumed[key], straight[key]), key

@@ -40,11 +40,13 @@ def need_onnx():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two-step runs of the smallest models of every family: mlp, dcgan, cgan on the digits, StackGAN's Stage-I and
+    """Two-step runs of the smallest models of every family: mlp, dcgan, cgan, light on the digits, StackGAN's Stage-I and
     Stage-II on 16 captioned shapes."""
     out = tmp_path_factory.mktemp("runs")
     found = {model: ganforge.train(tiny_config(model=model, z_dim=8, steps=2, mlp_g_hidden=16, mlp_d_hidden=16),
                                    runs_dir=out, progress=False) for model in ("mlp", "dcgan", "cgan")}
+    found["light"] = ganforge.train(tiny_config(model="light", image_size=32, g_width=4, d_width=4, z_dim=8, steps=2),
+                                    runs_dir=out, progress=False)
     shapes = make_shapes_folder(tmp_path_factory.mktemp("shapes"), 16)
     text = TrainConfig(model="stackgan1", data=f"captions:{shapes}", image_size=32, g_width=8, d_width=8, z_dim=8,
                        c_dim=8, text_dim=16, text_pretrain_steps=5, batch_size=16, log_every=2, n_samples=16, steps=2)
@@ -64,7 +66,7 @@ def onnx_of(runs, model: str, folder: Path) -> Path:
 
 
 # --- ONNX
-@pytest.mark.parametrize("model", ["mlp", "dcgan", "cgan", "stackgan1", "stackgan2"])
+@pytest.mark.parametrize("model", ["mlp", "dcgan", "cgan", "light", "stackgan1", "stackgan2"])
 def test_onnx_gives_torchs_images_at_any_batch_size(runs, model, tmp_path, capfd):
     ort = need_onnx()
     out = tmp_path / "g.onnx"
@@ -108,7 +110,8 @@ def test_onnx_gives_torchs_images_at_any_batch_size(runs, model, tmp_path, capfd
         assert (meta["image_size"], meta["channels"], meta["classes"]) == (size, "3", "[]")
         assert outputs == [("image", "batch")] + ([("stage1", "batch")] if model == "stackgan2" else [])
     else:
-        assert meta["z_dim"] == "8" and (meta["image_size"], meta["channels"]) == ("28", "1")
+        size = "32" if model == "light" else "28"
+        assert meta["z_dim"] == "8" and (meta["image_size"], meta["channels"]) == (size, "1")
         assert json.loads(meta["classes"]) == ([str(i) for i in range(10)] if model == "cgan" else [])
         assert inputs["z"] == ("tensor(float)", ["batch", 8])
         assert inputs.get("label") == (("tensor(int64)", ["batch"]) if model == "cgan" else None)

@@ -23,7 +23,7 @@ def _choices(command: str, flag: str) -> list[str]:
 
 
 def test_the_command_line_offers_what_is_registered(capsys):
-    assert _choices("train", "--model") == MODELS.names() == ["mlp", "dcgan", "cgan", "stackgan1", "stackgan2"]
+    assert _choices("train", "--model") == MODELS.names() == ["mlp", "dcgan", "cgan", "light", "stackgan1", "stackgan2"]
     assert _choices("train", "--loss") == LOSSES.names() and LOSSES.names()[0] == "non-saturating"
     assert _choices("train", "--text-encoder") == TEXT_ENCODERS.names() == ["builtin", "minilm"]
     with pytest.raises(SystemExit):

@@ -40,8 +40,8 @@ def _saved_step(out) -> int | None:
     return max(steps, default=None)
 
 
-def train_with_kills(out, steps: int, kills: int, seed: int, within: float = 0.4) -> tuple:
-    """Train KILL_RUN for `steps`, SIGKILLing the process `kills` times and resuming after each. A kill comes at a random
+def train_with_kills(out, steps: int, kills: int, seed: int, within: float = 0.4, run_args=KILL_RUN) -> tuple:
+    """Train `run_args` (KILL_RUN) for `steps`, SIGKILLing the process `kills` times and resuming after each. A kill comes at a random
     moment of start-up (one in five), or at a random moment up to `within` s after the process has saved a new
     checkpoint: inside a step, a checkpoint write, a stats line, an epoch's panel. -> (run, kills, steps saved
     before each kill)."""
@@ -50,7 +50,7 @@ def train_with_kills(out, steps: int, kills: int, seed: int, within: float = 0.4
     while True:
         before = _saved_step(out)
         proc = _ganforge("train", "--resume", str(run), "--quiet") if run else \
-            _ganforge("train", "--out", str(out), "--steps", str(steps), *KILL_RUN)
+            _ganforge("train", "--out", str(out), "--steps", str(steps), *run_args)
         if killed < kills:
             if rng.random() < 0.2:
                 time.sleep(rng.uniform(0.2, 3.0))
@@ -75,11 +75,12 @@ def train_with_kills(out, steps: int, kills: int, seed: int, within: float = 0.4
         return run or min(out.iterdir()), killed, moments
 
 
-def check_kills(tmp_path, steps: int, kills: int, seed: int, within: float) -> None:
-    reference = _ganforge("train", "--out", str(tmp_path / "reference"), "--steps", str(steps), *KILL_RUN)
+def check_kills(tmp_path, steps: int, kills: int, seed: int, within: float, run_args=KILL_RUN) -> dict:
+    """A run of `run_args` killed `kills` times ends bit-exact with one never killed; -> its checkpoint's tensors."""
+    reference = _ganforge("train", "--out", str(tmp_path / "reference"), "--steps", str(steps), *run_args)
     _, err = reference.communicate(timeout=600)
     assert reference.returncode == 0, err[-2000:]
-    run, killed, moments = train_with_kills(tmp_path / "killed", steps, kills, seed, within)
+    run, killed, moments = train_with_kills(tmp_path / "killed", steps, kills, seed, within, run_args)
     assert killed == kills and sum(m is not None for m in moments) >= kills // 2, moments  # most during training
     ref_meta, ref = load_checkpoint(next((tmp_path / "reference").iterdir()))
     meta, got = load_checkpoint(run)
@@ -89,6 +90,7 @@ def check_kills(tmp_path, steps: int, kills: int, seed: int, within: float) -> N
         assert torch.equal(ref[key], got[key]), (key, moments)
     stats = [s["step"] for s in read_stats(run).lines]
     assert stats == list(range(5, steps + 1, 5))  # nothing lost, nothing twice
+    return got
 
 
 def test_sigkill_at_3_random_moments_then_resume_ends_bit_exact(tmp_path):

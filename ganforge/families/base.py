@@ -74,6 +74,7 @@ class Family:
     options: tuple[Option, ...] = ()
     generator: type[nn.Module]
     discriminator: type[nn.Module]
+    sizes: tuple[int, ...] = (28, 32, 56, 64, 128, 256)  # the image sizes its networks are built at
     conv = True  # convolutional: trained in the channels_last memory layout when the config asks for it
     kind = "image"  # what its sampler draws from: noise (and a label), "image"; or a caption, "text"
 
@@ -100,6 +101,10 @@ class Family:
     def __init__(self, cfg, data: ImageData, device: torch.device, group: Group = SINGLE,
                  resume: tuple[dict, dict] | None = None):
         self.cfg, self.data, self.device, self.group = cfg, data, device, group
+        size = data.shape[-1]
+        if size not in self.sizes:
+            raise GanforgeError(f"--model {self.name} draws {', '.join(map(str, self.sizes))} pixel images; "
+                                f"{cfg.data} is {size} px: add --image-size {min(self.sizes, key=lambda s: abs(s - size))}")
 
     # --- a run's part
     def spec(self) -> dict:
