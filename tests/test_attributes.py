@@ -7,7 +7,15 @@ from ganforge.cli import main
 from ganforge.data import load_data, to_float
 from ganforge.data.faces import draw_faces
 from ganforge.errors import GanforgeError
-from ganforge.metrics.classifier import attribute_scorer, classifier_path, load_classifier, train_classifier
+from ganforge.metrics.classifier import (
+    attribute_scorer,
+    classifier_path,
+    load_classifier,
+    resize_to,
+    train_classifier,
+)
+from ganforge.metrics.evaluate import evaluate
+from ganforge.metrics.features import get_extractor
 
 
 def test_attribute_classifier_is_trained_cached_and_reads_faces(tmp_path):
@@ -21,6 +29,12 @@ def test_attribute_classifier_is_trained_cached_and_reads_faces(tmp_path):
     images, truth = draw_faces(300, seed=4321)  # faces the classifier never saw, at 64 px
     agree = ((classify(to_float(images)) > 0) == truth).double().mean(0)
     assert agree.mean() > 0.8, dict(zip(names, agree.tolist()))
+    # classifier:faces, the faces having attributes and no classes, is this classifier's features
+    extractor = get_extractor("classifier:faces", tmp_path)
+    assert extractor.classes is None and extractor.sha256 == meta["sha256"]
+    assert torch.equal(extractor.features(to_float(images[:4])), extractor.net.body(resize_to(to_float(images[:4]), 32)))
+    result = evaluate(images[:100], "faces", extractor, 100, root=tmp_path)
+    assert result["extractor"] == "classifier:faces" and result["fid"] > 0 and "class_kl" not in result
     with pytest.raises(GanforgeError, match="ganforge classifier train --data digits --attributes"):
         load_classifier("digits", tmp_path, attributes=True)
     with pytest.raises(GanforgeError, match="needs images with attributes"):

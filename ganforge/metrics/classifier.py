@@ -61,6 +61,12 @@ def split_data(spec: str, data_dir: str | None = None, image_size: int | None = 
     return data.subset(order[cut:]), data.subset(order[:cut]), "a fixed 10% held out (seed 0)"
 
 
+def has_attributes_only(spec: str) -> bool:
+    """Whether a source's images carry attributes and no class labels (its classifier is of attributes)."""
+    data = load_data(spec, folder_labels=spec.startswith("folder:"))
+    return data.labels is None and data.attributes is not None
+
+
 def classifier_path(spec: str, root: Path | None = None, attributes: bool = False) -> Path:
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec) + ("-attributes" if attributes else "")
     return (root or cache_dir()) / "classifiers" / f"{name}.safetensors"

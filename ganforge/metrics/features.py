@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ganforge.errors import GanforgeError
 from ganforge.io import load_or_train
+from ganforge.metrics.classifier import resize_to
 from ganforge.metrics.extractor import Extractor
 from ganforge.registry import Registry
 
@@ -32,29 +33,39 @@ class Pixels(Extractor):
 
 
 class Classifier(Extractor):
-    """ganforge's domain classifier: penultimate-layer features and softmax probabilities."""
+    """ganforge's domain classifier: penultimate-layer features and softmax probabilities. For data with
+    attributes and no classes (the faces, CelebA), its attribute classifier: features only, of the images
+    resized to the classifier's size."""
 
     def __init__(self, data: str, root: Path | None = None, train_if_missing: bool = True):
-        from ganforge.metrics.classifier import classifier_path, load_classifier, train_classifier
+        from ganforge.metrics.classifier import (
+            classifier_path,
+            has_attributes_only,
+            load_classifier,
+            train_classifier,
+        )
 
         self.name = f"classifier:{data}"
-        self.net, self.meta = load_or_train(self.name, classifier_path(data, root), lambda: load_classifier(data, root),
-                                            lambda: train_classifier(data, root), train_if_missing)
-        self.classes, self.sha256 = self.meta["classes"], self.meta["sha256"]
+        attributes = not classifier_path(data, root).is_file() and has_attributes_only(data)
+        self.net, self.meta = load_or_train(self.name, classifier_path(data, root, attributes),
+                                            lambda: load_classifier(data, root, attributes),
+                                            lambda: train_classifier(data, root, attributes=attributes),
+                                            train_if_missing)
+        self.classes, self.sha256 = self.meta.get("classes"), self.meta["sha256"]
 
     def _checked(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[1] != self.meta["channels"]:
             raise GanforgeError(f"{self.name} takes {self.meta['channels']}-channel images, "
                                 f"the samples have {images.shape[1]}")
-        return images
+        return resize_to(images, self.meta["image_size"]) if self.classes is None else images
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.body(self._checked(images))
 
     @torch.no_grad()
-    def probs(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(self._checked(images)).softmax(1)
+    def probs(self, images: torch.Tensor) -> torch.Tensor | None:
+        return None if self.classes is None else self.net(self._checked(images)).softmax(1)
 
 
 # --- the registry: a factory per kind of extractor; "classifier" and "ssl" take the data they were trained on
