@@ -14,7 +14,15 @@ Peak memory is printed too.
 
     python benchmarks/throughput.py [--steps 100] [--rounds 3] [--batch-size 64] [--precisions fp32 bf16] [--smoke]
 
-Writes benchmarks/results/throughput.json (with the command, commit, date, processor); --smoke writes nothing.
+With --data and --image-size (any source at any size but the digits at 28), the image models of --models (default
+dcgan and light) are trained on it instead, in each precision, rounds alternating between all of them: images/s,
+FLOPs per image and their rate as a share of the precision's matrix-product rate, the step's operators by
+torch.profiler for each model (no textbook loop: it reads the digits only).
+
+    python benchmarks/throughput.py --data faces --image-size 64 [--models dcgan light] [--steps 30]
+
+Writes benchmarks/results/throughput.json, or throughput-DATA-SIZE.json (with the command, commit, date,
+processor); --smoke writes nothing.
 """
 
 from __future__ import annotations
@@ -169,11 +177,46 @@ def median_rates(runs, rounds: int) -> list[float]:
     return [float(np.median(r)) for r in zip(*rates)]
 
 
+def image_sizes_run(args, precisions: list[str], matmul: dict[str, float], record: dict) -> dict:
+    """--data at --image-size: each model of --models in each precision, side by side (see the docstring)."""
+    models = args.models or ["dcgan", "light"]
+    data = load_data(args.data, args.image_size)
+    print(f"batch {args.batch_size}, {args.data} at {data.shape[-1]}x{data.shape[-1]}; median of {args.rounds} "
+          f"alternating rounds of {args.steps} steps\n")
+    record |= {"data": args.data, "image_size": data.shape[-1], "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {(model, p): TrainState(make_config(overrides={"model": model, "data": args.data, "precision": p,
+                                                                  "image_size": args.image_size,
+                                                                  "batch_size": args.batch_size}), Path(tmp), data)
+                    for model in models for p in precisions}
+        rates = median_rates([partial(ganforge_train, t, args.steps) for t in trainers.values()], args.rounds)
+        for ((model, precision), trainer), rate in zip(trainers.items(), rates):
+            flops = step_flops(trainer)
+            achieved = flops * rate / args.batch_size
+            row = {"train_images_per_s": rate, "gflop_per_image": flops / args.batch_size / 1e9,
+                   "achieved_gflops": achieved / 1e9, "matmul_utilisation": achieved / matmul[precision],
+                   "g_params": sum(p.numel() for p in trainer.G.parameters()),
+                   "d_params": sum(p.numel() for p in trainer.D.parameters())}
+            record["models"].setdefault(model, {"spec": trainer.spec, "precisions": {}})["precisions"][precision] = row
+            print(f"{model:8}{precision:6}{rate:8.0f} images/s  {row['gflop_per_image']:.3f} GFLOP per image, "
+                  f"{achieved / 1e9:.0f} GFLOP/s = {row['matmul_utilisation']:.0%} of the {precision} matrix-product rate")
+        for model in models:  # in auto's choice of precision
+            rows = step_profile(trainers[model, precisions[-1]], 3 if args.smoke else 20)
+            record["models"][model]["profile"] = {"precision": precisions[-1], "ops": rows}
+            print(f"\nwhere the {model} step's time goes ({precisions[-1]}):")
+            for row in rows[:8]:
+                print(f"  {row['op'][:40]:42}{row['share']:6.1%}  {row['calls_per_step']:5.1f} calls/step")
+    return record
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100, help="timed steps per round")
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    parser.add_argument("--models", nargs="+", default=["mlp", "dcgan"], choices=["mlp", "dcgan"])
+    parser.add_argument("--data", default="digits", help="a data source; with --image-size: see the docstring")
+    parser.add_argument("--image-size", type=int, help="the images' size (default: the data's own)")
+    parser.add_argument("--models", nargs="+", choices=["mlp", "dcgan", "light"],
+                        help="default: mlp and dcgan on the digits, else dcgan and light")
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"],
                         help="the DCGAN's precisions (default: fp32, and bf16 where --precision auto chooses it)")
     parser.add_argument("--baseline-width", type=int, default=64, help="the DCGAN's widths to compare with; 0: none")
@@ -196,6 +239,13 @@ def main(argv: list[str] | None = None) -> dict:
                                          "matmul_gflops": {p: r / 1e9 for p, r in matmul.items()}, "models": {}}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matrix products {size}^2: "
           + ", ".join(f"{p} {r / 1e9:,.1f} GFLOP/s" for p, r in matmul.items()) + f"\n--precision auto: {auto[0]} ({auto[1]})")
+    if args.data != "digits" or args.image_size not in (None, 28):
+        image_sizes_run(args, precisions, matmul, record)
+        if not args.smoke:
+            name = f"throughput-{args.data}-{record['image_size']}"
+            print(f"results: {write_results(name, record)}")
+        return record
+    args.models = args.models or ["mlp", "dcgan"]
     print(f"batch {args.batch_size}, 28x28 bundled digits; training: median of {args.rounds} alternating rounds "
           f"of {args.steps} steps; textbook DataLoader with {args.workers} workers (fp32)\n")
     print(f"{'':34}{'ganforge':>12}{'textbook':>12}{'ratio':>8}")

@@ -92,14 +92,23 @@ def plot_compare(runs: dict[str, list[dict]], out: Path) -> None:
     save_figure(fig, out, dpi=100)
 
 
-def _show(ax, images, nrow: int, title: str = "") -> None:
+def plot_side_by_side(panels: dict[str, object], out: Path, nrow: int = 6) -> None:
+    """Image grids (float, in [-1, 1]) side by side, each under its title."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), squeeze=False)
+    for ax, (title, images) in zip(axes[0], panels.items()):
+        _show(ax, images, nrow, title, width=48)
+    fig.tight_layout()
+    save_figure(fig, out, dpi=120)
+
+
+def _show(ax, images, nrow: int, title: str = "", width: int = 24) -> None:
     import textwrap
 
     from torchvision.utils import make_grid
 
     grid = make_grid(images, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1), pad_value=1)
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-    ax.set_title(textwrap.fill(title, 24), fontsize=8)
+    ax.set_title(textwrap.fill(title, width), fontsize=8)
     ax.axis("off")
 
 

@@ -55,6 +55,28 @@ def test_throughput(bench):
     assert record["models"]["mlp"]["sample_ratio"] > 0 and record["peak_rss_mb"] > 0
 
 
+def test_throughput_at_an_image_size(bench):
+    record = bench("throughput").main(["--smoke", "--data", "digits", "--image-size", "32", "--batch-size", "8",
+                                       "--precisions", "fp32", "--models", "dcgan", "light"])
+    assert record["image_size"] == 32 and set(record["models"]) == {"dcgan", "light"}
+    for model in ("dcgan", "light"):
+        row = record["models"][model]["precisions"]["fp32"]
+        assert row["train_images_per_s"] > 0 and row["gflop_per_image"] > 0 and 0 < row["matmul_utilisation"]
+        assert record["models"][model]["spec"]["model"] == model
+        assert any("convolution" in op["op"] for op in record["models"][model]["profile"]["ops"])
+
+
+def test_families(bench, tmp_path):
+    figure = tmp_path / "side.png"
+    record = bench("families").main(["--smoke", "--models", "dcgan", "light", "--work", str(tmp_path / "runs"),
+                                     "--figure", str(figure)])
+    for model in ("dcgan", "light"):
+        got = record["models"][model]
+        assert got["steps"] == 3 and got["config"]["model"] == model and got["config"]["image_size"] == 32
+        assert got["metrics"]["pixels"]["n_fake"] == 100 and got["metrics"]["pixels"]["fid"] > 0
+    assert record["together"] and figure.stat().st_size > 5000
+
+
 def test_tuning(bench):
     record = bench("tuning").main(["--smoke", "--parallel", "2", "--seeds", "0,1",
                                    "--variant", "plain=", "--variant", "narrow@3=g_width=4,lr_decay=0.5"])
