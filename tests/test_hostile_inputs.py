@@ -474,7 +474,7 @@ BAD_SETS = {
     "batch_size=0": ("batch_size=0", "^batch_size=0: must be at least 1"),
     "negative lr": ("lr_g=-1", "^lr_g=-1.0: must be positive"),
     "beta1=1.5": ("beta1=1.5", r"^beta1=1.5: must be in \[0, 1\)"),
-    "image_size=33": ("image_size=33", "^image_size=33: choose one of"),
+    "image_size=33": ("image_size=33", "^image_size=33: --model dcgan draws 28, 32, 56, 64, 128, 256 pixel images"),
     "n_critic=0": ("n_critic=0", "^n_critic=0: must be at least 1"),
 }
 
