@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# For a machine with a CUDA GPU, in under 8 minutes: the gpu-marked tests, then benchmarks/gpu.py (fp32 / bf16 /
+# For a machine with a CUDA GPU: the gpu-marked tests, then benchmarks/gpu.py (fp32 / bf16 /
 # fp16 images/s, eager and compiled, at the gpu preset; 2 minutes of Fashion-MNIST training with its FID), whose
-# numbers go to benchmarks/results/gpu.json. Each part has a time limit, so that one that hangs leaves the others
+# numbers go to benchmarks/results/gpu.json, then the light model and dcgan at 256 px (throughput.py). Each part has a time limit, so that one that hangs leaves the others
 # their time. Fashion-MNIST's IDX files: FASHION_MNIST_DIR, else /usr/share/datasets/fashion-mnist; without
 # them the run trains on the bundled digits.
 set -uo pipefail
@@ -16,4 +16,7 @@ timeout 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests || status=1
 echo "== throughput and a 2-minute run"
 timeout 330 "$PY" benchmarks/gpu.py --device cuda --steps 200 --minutes 2 "${DATA[@]}" --out "${TMPDIR:-/tmp}/gpu-runs" \
     || status=1
+echo "== the light model and dcgan at 256 px, each precision (benchmarks/results/throughput-faces-256.json)"
+timeout 240 "$PY" benchmarks/throughput.py --device cuda --data faces --image-size 256 --models light dcgan \
+    --precisions fp32 bf16 fp16 --batch-size 64 --steps 50 --rounds 2 || status=1
 exit $status

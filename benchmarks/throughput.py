@@ -54,7 +54,7 @@ from ganforge.state import TrainState, epoch_order
 from ganforge.stats import Collector, collecting
 from ganforge.training import train_step
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def write_torchvision_mnist(root: Path, images: np.ndarray, labels: np.ndarray) -> None:
@@ -125,7 +125,7 @@ def ganforge_train(trainer: TrainState, steps: int) -> float:
                 start = time.perf_counter()
             j = i % trainer.steps_per_epoch
             real = to_float(images[order[j * cfg.batch_size:(j + 1) * cfg.batch_size]])
-            train_step(trainer, Batch(real.contiguous(memory_format=trainer.memory_format), None, j, 0))
+            train_step(trainer, Batch(real.to(trainer.device, memory_format=trainer.memory_format), None, j, 0))
             if i % cfg.log_every == 0:
                 collector.read()
         collector.read()
@@ -142,7 +142,7 @@ def step_profile(trainer: TrainState, steps: int, top: int = 12) -> list[dict]:
         for i in range(steps):
             with record_function("data"):
                 real = to_float(images[order[i * cfg.batch_size:(i + 1) * cfg.batch_size]])
-                real = real.contiguous(memory_format=trainer.memory_format)
+                real = real.to(trainer.device, memory_format=trainer.memory_format)
             train_step(trainer, Batch(real, None, i, 0))
         wall = time.perf_counter() - start
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
@@ -166,7 +166,7 @@ def sampling_rates(G, z_dim: int, n: int = 2048, batch: int = 64) -> tuple[float
 def step_flops(trainer: TrainState) -> int:
     real = torch.randn(trainer.cfg.batch_size, *trainer.data.shape)
     with FlopCounterMode(display=False) as counter:
-        train_step(trainer, Batch(real.contiguous(memory_format=trainer.memory_format), None, None, 0))
+        train_step(trainer, Batch(real.to(trainer.device, memory_format=trainer.memory_format), None, None, 0))
     return counter.get_total_flops()
 
 
@@ -183,23 +183,24 @@ def image_sizes_run(args, precisions: list[str], matmul: dict[str, float], recor
     data = load_data(args.data, args.image_size)
     print(f"batch {args.batch_size}, {args.data} at {data.shape[-1]}x{data.shape[-1]}; median of {args.rounds} "
           f"alternating rounds of {args.steps} steps\n")
-    record |= {"data": args.data, "image_size": data.shape[-1], "models": {}}
+    record |= {"data": args.data, "image_size": data.shape[-1], "device": args.device, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {(model, p): TrainState(make_config(overrides={"model": model, "data": args.data, "precision": p,
-                                                                  "image_size": args.image_size,
+                                                                  "image_size": args.image_size, "device": args.device,
                                                                   "batch_size": args.batch_size}), Path(tmp), data)
                     for model in models for p in precisions}
         rates = median_rates([partial(ganforge_train, t, args.steps) for t in trainers.values()], args.rounds)
         for ((model, precision), trainer), rate in zip(trainers.items(), rates):
             flops = step_flops(trainer)
             achieved = flops * rate / args.batch_size
+            share = achieved / matmul[precision] if args.device == "cpu" else None  # the matrix rate is the CPU's
             row = {"train_images_per_s": rate, "gflop_per_image": flops / args.batch_size / 1e9,
-                   "achieved_gflops": achieved / 1e9, "matmul_utilisation": achieved / matmul[precision],
+                   "achieved_gflops": achieved / 1e9, "matmul_utilisation": share,
                    "g_params": sum(p.numel() for p in trainer.G.parameters()),
                    "d_params": sum(p.numel() for p in trainer.D.parameters())}
             record["models"].setdefault(model, {"spec": trainer.spec, "precisions": {}})["precisions"][precision] = row
             print(f"{model:8}{precision:6}{rate:8.0f} images/s  {row['gflop_per_image']:.3f} GFLOP per image, "
-                  f"{achieved / 1e9:.0f} GFLOP/s = {row['matmul_utilisation']:.0%} of the {precision} matrix-product rate")
+                  f"{achieved / 1e9:.0f} GFLOP/s" + (f" = {share:.0%} of the {precision} matrix-product rate" if share else ""))
         for model in models:  # in auto's choice of precision
             rows = step_profile(trainers[model, precisions[-1]], 3 if args.smoke else 20)
             record["models"][model]["profile"] = {"precision": precisions[-1], "ops": rows}
@@ -215,9 +216,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--data", default="digits", help="a data source; with --image-size: see the docstring")
     parser.add_argument("--image-size", type=int, help="the images' size (default: the data's own)")
+    parser.add_argument("--device", default="cpu", help="with --image-size: where the models train (cpu, cuda)")
     parser.add_argument("--models", nargs="+", choices=["mlp", "dcgan", "light"],
                         help="default: mlp and dcgan on the digits, else dcgan and light")
-    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"],
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16", "fp16"],
                         help="the DCGAN's precisions (default: fp32, and bf16 where --precision auto chooses it)")
     parser.add_argument("--baseline-width", type=int, default=64, help="the DCGAN's widths to compare with; 0: none")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are printed")
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = load_data("digits")
     size, seconds = (256, 0.05) if args.smoke else (2048, 1.0)
     matmul = {p: max(matmul_rate(DTYPES[p], size, seconds) for _ in range(args.rounds if p == auto[0] else 1)) * 1e9
-              for p in precisions}  # one round for a precision auto does not choose: emulated, it is slow
+              for p in precisions if args.device == "cpu"}  # one round for a precision auto does not choose: emulated
     record = run_record("throughput") | {"smoke": args.smoke, "batch_size": args.batch_size, "steps": args.steps,
                                          "rounds": args.rounds, "textbook_workers": args.workers,
                                          "auto_precision": {"precision": auto[0], "why": auto[1]},
