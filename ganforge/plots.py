@@ -26,14 +26,18 @@ def save_figure(fig, out, dpi: int = 100) -> None:
         write_atomic(Path(out), buf.getvalue())
 
 
-def plot_curves(stats: RunStats, out, title: str = "", probabilities: bool = True) -> None:
-    """D and G losses (top) and D(x), D(G(z)) (bottom) against training steps, and FID when measured;
-    D's outputs are probabilities for losses whose D gives logits, raw scores for the others."""
+def plot_curves(stats: RunStats, out, title: str = "", probabilities: bool = True,
+                ada_target: float | None = None) -> None:
+    """D and G losses (top) and D(x), D(G(z)) (bottom) against training steps, then adaptive augmentation's
+    signal and probability where the run logged them, and FID where measured; D's outputs are probabilities
+    for losses whose D gives logits, raw scores for the others."""
     measured, stats = stats.evals, stats.train
     if not stats:
         return
+    adaptive = any("aug_rt" in s for s in stats)
     steps = [s["step"] for s in stats]
-    fig, axes = plt.subplots(3 if measured else 2, 1, figsize=(8, 8.5 if measured else 6), sharex=True)
+    rows = 2 + adaptive + bool(measured)
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 3 + 2.75 * (rows - 1)), sharex=True)
     top, bottom = axes[0], axes[1]
     top.plot(steps, [s.get("d_loss", math.nan) for s in stats], label="D loss")
     top.plot(steps, [s.get("g_loss", math.nan) for s in stats], label="G loss")  # none in a line without G steps
@@ -46,15 +50,33 @@ def plot_curves(stats: RunStats, out, title: str = "", probabilities: bool = Tru
         bottom.set_ylim(-0.02, 1.02)
     bottom.set_ylabel("D's output" if probabilities else "D's raw score")
     bottom.legend()
+    if adaptive:
+        plot_adaptive(axes[2], {"": stats}, ada_target)
     if measured:
-        axes[2].plot([s["step"] for s in measured], [s["fid"] for s in measured], "o-", label="FID")
-        axes[2].set_ylabel(f"FID ({measured[-1]['extractor']}, n={measured[-1]['n_fake']})")
-        axes[2].legend()
+        axes[-1].plot([s["step"] for s in measured], [s["fid"] for s in measured], "o-", label="FID")
+        axes[-1].set_ylabel(f"FID ({measured[-1]['extractor']}, n={measured[-1]['n_fake']})")
+        axes[-1].legend()
     axes[-1].set_xlabel("step")
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, out, dpi=100)
+
+
+def plot_adaptive(ax, runs: dict[str, list[dict]], target: float | None) -> None:
+    """Adaptive augmentation in each run's train lines: D's overfitting signal r_t = E[sign D(x_real)]
+    (solid), the augmentation probability p (dashed, same colour) and the target r_t (grey)."""
+    for i, (name, lines) in enumerate(runs.items()):
+        lines = [s for s in lines if "aug_rt" in s]
+        steps, colour = [s["step"] for s in lines], f"C{i}"
+        label = f"{name}: " if name else ""
+        ax.plot(steps, [s["aug_rt"] for s in lines], color=colour, label=f"{label}r_t = E[sign D(x)]")
+        ax.plot(steps, [s["aug_p"] for s in lines], "--", color=colour, label=f"{label}p, augmentation")
+    if target is not None:
+        ax.axhline(target, color="grey", lw=1, label=f"target r_t {target:g}")
+    ax.set_ylim(-1.02, 1.02)
+    ax.set_ylabel("adaptive augmentation")
+    ax.legend(fontsize="small")
 
 
 def plot_progress(panels: list[Path], out: Path, most: int = 8) -> None:

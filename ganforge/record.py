@@ -165,7 +165,8 @@ class Recorder:
         if not self.active:
             return
         plot_curves(read_stats(self.stats_path), self.run_dir / "curves.png",
-                    title=f"{self.run_dir.name}: the contest ({self.cfg.loss})", probabilities=self.state.loss.logits)
+                    title=f"{self.run_dir.name}: the contest ({self.cfg.loss})", probabilities=self.state.loss.logits,
+                    ada_target=self.cfg.ada_target if self.cfg.ada else None)
         plot_progress(sorted((self.run_dir / "samples").glob("epoch_*.png")), self.run_dir / "progress.png")
 
     def measure(self) -> None:

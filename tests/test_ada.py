@@ -244,3 +244,18 @@ def test_make_augment_picks_the_pipeline():
     assert type(make_augment("", adaptive=False)) is Augment
     with pytest.raises(ValueError, match="needs a policy"):
         make_augment("", adaptive=True)
+
+
+def test_curves_show_the_signal_and_p_where_the_run_adapted(tmp_path):
+    """curves.png grows a panel for r_t and p (with the target) when the train lines carry them."""
+    from PIL import Image
+
+    from ganforge.plots import plot_curves
+    from ganforge.stats import RunStats
+
+    plain = [{"step": s, "d_loss": 1.0, "g_loss": 1.0, "d_real": 0.6, "d_fake": 0.4} for s in range(0, 100, 10)]
+    adapted = [line | {"aug_rt": 0.5 + s / 400, "aug_p": s / 200} for s, line in zip(range(0, 100, 10), plain)]
+    plot_curves(RunStats(plain), tmp_path / "plain.png")
+    plot_curves(RunStats(adapted), tmp_path / "adapted.png", ada_target=0.6)
+    with Image.open(tmp_path / "plain.png") as a, Image.open(tmp_path / "adapted.png") as b:
+        assert b.height > a.height * 1.3 and a.width == b.width

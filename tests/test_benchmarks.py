@@ -72,9 +72,26 @@ def test_families(bench, tmp_path):
                                      "--figure", str(figure)])
     for model in ("dcgan", "light"):
         got = record["models"][model]
-        assert got["steps"] == 3 and got["config"]["model"] == model and got["config"]["image_size"] == 32
+        assert got["steps"] == 8 and got["config"]["model"] == model and got["config"]["image_size"] == 32
         assert got["metrics"]["pixels"]["n_fake"] == 100 and got["metrics"]["pixels"]["fid"] > 0
+        assert got["adaptive"] is None
     assert record["together"] and figure.stat().st_size > 5000
+
+
+def test_families_variants_on_a_small_folder(bench, tmp_path):
+    """Variants of one model on a folder of the data's first images, the adaptive one's signal summarised
+    and plotted."""
+    signal = tmp_path / "signal.png"
+    record = bench("families").main(["--smoke", "--variant", "none", "light", "--variant", "adaptive", "light",
+                                     "ada=true", "log_every=1", "--train-images", "40", "--work",
+                                     str(tmp_path / "runs"), "--signal-figure", str(signal)])
+    assert set(record["models"]) == {"none", "adaptive"} and record["train_images"] == 40
+    assert len(list((tmp_path / "runs" / "digits-40").glob("*.png"))) == 40
+    none, adaptive = record["models"]["none"], record["models"]["adaptive"]
+    assert none["config"]["data"].startswith("folder:") and not none["config"]["ada"] and none["adaptive"] is None
+    assert adaptive["config"]["ada"] and adaptive["adaptive"]["lines"] >= 1
+    assert 0 <= adaptive["adaptive"]["p_final"] <= 1 and -1 <= adaptive["adaptive"]["rt_mean_second_half"] <= 1
+    assert signal.stat().st_size > 5000
 
 
 def test_tuning(bench):

@@ -582,15 +582,16 @@ def render_curves(run: Run) -> bytes:
     from ganforge.plots import plot_curves
 
     try:
-        loss = json.loads((run.folder / "config.json").read_text()).get("loss")
+        config = json.loads((run.folder / "config.json").read_text())
+        loss, target = config.get("loss"), config.get("ada_target") if config.get("ada") else None
     except (OSError, ValueError, AttributeError):
-        loss = None
+        loss = target = None
     stats = run.tail.read()
     if not stats.train:
         raise GanforgeError(f"run {run.id} ({run.name}) has logged no losses yet")
     buffer = io.BytesIO()
     plot_curves(stats, buffer, title=f"{run.name}: the contest ({loss or '?'})",
-                probabilities=LOSSES[loss].logits if loss in LOSSES else True)
+                probabilities=LOSSES[loss].logits if loss in LOSSES else True, ada_target=target)
     return buffer.getvalue()
 
 
