@@ -118,8 +118,8 @@ class TrainState:
         self.phases = self.family.phases(self.loss.phases())  # what a step runs, in order
         self.G_train, D_train, D_frozen = self._wrap()
         # D as the loss calls it: in D's step as trained, in G's step unwrapped (D is not updated there)
-        if cfg.ada is None:  # the model's default for a set of this size, written to the run's config
-            cfg.ada = self.family.adaptive_augment(len(data))
+        if cfg.ada is None:  # the model's default for a set of this size (none over a fixed policy), written to config
+            cfg.ada = not cfg.diffaugment and self.family.adaptive_augment(len(data))
         if cfg.ada and not cfg.diffaugment:
             cfg.diffaugment = ADA_POLICY
         self.augment = make_augment(cfg.diffaugment, adaptive=cfg.ada, target=cfg.ada_target,

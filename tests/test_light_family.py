@@ -8,10 +8,14 @@ from PIL import Image
 from test_reliability import check_kills
 
 from ganforge import directions, load, train
+from ganforge.augment import AdaptiveAugment
 from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
+from ganforge.data import load_data
 from ganforge.errors import GanforgeError
 from ganforge.families import build_generator
+from ganforge.families.light import ADA_BELOW
+from ganforge.state import TrainState
 
 TINY = {"model": "light", "image_size": 32, "g_width": 4, "d_width": 4, "z_dim": 8, "batch_size": 16, "steps": 4,
         "log_every": 2}
@@ -80,3 +84,15 @@ def test_sigkill_at_random_moments_with_adaptive_augmentation_resumes_bit_exact(
             "--set", "ada=true", "--quiet"]
     got = check_kills(tmp_path, steps=60, kills=3, seed=3, within=0.4, run_args=args)
     assert float(got["part/augment/p"]) > 0 and "part/augment/sign_sum" in got  # p moved, and came back exactly
+
+
+@pytest.mark.parametrize("n, diffaugment, adaptive", [(200, "", True), (ADA_BELOW, "", False),
+                                                       (200, "translation", False)])
+def test_adaptive_augmentation_is_on_by_default_for_small_sets_only(tmp_path, n, diffaugment, adaptive):
+    """Below ADA_BELOW images the light model adapts its augmentation unless a fixed policy is asked for;
+    dcgan never does unless told."""
+    data = load_data("digits", 32).subset(torch.arange(n))
+    state = TrainState(tiny_config(**TINY | {"diffaugment": diffaugment}), tmp_path, data)
+    assert state.cfg.ada is adaptive and isinstance(state.augment, AdaptiveAugment) is adaptive
+    assert state.cfg.diffaugment == ("color,translation,cutout" if adaptive else diffaugment)
+    assert TrainState(tiny_config(**TINY | {"model": "dcgan"}), tmp_path, data).cfg.ada is False
