@@ -16,7 +16,7 @@ timeout 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests || status=1
 echo "== throughput and a 2-minute run"
 timeout 330 "$PY" benchmarks/gpu.py --device cuda --steps 200 --minutes 2 "${DATA[@]}" --out "${TMPDIR:-/tmp}/gpu-runs" \
     || status=1
-echo "== the light model and dcgan at 256 px, each precision (benchmarks/results/throughput-faces-256.json)"
+echo "== the light model and dcgan at 256 px, each precision (benchmarks/results/throughput-faces-256-cuda.json)"
 timeout 240 "$PY" benchmarks/throughput.py --device cuda --data faces --image-size 256 --models light dcgan \
     --precisions fp32 bf16 fp16 --batch-size 64 --steps 50 --rounds 2 || status=1
 exit $status

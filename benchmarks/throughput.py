@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.data != "digits" or args.image_size not in (None, 28):
         image_sizes_run(args, precisions, matmul, record)
         if not args.smoke:
-            name = f"throughput-{args.data}-{record['image_size']}"
+            name = f"throughput-{args.data}-{record['image_size']}" + ("" if args.device == "cpu" else f"-{args.device}")
             print(f"results: {write_results(name, record)}")
         return record
     args.models = args.models or ["mlp", "dcgan"]
