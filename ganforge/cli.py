@@ -436,13 +436,14 @@ def _native_shape(data: str) -> tuple[int, int]:
 
 def cmd_compare(args) -> int:
     from ganforge.plots import plot_compare
-    from ganforge.stats import read_stats
+    from ganforge.runfolder import RunFolder
 
     runs = {}
     for run in args.runs:
-        if not (Path(run) / "stats.jsonl").is_file():
+        folder = RunFolder(run)
+        if not folder.has_stats():
             raise GanforgeError(f"{run}: no stats.jsonl; is it a run folder?")
-        measured = read_stats(run).evals
+        measured = folder.stats().evals
         if not measured:
             raise GanforgeError(f"{run}: no quality measurements; train with --eval-every K")
         runs[Path(run).name] = measured

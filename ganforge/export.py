@@ -33,8 +33,8 @@ from ganforge.errors import GanforgeError
 from ganforge.families import MODELS
 from ganforge.inference import load
 from ganforge.io import pack_state, save_record, write_atomic
+from ganforge.runfolder import RunFolder
 from ganforge.sampling import Sampler, save_grid
-from ganforge.stats import read_stats
 from ganforge.t2i import panel_captions
 from ganforge.version import __version__
 
@@ -366,8 +366,8 @@ def export_folder(path: str | Path, out: str | Path, ema: bool = True, measure_n
     source = find_checkpoint(path)
     sampler = load(path, ema)
     meta, name = sampler.meta, out.resolve().name
-    run = home(source)
-    evals = read_stats(run).evals if (run / "stats.jsonl").is_file() else list(meta.get("evals", []))
+    run = RunFolder(home(source))
+    evals = run.stats().evals if run.has_stats() else list(meta.get("evals", []))
     if measure_n and sampler.takes("captions"):
         raise GanforgeError("--eval measures image models; text-to-image models are measured by "
                             "benchmarks/text_to_image.py")
@@ -376,7 +376,7 @@ def export_folder(path: str | Path, out: str | Path, ema: bool = True, measure_n
 
         evals = evals + [{"step": meta["step"], "images_seen": meta.get("images_seen", ""), "at_export": True,
                           **measure(sampler, measure_n)}]
-    captions = (panel_captions(sampler, run)[:8] or ["a picture"]) if sampler.takes("captions") else []
+    captions = (panel_captions(sampler, run.path)[:8] or ["a picture"]) if sampler.takes("captions") else []
     images, nrow, note = sample_grid(sampler, name, captions)
     record = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "ganforge_version": __version__,
               "trained_with": meta.get("trained_with", meta.get("ganforge_version")), "step": meta["step"],

@@ -20,8 +20,8 @@ from ganforge.config import TrainConfig
 from ganforge.errors import GanforgeError
 from ganforge.io import write_atomic
 from ganforge.plots import plot_curves, plot_progress
+from ganforge.runfolder import RunFolder
 from ganforge.sampling import save_grid
-from ganforge.stats import read_stats
 
 D_WINS_LINES = 4  # consecutive stats lines with D near-perfect before the warning that G starves
 COLLAPSE_RECALL = 0.05  # an --eval-every recall below this warns of mode collapse
@@ -48,7 +48,7 @@ def new_run_dir(runs_dir: Path, cfg: TrainConfig) -> Path:
 def write_config(run_dir: Path, cfg: TrainConfig, spec: dict | None = None, chosen: dict | None = None) -> None:
     """config.json: the config, the networks' spec, and what was `chosen` for an "auto" setting and why."""
     extra = ({"model_spec": spec} if spec else {}) | ({"chosen": chosen} if chosen else {})
-    write_atomic(run_dir / "config.json", (json.dumps({**cfg.to_dict(), **extra}, indent=1) + "\n").encode())
+    write_atomic(RunFolder(run_dir).config_path, (json.dumps({**cfg.to_dict(), **extra}, indent=1) + "\n").encode())
 
 
 class Recorder:
@@ -57,8 +57,8 @@ class Recorder:
 
     def __init__(self, state, extractor=None, active: bool = True):
         self.state, self.extractor, self.active = state, extractor, active
-        self.run_dir, self.cfg = state.run_dir, state.cfg
-        self.stats_path = self.run_dir / "stats.jsonl"
+        self.folder, self.cfg = state.folder, state.cfg
+        self.stats_path = self.folder.stats_path
         self.file = None
         self.tensorboard = None
         self.d_wins = 0  # consecutive stats lines in which D was right about nearly everything
@@ -74,10 +74,10 @@ class Recorder:
         if resumed_with:
             self.write({"step": self.state.step, "event": "resume", "changed": resumed_with})
         for name, text in self.state.family.panel_files().items():
-            (self.run_dir / "samples").mkdir(exist_ok=True)
-            write_atomic(self.run_dir / "samples" / name, text.encode())
+            self.folder.samples.mkdir(exist_ok=True)
+            write_atomic(self.folder.samples / name, text.encode())
         if self.cfg.tensorboard:
-            self.tensorboard = _tensorboard_writer(self.run_dir)
+            self.tensorboard = _tensorboard_writer(self.folder.tensorboard)
         if self.state.step == 0:
             self.panel()
 
@@ -95,7 +95,7 @@ class Recorder:
         """Drop the stats lines logged after the state's step (on resume, and on rollback under the open file)."""
         if not self.active or not self.stats_path.is_file():
             return
-        text = "".join(json.dumps(s) + "\n" for s in read_stats(self.stats_path).lines if s["step"] <= self.state.step)
+        text = "".join(json.dumps(s) + "\n" for s in self.folder.stats().lines if s["step"] <= self.state.step)
         if self.file is None:
             write_atomic(self.stats_path, text.encode())
         else:  # the same file, which the open handle appends to
@@ -152,7 +152,7 @@ class Recorder:
         if not self.active:
             return None
         epoch = self.state.epoch if epoch is None else epoch
-        path = self.run_dir / "samples" / f"epoch_{epoch:04d}.png"
+        path = self.folder.panel_path(epoch)
         path.parent.mkdir(exist_ok=True)
         images, nrow = self.state.family.panel(self.state.sampler, self.cfg.n_samples, self.state.fixed_seed)
         save_grid(images, path, nrow=nrow)
@@ -164,10 +164,10 @@ class Recorder:
         """curves.png (the contest) and progress.png (the panels side by side)."""
         if not self.active:
             return
-        plot_curves(read_stats(self.stats_path), self.run_dir / "curves.png",
-                    title=f"{self.run_dir.name}: the contest ({self.cfg.loss})", probabilities=self.state.loss.logits,
+        plot_curves(self.folder.stats(), self.folder.curves_path,
+                    title=f"{self.folder.name}: the contest ({self.cfg.loss})", probabilities=self.state.loss.logits,
                     ada_target=self.cfg.ada_target if self.cfg.ada else None)
-        plot_progress(sorted((self.run_dir / "samples").glob("epoch_*.png")), self.run_dir / "progress.png")
+        plot_progress(self.folder.panels(), self.folder.progress_path)
 
     def measure(self) -> None:
         """An eval line: the quality of the sampler's samples (FID and friends), with --eval-every."""
@@ -188,9 +188,9 @@ class Recorder:
                       "--set diffaugment=color,translation, --loss hinge, or resume an earlier checkpoint")
 
 
-def _tensorboard_writer(run_dir: Path):
+def _tensorboard_writer(folder: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise GanforgeError("--tensorboard needs the tensorboard package: pip install 'ganforge[tensorboard]'") from None
-    return SummaryWriter(str(run_dir / "tensorboard"))
+    return SummaryWriter(str(folder))

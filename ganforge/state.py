@@ -22,7 +22,6 @@ from tqdm import tqdm
 
 from ganforge.augment import ADA_POLICY, make_augment
 from ganforge.checkpoint import (
-    list_checkpoints,
     load_checkpoint,
     optimizer_from_checkpoint,
     optimizer_to_checkpoint,
@@ -37,6 +36,7 @@ from ganforge.hardware import choose_precision
 from ganforge.io import load_module_state, pack_state, unpack_state
 from ganforge.losses import LOSSES, Critic
 from ganforge.phases import NETS
+from ganforge.runfolder import RunFolder
 
 
 @torch.no_grad()
@@ -86,6 +86,7 @@ class TrainState:
     def __init__(self, cfg: TrainConfig, run_dir: Path, data: ImageData, group: Group = SINGLE,
                  resume: tuple[dict, dict] | None = None):
         self.cfg, self.run_dir, self.data, self.group = cfg.validate(), run_dir, data, group
+        self.folder = RunFolder(run_dir)
         self.device = resolve_device(cfg.device, group.local_rank)
         self.precision, self.precision_reason = cfg.precision, None
         if cfg.precision == "auto":  # the same choice on every run of a machine (the probe is cached)
@@ -278,14 +279,14 @@ class TrainState:
             weights = [*self.G.parameters(), *self.D.parameters()]
             if not all(bool(torch.isfinite(w).all()) for w in weights):  # never keep a diverged state
                 raise GanforgeError(f"step {self.step}: G or D holds non-finite weights; not saving them. The last "
-                                    f"good checkpoint is in {self.run_dir / 'checkpoints'}")
+                                    f"good checkpoint is in {self.folder.checkpoints}")
             try:
                 self._write_checkpoint(rank_rngs)
             except OSError as e:
-                for tmp in (self.run_dir / "checkpoints").glob(".*.tmp"):
+                for tmp in self.folder.checkpoints.glob(".*.tmp"):
                     tmp.unlink(missing_ok=True)
-                good = list_checkpoints(self.run_dir / "checkpoints")
-                raise GanforgeError(f"cannot write the checkpoint of step {self.step} in {self.run_dir / 'checkpoints'}: "
+                good = self.folder.checkpoint_files()
+                raise GanforgeError(f"cannot write the checkpoint of step {self.step} in {self.folder.checkpoints}: "
                                     f"{e.strerror or e}. The last good one, {good[-1].stem if good else 'none'}, is "
                                     "intact; free some space (or make the folder writable) and resume") from None
         if self.group.enabled:
@@ -313,7 +314,7 @@ class TrainState:
             "rng": {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
                     "python": [py_state[0], list(py_state[1]), py_state[2]]},
         }
-        save_checkpoint(self.run_dir / "checkpoints", self.step, tensors | parts_tensors, meta,
+        save_checkpoint(self.folder.checkpoints, self.step, tensors | parts_tensors, meta,
                         keep=self.cfg.keep_checkpoints)
 
     def parts(self) -> dict:
@@ -373,7 +374,7 @@ class TrainState:
                 f"training diverged: {reason} at step {bad_step}, again after {cfg.max_rollbacks} rollback(s) to the "
                 f"last good checkpoint with the learning rates x{cfg.nan_lr_factor} each time. Try lower lr_g / lr_d, "
                 "--set spectral_norm=true, --loss hinge, --set r1_gamma=1, or --precision fp32; "
-                f"the last good checkpoint is in {self.run_dir / 'checkpoints'}")
+                f"the last good checkpoint is in {self.folder.checkpoints}")
         rollbacks = self.rollbacks
         self.restore(*load_checkpoint(self.run_dir))
         self.rollbacks = rollbacks

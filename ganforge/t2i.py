@@ -17,6 +17,7 @@ from torch import nn
 
 from ganforge.errors import GanforgeError
 from ganforge.models.text import TextEncoder
+from ganforge.runfolder import RunFolder
 from ganforge.sampling import Latent, Sampler, noise
 
 MAX_CAPTION = 200  # characters a caption may have at drawing time
@@ -123,7 +124,8 @@ def panel_captions(pipe: TextToImage, folder: Path) -> list[str]:
     """The captions a text-to-image model's panels are drawn for: its run's samples/captions.txt, or those a model
     folder records; [] when neither has any."""
     try:
-        return [c for c in (folder / "samples" / "captions.txt").read_text(encoding="utf-8").splitlines() if c.strip()]
+        text = (RunFolder(folder).samples / "captions.txt").read_text(encoding="utf-8")
+        return [c for c in text.splitlines() if c.strip()]
     except (OSError, UnicodeDecodeError):
         return list(pipe.meta.get("captions") or [])
 

@@ -18,7 +18,6 @@ and the agreement of several processes on the clock and Ctrl-C (every SYNC_EVERY
 from __future__ import annotations
 
 import dataclasses
-import json
 import signal
 import sys
 import time
@@ -27,13 +26,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ganforge.checkpoint import is_model_folder, list_checkpoints, load_checkpoint
+from ganforge.checkpoint import is_model_folder, load_checkpoint
 from ganforge.config import TrainConfig
 from ganforge.distributed import broadcast, broadcast_buffers, setup, teardown
 from ganforge.errors import GanforgeError
 from ganforge.families import MODELS
 from ganforge.phases import NETS, Batch
 from ganforge.record import Recorder, new_run_dir, write_config
+from ganforge.runfolder import RunFolder
 from ganforge.state import TrainState, epoch_order
 from ganforge.stats import Collector, collecting
 
@@ -227,10 +227,11 @@ def _resumed_config(run_dir: Path, budget, runtime, record) -> tuple[TrainConfig
     if is_model_folder(run_dir):
         raise GanforgeError(f"{run_dir}: an exported model folder holds no optimizer or RNG state and cannot be "
                             "resumed; resume the training run it was exported from")
-    if run_dir.is_dir() and not list_checkpoints(run_dir / "checkpoints") and (run_dir / "config.json").is_file():
+    folder = RunFolder(run_dir)
+    if run_dir.is_dir() and not folder.checkpoint_files() and folder.config_path.is_file():
         # stopped before its first checkpoint: start it again, in the same folder
         print(f"{run_dir}: no checkpoint yet; starting the run again from step 0", file=sys.stderr)
-        values = json.loads((run_dir / "config.json").read_text())
+        values = folder.config()
         values.pop("model_spec", None)
         values.pop("chosen", None)
         saved, checkpoint = TrainConfig.from_saved(values), None

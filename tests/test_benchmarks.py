@@ -82,8 +82,8 @@ def test_families_variants_on_a_small_folder(bench, tmp_path):
     """Variants of one model on a folder of the data's first images, the adaptive one's signal summarised
     and plotted."""
     signal = tmp_path / "signal.png"
-    record = bench("families").main(["--smoke", "--variant", "none", "light", "--variant", "adaptive", "light",
-                                     "ada=true", "log_every=1", "--train-images", "40", "--work",
+    record = bench("families").main(["--smoke", "--variant", "none", "light", "ada=false", "--variant", "adaptive",
+                                     "light", "ada=true", "log_every=1", "--train-images", "40", "--work",
                                      str(tmp_path / "runs"), "--signal-figure", str(signal)])
     assert set(record["models"]) == {"none", "adaptive"} and record["train_images"] == 40
     assert len(list((tmp_path / "runs" / "digits-40").glob("*.png"))) == 40

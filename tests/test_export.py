@@ -22,6 +22,7 @@ from ganforge.config import TrainConfig
 from ganforge.data import to_uint8
 from ganforge.errors import GanforgeError
 from ganforge.export import TOLERANCE, export, train_command
+from ganforge.runfolder import RunFolder
 from ganforge.sampling import noise
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -243,10 +244,10 @@ def test_eval_and_the_studio_take_a_model_folder(runs, tmp_path, capsys):
     assert main(["eval", str(out), "--n", "100", "--extractor", "pixels"]) == 0  # against the run's data, digits
     assert "fid" in capsys.readouterr().out.lower()
     try:
-        from ganforge.studio.app import discover, is_run
+        from ganforge.studio.app import discover
     except ImportError as e:
         skip_or_fail(f"the studio needs FastAPI ({e}); pip install 'ganforge[studio]'")
-    assert is_run(runs["mlp"]) and not is_run(out)
+    assert RunFolder(runs["mlp"]).is_run() and not RunFolder(out).is_run()
     assert discover([out]) == ([("mlp", out / "config.json")], [])  # a model, named by its folder; no run to watch
 
 

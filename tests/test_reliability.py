@@ -191,7 +191,7 @@ def test_d_winning_every_time_warns_once(tmp_path, capsys):
     for _ in range(6):  # D(x) 0.999, D(G(z)) 0.001 on every line
         rec.log({"d_loss": 0.01, "g_loss": 7.0, "d_real": 0.999, "d_fake": 0.001}, 100.0, Bar())
     rec.close()
-    events = read_stats(rec.run_dir).lines
+    events = rec.folder.stats().lines
     warnings = [e for e in events if e.get("event") == "warning"]
     assert len(warnings) == 1 and warnings[0]["kind"] == "d_wins"
     assert "G gets little gradient" in capsys.readouterr().err
@@ -204,7 +204,7 @@ def test_low_recall_warns_of_mode_collapse(tmp_path, monkeypatch, capsys):
     rec.measure()
     rec.close()
     assert "mode collapse?" in capsys.readouterr().err
-    assert '"kind": "collapse"' in (rec.run_dir / "stats.jsonl").read_text()
+    assert '"kind": "collapse"' in rec.folder.stats_path.read_text()
 
 
 # --- disks

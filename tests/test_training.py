@@ -9,6 +9,7 @@ from ganforge import load, train
 from ganforge.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from ganforge.data import load_data
 from ganforge.errors import GanforgeError
+from ganforge.runfolder import RunFolder
 from ganforge.state import TrainState
 from ganforge.stats import read_stats
 
@@ -34,6 +35,11 @@ def test_run_folder_holds_everything(tmp_path):
     for name in ("progress.png", "curves.png"):
         assert (run / name).stat().st_size > 5000
     assert find_checkpoint(run).name == "step-00000050.json"
+    folder = RunFolder(run)  # the one place the names above live
+    assert folder.is_run() and folder.config() == config and folder.stats().lines == stats
+    assert [p.name for p in folder.panels()] == panels and folder.panel_path(2).is_file()
+    assert folder.checkpoint_files()[-1] == find_checkpoint(run) and folder.curves_path.is_file()
+    assert not RunFolder(tmp_path).is_run()
     assert train(tiny_config(steps=5), runs_dir=tmp_path, progress=False).name == "00001-dcgan-digits"
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import math
 import os
 import time
@@ -50,6 +49,7 @@ from ganforge.data import to_uint8
 from ganforge.errors import GanforgeError
 from ganforge.inference import load
 from ganforge.latent import around, lerp, query_concept, slerp
+from ganforge.runfolder import RunFolder
 from ganforge.sampling import Generator, noise
 from ganforge.stats import StatsTail
 from ganforge.t2i import MAX_CAPTION, TextToImage, check_captions
@@ -171,17 +171,17 @@ class Model:
 class Run:
     id: int
     name: str
-    folder: Path
+    folder: RunFolder
     tail: StatsTail = field(init=False)  # stats.jsonl as it grows: each read parses only what was appended
 
     def __post_init__(self):
-        self.tail = StatsTail(self.folder / "stats.jsonl")
+        self.tail = StatsTail(self.folder.stats_path)
 
     def info(self) -> dict:
         """Its state (reads the file system: call it off the event loop)."""
-        stats = self.folder / "stats.jsonl"
+        stats = self.folder.stats_path
         mtime = stats.stat().st_mtime if stats.is_file() else None
-        panels = self.panels()
+        panels = self.folder.panels()
         last = self.tail.read().lines[-1:]
         return {"id": self.id, "name": self.name,
                 "training": mtime is not None and time.time() - mtime < TRAINING_WINDOW_S,
@@ -189,15 +189,6 @@ class Run:
                 "last": last[0] if last else None,
                 "panel": panels[-1].name if panels else None,
                 "panel_version": panels[-1].stat().st_mtime_ns if panels else 0}
-
-    def panels(self) -> list[Path]:
-        return sorted((self.folder / "samples").glob("epoch_*.png"))
-
-
-def is_run(folder: Path) -> bool:
-    """A training run's folder (an exported model folder's config.json is no run's)."""
-    return folder.is_dir() and ((folder / "config.json").is_file() and not is_model_folder(folder)
-                                or (folder / "stats.jsonl").is_file())
 
 
 def distinct_names(paths: list[Path]) -> list[str]:
@@ -223,9 +214,9 @@ def discover(paths: list[str | Path]) -> tuple[list[tuple[str, Path]], list[tupl
         path = Path(given).expanduser().resolve()
         if not path.exists() and not path.with_suffix(".json").exists():
             raise GanforgeError(f"{given}: no such run folder or checkpoint")
-        if path.is_dir() and not is_run(path) and not list_checkpoints(path / "checkpoints") \
+        if path.is_dir() and not RunFolder(path).is_run() and not list_checkpoints(path / "checkpoints") \
                 and not list_checkpoints(path) and not is_model_folder(path):
-            below = sorted(c for c in path.iterdir() if is_run(c))
+            below = sorted(c for c in path.iterdir() if RunFolder(c).is_run())
             if not below:
                 raise GanforgeError(f"{given}: neither a run folder, a checkpoint, nor a folder of run folders")
             items += below
@@ -233,12 +224,12 @@ def discover(paths: list[str | Path]) -> tuple[list[tuple[str, Path]], list[tupl
             items.append(path)
     models, runs = [], []
     for path in dict.fromkeys(items):  # a path named twice is served once
-        if is_run(path):
+        if RunFolder(path).is_run():
             runs.append(path)
         try:
             ckpt = find_checkpoint(path)
         except GanforgeError:
-            if is_run(path):
+            if RunFolder(path).is_run():
                 continue  # a run that has not saved a checkpoint yet: the monitor can still watch it
             raise
         models.append((path if path.is_dir() else ckpt.with_suffix(""), ckpt))
@@ -349,7 +340,7 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32,
     """The studio for `paths`, answering requests addressed to `host`, the address it is served on."""
     named_models, named_runs = discover(paths)
     models = [load_model(i, name, ckpt) for i, (name, ckpt) in enumerate(named_models)]
-    runs = [Run(i, name, folder) for i, (name, folder) in enumerate(named_runs)]
+    runs = [Run(i, name, RunFolder(folder)) for i, (name, folder) in enumerate(named_runs)]
     queue = GenerationQueue(workers, max_pending)
     curves_cache: OrderedDict = OrderedDict()
     t2i_cache: OrderedDict = OrderedDict()
@@ -555,16 +546,16 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32,
         or progress.png."""
         run = get_run(rid)
         if name == "latest":
-            panels = run.panels()
+            panels = run.folder.panels()
             if not panels:
                 raise HTTPException(404, f"run {rid} ({run.name}) has no samples panel yet")
             return png_response(panels[-1].read_bytes(), **{"X-Panel": panels[-1].name})
         if name == "progress":
-            path = run.folder / "progress.png"
+            path = run.folder.progress_path
             if not path.is_file():
                 raise HTTPException(404, f"run {rid} ({run.name}) has no progress.png yet")
             return png_response(path.read_bytes())
-        stats_path = run.folder / "stats.jsonl"
+        stats_path = run.folder.stats_path
         if not stats_path.is_file():
             raise HTTPException(404, f"run {rid} ({run.name}) has no stats yet")
         key = (rid, stats_path.stat().st_mtime_ns)
@@ -581,11 +572,8 @@ def render_curves(run: Run) -> bytes:
     from ganforge.losses import LOSSES
     from ganforge.plots import plot_curves
 
-    try:
-        config = json.loads((run.folder / "config.json").read_text())
-        loss, target = config.get("loss"), config.get("ada_target") if config.get("ada") else None
-    except (OSError, ValueError, AttributeError):
-        loss = target = None
+    config = run.folder.config()
+    loss, target = config.get("loss"), config.get("ada_target") if config.get("ada") else None
     stats = run.tail.read()
     if not stats.train:
         raise GanforgeError(f"run {run.id} ({run.name}) has logged no losses yet")
