@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ganforge.config import PLUGIN_OPTIONS, PRECISIONS, CoreConfig, image_sizes
+from ganforge.data.sources import sources_help, spellings
 from ganforge.directions import METHODS
 from ganforge.errors import GanforgeError
 from ganforge.families import MODELS
@@ -105,8 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=LOSSES.names(), help=f"the game: {LOSSES.help()}; their penalties and "
                    "n_critic, spectral_norm, diffaugment, ema_decay: see --set")
     t.add_argument("--data", metavar="SOURCE",
-                   help="digits (bundled, default), mnist, fashion-mnist, faces (drawn here), folder:PATH, "
-                   "celeba:PATH, lsun:PATH (an LMDB folder) or prepared:DIR (from `ganforge prepare`); with captions, for stackgan1: faces-captions, fashion-mnist-captions, captions:PATH")
+                   help=f"where the images come from: {sources_help()}")
     t.add_argument("--image-size", type=int, choices=image_sizes(),
                    help="default: the data's own size, 64 for folders, at most 32 for stackgan1")
     t.add_argument("--channels", type=int, choices=[1, 3], help="default: the data's own (folders: 3)")
@@ -141,11 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("prepare", help="decode a data source once into memory-mapped shards for training",
                             description="Decode any source (folder:PATH, celeba:PATH, lsun:PATH, captions:PATH, or a "
-                            "built-in one) into a prepared data set: uint8 shards read by memory map, and a "
+                            "built-in one; `ganforge train --help` lists them) into a prepared data set: uint8 shards read by memory map, and a "
                             "manifest.json. Uses every core; Ctrl-C or a crash keeps the finished shards, and the "
                             "same command continues. Train from it with --data prepared:DIR. Prints the folder.")
-    p.add_argument("source", metavar="SOURCE", help="folder:PATH, celeba:PATH, lsun:PATH, captions:PATH, digits, "
-                   "mnist, fashion-mnist, faces, ...")
+    p.add_argument("source", metavar="SOURCE", help=spellings())
     p.add_argument("--image-size", type=int, choices=image_sizes(), help="default: 64 (built-in sets: their own)")
     p.add_argument("--channels", type=int, choices=[1, 3], help="default: 3 (built-in sets: their own)")
     p.add_argument("--out", metavar="DIR", help="the prepared folder (default: ganforge's cache, where training "
@@ -425,13 +424,10 @@ def cmd_eval(args) -> int:
 
 def _native_shape(data: str) -> tuple[int, int]:
     """(size, channels) that samples given as a folder are brought to: the data's own."""
-    if data.startswith("prepared:"):
-        from ganforge.data.prepared import read_manifest
-        channels, size, _ = read_manifest(Path(data.removeprefix("prepared:")).expanduser())["shape"]
-        return size, channels
-    if data == "faces" or data.startswith(("folder:", "celeba:", "lsun:", "captions:")):
-        return 64, 3
-    return 28, 1
+    from ganforge.data import find_source
+
+    source, path = find_source(data)
+    return source.native_shape(path)
 
 
 def cmd_compare(args) -> int:

@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, fields
 
 from ganforge.augment import ADA_TARGET, parse_policy
+from ganforge.data.sources import find_source
 from ganforge.errors import GanforgeError
 from ganforge.families import MODELS
 from ganforge.losses import LOSSES
@@ -31,9 +32,7 @@ class CoreConfig:
 
     # --- what to train
     model: str = "dcgan"  # one of MODELS (families/; `ganforge train --help` lists them)
-    # digits, mnist, fashion-mnist, faces, folder:PATH, celeba:PATH, lsun:PATH, prepared:DIR; captioned (for stackgan):
-    # faces-captions, fashion-mnist-captions, captions:PATH
-    data: str = "digits"
+    data: str = "digits"  # one of SOURCES (data/sources.py): digits, faces, folder:PATH, prepared:DIR, ...
     data_dir: str | None = None  # where the IDX files of mnist / fashion-mnist lie
     download: bool = False  # let torchvision download mnist / fashion-mnist (needs the network)
     image_size: int | None = None  # 28, 32, 56, 64 or 128; None: the data's own size (28), 64 for folders,
@@ -108,9 +107,10 @@ class CoreConfig:
             raise bad("nan_lr_factor", "must be in (0, 1]")
         if self.max_rollbacks < 0:
             raise bad("max_rollbacks", "must be 0 or more")
-        if not (self.data in DATA_SOURCES or self.data.startswith(PATH_SOURCES)):
-            raise bad("data", f"unknown data; choose one of {', '.join(DATA_SOURCES)}, "
-                      + ", ".join(f"{p}PATH" for p in PATH_SOURCES))
+        try:
+            find_source(self.data)
+        except GanforgeError as e:
+            raise bad("data", str(e).replace(f"data {self.data!r}", "data", 1)) from None
         sizes = MODELS[self.model].sizes
         if self.image_size is not None and self.image_size not in sizes:
             raise bad("image_size", f"--model {self.model} draws {', '.join(map(str, sizes))} pixel images")
@@ -210,8 +210,6 @@ TrainConfig = dataclasses.make_dataclass(
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 D_NORMS = ("batch", "layer", "none")
-DATA_SOURCES = ("digits", "mnist", "fashion-mnist", "faces", "faces-captions", "fashion-mnist-captions")
-PATH_SOURCES = ("folder:", "celeba:", "lsun:", "prepared:", "captions:")  # sources of the user's own files
 
 
 def image_sizes() -> list[int]:

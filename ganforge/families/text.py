@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ganforge.checkpoint import load_checkpoint
 from ganforge.data import fit
+from ganforge.data.sources import spellings
 from ganforge.distributed import SINGLE
 from ganforge.errors import GanforgeError
 from ganforge.families.base import MODELS, Family, family_of, load_net, pick_generator
@@ -90,8 +91,8 @@ class Captioned(Conv, Family):
     def load_data(cls, cfg):
         data = super().load_data(cfg)
         if data.captions is None:
-            raise GanforgeError(f"--model {cfg.model} needs captioned data: captions:PATH, faces-captions or "
-                                f"fashion-mnist-captions; {cfg.data} has no captions")
+            raise GanforgeError(f"--model {cfg.model} needs captioned data ({spellings('captions')}); "
+                                f"{cfg.data} has no captions")
         return data
 
     def __init__(self, cfg, data, device, group=SINGLE, resume=None):

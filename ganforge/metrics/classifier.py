@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ganforge.data import ImageData, fit, load_data, to_float
+from ganforge.data import ImageData, find_source, fit, load_data, to_float
 from ganforge.errors import GanforgeError
 from ganforge.io import DamagedRecord, cache_dir, load_module_state, load_or_train, load_record, save_record
 
@@ -47,8 +47,9 @@ def split_data(spec: str, data_dir: str | None = None, image_size: int | None = 
                channels: int | None = None, attributes: bool = False) -> tuple[ImageData, ImageData, str]:
     """(train, held-out, description): the standard test files for mnist / fashion-mnist,
     otherwise a fixed, seeded 10% of the images."""
-    kwargs = {"data_dir": data_dir, "folder_labels": spec.startswith("folder:")}
-    if spec in ("mnist", "fashion-mnist"):
+    source, _ = find_source(spec)
+    kwargs = {"data_dir": data_dir, **source.classify_with}
+    if source.held_out_files:
         return (load_data(spec, image_size, channels, **kwargs),
                 load_data(spec, image_size, channels, split="test", **kwargs), "test files")
     data = load_data(spec, image_size, channels, **kwargs)
@@ -63,7 +64,7 @@ def split_data(spec: str, data_dir: str | None = None, image_size: int | None = 
 
 def has_attributes_only(spec: str) -> bool:
     """Whether a source's images carry attributes and no class labels (its classifier is of attributes)."""
-    data = load_data(spec, folder_labels=spec.startswith("folder:"))
+    data = load_data(spec, **find_source(spec)[0].classify_with)
     return data.labels is None and data.attributes is not None
 
 
