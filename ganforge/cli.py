@@ -494,30 +494,11 @@ def cmd_interpolate(args) -> int:
     return 0
 
 
-def _load_image(path: str, G):
-    """An image file -> float (C, H, W) in [-1, 1] at G's size and channels."""
-    import torch
-
-    from ganforge.data import to_float
-    from ganforge.data.folder import decode
-
-    try:
-        array = decode(Path(path), G.image_size, G.channels)
-    except FileNotFoundError:
-        raise GanforgeError(f"{path}: no such file") from None
-    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for files it cannot read
-        raise GanforgeError(f"{path}: not an image Pillow can read ({type(e).__name__}: {e})") from None
-    return to_float(torch.tensor(array))
-
-
 def cmd_arithmetic(args) -> int:
     import json
-    import re
-
-    import torch
 
     from ganforge.inference import load
-    from ganforge.latent import Concept, around, combine, invert, parse_expression, query_concept, seed_noise
+    from ganforge.latent import around, combine, concept_from, parse_expression
     from ganforge.metrics.classifier import attribute_scorer
     from ganforge.plots import plot_arithmetic
 
@@ -527,27 +508,16 @@ def cmd_arithmetic(args) -> int:
     terms = parse_expression(args.expression)
     root = Path(args.cache_dir) if args.cache_dir else None
     classifier = None
-    concepts: dict[str, Concept] = {}
+
+    def scorer():  # the attribute classifier, loaded (or trained) for the first query only
+        nonlocal classifier
+        classifier = classifier or attribute_scorer(args.attributes_of or G.meta["config"]["data"], root)
+        return classifier
+
+    concepts = {}
     for given in args.concept:
-        name, sep, value = given.partition("=")
-        name, value = name.strip(), value.strip()
-        if not sep or not name or not value:
-            raise GanforgeError(f"--concept {given!r}: expected NAME=SEEDS, NAME=QUERY or NAME=images:FILES")
-        if re.fullmatch(r"\d+(,\d+)*", value):
-            seeds = [int(x) for x in value.split(",")]
-            z = seed_noise(seeds, G.z_dim)
-            concept = Concept(name, z, "seeds", seeds, images=G(z))
-        elif value.startswith("images:"):
-            zs = [invert(G, _load_image(f, G), progress=True)[0] for f in value.removeprefix("images:").split(",")]
-            z = torch.stack(zs)
-            concept = Concept(name, z, "images " + value.removeprefix("images:"), images=G(z))
-        else:
-            classifier = classifier or attribute_scorer(args.attributes_of or G.meta["config"]["data"], root)
-            concept = query_concept(G, *classifier, value, args.k, args.pool, args.seed, name)
-        if len(concept.z) < 3:
-            raise GanforgeError(f"--concept {name}: a concept averages at least 3 z vectors (as in the DCGAN "
-                                f"paper), got {len(concept.z)}")
-        concepts[name] = concept
+        concept = concept_from(G, given, scorer, args.k, args.pool, args.seed, progress=True)
+        concepts[concept.name] = concept
     result_z = combine(terms, concepts)
     results = G(around(result_z, 9, args.noise, args.seed))
     columns = [(f"{'+' if sign > 0 else '−'} {name}: {concepts[name].source}", concepts[name].images,
@@ -570,25 +540,15 @@ def cmd_invert(args) -> int:
     import torch
 
     from ganforge.inference import load
-    from ganforge.latent import invert
-    from ganforge.metrics.classifier import classifier_path, load_classifier, resize_to
+    from ganforge.latent import inversion_features, invert, read_image
     from ganforge.sampling import save_grid
 
     G = load(args.checkpoint, ema=not args.no_ema, kind="image")
     if G.conditional:
         raise GanforgeError("invert works on unconditional generators (dcgan, mlp)")
-    target = _load_image(args.image, G)
-    root = Path(args.cache_dir) if args.cache_dir else None
+    target = read_image(args.image, G.image_size, G.channels)
     data = G.meta["config"]["data"]
-    features = None
-    for attributes in (True, False):  # a cached classifier of the data gives the feature loss
-        if classifier_path(data, root, attributes).is_file():
-            net, info = load_classifier(data, root, attributes)
-            net.requires_grad_(False)
-            if info["channels"] == G.channels:
-                def features(x, net=net, size=info["image_size"]):
-                    return net.body(resize_to(x, size))
-                break
+    features = inversion_features(data, G.channels, Path(args.cache_dir) if args.cache_dir else None)
     if features is None:
         print(f"no classifier of {data} cached: pixel loss only (train one with `ganforge classifier train`)",
               file=sys.stderr)

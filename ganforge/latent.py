@@ -2,14 +2,17 @@
 
 A z vector is named by a seed (`seed_noise`: row 0 of the seed's noise, the first sample
 `G.sample(n, seed)` draws), found by an attribute query on G's samples (`query_concept`), or
-recovered from an image (`invert`). G is a loaded generator (`ganforge.load`). A concept is several such vectors;
-arithmetic works on their averages, as in the DCGAN paper (Radford et al. 2015, section 6.3).
+recovered from an image (`invert`, the image read by `read_image`, a classifier's features from
+`inversion_features`). G is a loaded generator (`ganforge.load`). A concept is several such vectors, spelt as
+the command line and the studio take them by `concept_from`; arithmetic works on their averages, as in the
+DCGAN paper (Radford et al. 2015, section 6.3).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +123,30 @@ def pick(logits: torch.Tensor, terms: list[tuple[int, bool]], k: int, query: str
     return best, score[best].exp()
 
 
+def concept_from(G: Generator, given: str, scorer, k: int = 3, pool: int = 2000, seed: int = 0,
+                 progress: bool = False) -> Concept:
+    """A concept spelt NAME=SEEDS (3,7,11), NAME=QUERY (an attribute query: `scorer()` gives the classifier
+    and its attribute names, asked for only here) or NAME=images:FILES (image files, each inverted into z)."""
+    name, sep, value = given.partition("=")
+    name, value = name.strip(), value.strip()
+    if not sep or not name or not value:
+        raise GanforgeError(f"--concept {given!r}: expected NAME=SEEDS, NAME=QUERY or NAME=images:FILES")
+    if re.fullmatch(r"\d+(,\d+)*", value):
+        seeds = [int(x) for x in value.split(",")]
+        z = seed_noise(seeds, G.z_dim)
+        concept = Concept(name, z, "seeds", seeds, images=G(z))
+    elif value.startswith("images:"):
+        files = value.removeprefix("images:")
+        z = torch.stack([invert(G, read_image(f, G.image_size, G.channels), progress=progress)[0]
+                         for f in files.split(",")])
+        concept = Concept(name, z, "images " + files, images=G(z))
+    else:
+        concept = query_concept(G, *scorer(), value, k, pool, seed, name)
+    if len(concept.z) < 3:
+        raise GanforgeError(f"--concept {name}: a concept averages at least 3 z vectors (as in the DCGAN "
+                            f"paper), got {len(concept.z)}")
+    return concept
+
 @torch.no_grad()
 def query_concept(G: Generator, classify, names: list[str], query: str, k: int = 3, pool: int = 2000,
                   first_seed: int = 0, name: str = "") -> Concept:
@@ -136,6 +163,34 @@ def query_concept(G: Generator, classify, names: list[str], query: str, k: int =
 
 
 # --- inversion
+def read_image(path: str | Path, size: int, channels: int) -> torch.Tensor:
+    """An image file -> float (C, H, W) in [-1, 1] at `size` and `channels`: what `invert` matches."""
+    from ganforge.data import to_float
+    from ganforge.data.folder import decode
+
+    try:
+        array = decode(Path(path), size, channels)
+    except FileNotFoundError:
+        raise GanforgeError(f"{path}: no such file") from None
+    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for files it cannot read
+        raise GanforgeError(f"{path}: not an image Pillow can read ({type(e).__name__}: {e})") from None
+    return to_float(torch.tensor(array))
+
+
+def inversion_features(data: str, channels: int, root: Path | None = None):
+    """The feature loss for `invert`: the body of a cached classifier of `data` (of attributes first, then of
+    classes) at G's channel count, as a function of images; None where none is cached."""
+    from ganforge.metrics.classifier import classifier_path, load_classifier, resize_to
+
+    for attributes in (True, False):
+        if classifier_path(data, root, attributes).is_file():
+            net, info = load_classifier(data, root, attributes)
+            net.requires_grad_(False)
+            if info["channels"] == channels:
+                return lambda x, net=net, size=info["image_size"]: net.body(resize_to(x, size))
+    return None
+
+
 def invert(G: Generator, target: torch.Tensor, steps: int = 300, restarts: int = 4, lr: float = 0.05,
            prior: float = 1e-3, features: nn.Module | None = None, feature_weight: float = 0.1,
            seed: int = 0, progress: bool = False) -> tuple[torch.Tensor, float]:
