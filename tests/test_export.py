@@ -269,7 +269,7 @@ def test_refusals_name_what_is_wrong_and_write_nothing(runs, tmp_path, capsys):
     (taken / "notes.txt").write_text("mine")
     for argv, message in [
         ([str(untrained), "--format", "folder", "--out", str(tmp_path / "a")], "no checkpoint found"),
-        ([str(untrained), "--format", "onnx", "--out", str(tmp_path / "a.onnx")], "no checkpoint found|onnx"),
+        ([str(untrained), "--format", "onnx", "--out", str(tmp_path / "a.onnx")], "no checkpoint found"),
         ([str(runs["dcgan"]), "--format", "onnx", "--out", str(tmp_path / "g.png")], "a file ending in .onnx"),
         ([str(runs["dcgan"]), "--format", "onnx", "--out", str(taken)], "a file ending in .onnx"),
         ([str(runs["dcgan"]), "--format", "folder", "--out", str(taken)], "not empty and not an earlier export"),

@@ -51,8 +51,10 @@ def test_the_terms_and_penalties_in_closed_form():
     assert stats["d_loss/r1"] == pytest.approx(w2.item(), rel=1e-5) == stats["d_loss/r2"]
     assert stats["d_loss"] == pytest.approx(F.softplus(-pairs).mean().item(), rel=1e-5)
     assert stats["d_real"] == pytest.approx(D(real).mean().item(), rel=1e-5)  # raw scores, not sigmoids
-    d.backward()
-    assert D.w.grad is not None  # the penalties train D: they are differentiable in its weights
+    d.backward()  # the penalties train D: gamma / 2 (R1 + R2) = 0.5 ||w||^2 adds w to the pairing term's gradient
+    with_penalties, D.w.grad = D.w.grad.clone(), None
+    _loss(r3gan_gamma=0.0).discriminator(critic, real, fake).backward()
+    assert torch.allclose(with_penalties - D.w.grad, D.w.detach(), atol=1e-5)
     assert _loss(r3gan_gamma=0.0).discriminator(critic, real, fake).item() == pytest.approx(
         F.softplus(-pairs).mean().item(), rel=1e-5)  # gamma 0: the pairing term alone
 
