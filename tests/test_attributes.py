@@ -28,7 +28,10 @@ def test_attribute_classifier_is_trained_cached_and_reads_faces(tmp_path):
     classify, names = attribute_scorer("faces", tmp_path)
     images, truth = draw_faces(300, seed=4321)  # faces the classifier never saw, at 64 px
     agree = ((classify(to_float(images)) > 0) == truth).double().mean(0)
-    assert agree.mean() > 0.8, dict(zip(names, agree.tolist()))
+    share = truth.double().mean(0)
+    guess = torch.maximum(share, 1 - share)  # answering each attribute's commoner value: 0.69 on average
+    assert agree.mean() > guess.mean() + 0.15, dict(zip(names, agree.tolist()))
+    assert (agree > guess + 0.1).sum() >= 12, dict(zip(names, (agree - guess).tolist()))  # 14 of 16 measured
     # classifier:faces, the faces having attributes and no classes, is this classifier's features
     extractor = get_extractor("classifier:faces", tmp_path)
     assert extractor.classes is None and extractor.sha256 == meta["sha256"]
