@@ -43,6 +43,9 @@ def test_this_cpu_gets_a_choice_that_follows_its_flags():
     assert precision in ("bf16", "fp32") and why
     if not fast:  # e.g. AVX2 alone: bf16 is emulated there, and never chosen
         assert precision == "fp32" and "neither AMX nor AVX-512 BF16" in why
+    else:  # AMX or AVX-512 BF16: the choice follows the measured (and cached) speed-up, and says it
+        speedup = hardware.bf16_probe(info)["speedup"]
+        assert precision == ("bf16" if speedup >= hardware.MIN_SPEEDUP else "fp32") and f"{speedup}x" in why
 
 
 def test_a_cpu_with_amx_trains_in_bf16_when_the_probe_confirms_it_and_the_probe_is_cached(monkeypatch):

@@ -43,16 +43,17 @@ def _saved_step(out) -> int | None:
 def train_with_kills(out, steps: int, kills: int, seed: int, within: float = 0.4, run_args=KILL_RUN) -> tuple:
     """Train `run_args` (KILL_RUN) for `steps`, SIGKILLing the process `kills` times and resuming after each. A kill comes at a random
     moment of start-up (one in five), or at a random moment up to `within` s after the process has saved a new
-    checkpoint: inside a step, a checkpoint write, a stats line, an epoch's panel. -> (run, kills, steps saved
-    before each kill)."""
+    checkpoint: inside a step, a checkpoint write, a stats line, an epoch's panel. -> (run, kills, the step saved
+    before each kill, and whether that kill waited for a new checkpoint)."""
     rng = random.Random(seed)
-    run, killed, moments = None, 0, []
+    run, killed, moments, waited = None, 0, [], []
     while True:
         before = _saved_step(out)
         proc = _ganforge("train", "--resume", str(run), "--quiet") if run else \
             _ganforge("train", "--out", str(out), "--steps", str(steps), *run_args)
         if killed < kills:
-            if rng.random() < 0.2:
+            early = rng.random() < 0.2
+            if early:
                 time.sleep(rng.uniform(0.2, 3.0))
             else:
                 deadline = time.time() + 120
@@ -64,6 +65,7 @@ def train_with_kills(out, steps: int, kills: int, seed: int, within: float = 0.4
                 proc.communicate()
                 killed += 1
                 moments.append(_saved_step(out))
+                waited.append(not early)
                 found = sorted(out.iterdir()) if out.is_dir() else []
                 run = found[0] if found else None
                 if run is not None and not (run / "config.json").is_file():  # killed while making the folder
@@ -72,7 +74,7 @@ def train_with_kills(out, steps: int, kills: int, seed: int, within: float = 0.4
                 continue
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-2000:]
-        return run or min(out.iterdir()), killed, moments
+        return run or min(out.iterdir()), killed, moments, waited
 
 
 def check_kills(tmp_path, steps: int, kills: int, seed: int, within: float, run_args=KILL_RUN) -> dict:
@@ -80,8 +82,11 @@ def check_kills(tmp_path, steps: int, kills: int, seed: int, within: float, run_
     reference = _ganforge("train", "--out", str(tmp_path / "reference"), "--steps", str(steps), *run_args)
     _, err = reference.communicate(timeout=600)
     assert reference.returncode == 0, err[-2000:]
-    run, killed, moments = train_with_kills(tmp_path / "killed", steps, kills, seed, within, run_args)
-    assert killed == kills and sum(m is not None for m in moments) >= kills // 2, moments  # most during training
+    run, killed, moments, waited = train_with_kills(tmp_path / "killed", steps, kills, seed, within, run_args)
+    assert killed == kills and any(waited), (moments, waited)
+    # every kill that waited for a new checkpoint came while training was under way, after that checkpoint
+    assert all(m is not None and (i == 0 or moments[i - 1] is None or m > moments[i - 1])
+               for i, (m, w) in enumerate(zip(moments, waited)) if w), (moments, waited)
     ref_meta, ref = load_checkpoint(next((tmp_path / "reference").iterdir()))
     meta, got = load_checkpoint(run)
     assert meta["step"] == ref_meta["step"] == steps
