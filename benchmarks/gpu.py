@@ -6,7 +6,8 @@ For each precision (fp32, bf16, fp16) and each of eager and compiled: ganforge's
 (the paper's widths, batch 128) over the bundled digits, images/s over --steps timed steps after a warm-up, all in
 this one process. Then `ganforge train --preset gpu --precision auto` on --data for --minutes, measured with
 `ganforge eval`'s default extractor (the data's classifier) on 10,000 samples. benchmarks/gpu.sh runs it with the
-gpu-marked tests; writes benchmarks/results/gpu.json. --smoke: the CPU, fp32 eager only, 3 steps, no training
+gpu-marked tests; writes benchmarks/results/gpu.json after each part, and exits non-zero when any row failed
+(the file keeps its error). --smoke: the CPU, fp32 eager only, 3 steps, no training
 run, at the smoke sizes; no results file.
 """
 
@@ -41,7 +42,7 @@ def rates(device: str, steps: int, precisions: list[str], compiled: list[bool], 
                     trainer = TrainState(cfg, Path(tmp), data)
                     ganforge_train(trainer, max(3, steps // 10))  # warm-up: kernels chosen, graphs compiled
                     rate = ganforge_train(trainer, steps)
-                except (GanforgeError, RuntimeError) as e:  # a precision this device lacks: say so, go on
+                except (GanforgeError, RuntimeError) as e:  # say so, go on: main exits non-zero at the end
                     rows.append({"precision": precision, "compile": compile_, "error": str(e)[:300]})
                     print(f"{precision:>5} {'compiled' if compile_ else 'eager':>9}: {e}"[:200])
                     continue
@@ -69,17 +70,22 @@ def main(argv: list[str] | None = None) -> dict:
                                   "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                                   "rows": rates(args.device, args.steps, precisions, [False] if args.smoke else
                                                 [False, True], SMOKE_MODEL if args.smoke else {})}
+    failed = [r for r in record["rows"] if "error" in r]
     if not args.smoke:
+        print(write_results("gpu", record))  # after each part: a timeout keeps what was measured
         start = time.perf_counter()
         cfg = make_config("gpu", {"data": args.data, "data_dir": args.data_dir, "minutes": args.minutes,
                                   "device": args.device, "precision": "auto"})
         run = train(cfg, runs_dir=args.out, progress=False)
         G = load(run)
         record["training"] = {"run": str(run), "data": args.data, "minutes": args.minutes, "steps": G.meta["step"],
-                              "seconds": time.perf_counter() - start, **measure(G, 10_000)}
+                              "seconds": time.perf_counter() - start, **measure(G, 10_000, data_dir=args.data_dir)}
         print(f"{args.data}, {args.minutes:g} min at the gpu preset: {G.meta['step']} steps, "
               f"FID {record['training']['fid']:.1f} ({record['training']['extractor']})")
         print(write_results("gpu", record))
+    if failed:
+        raise SystemExit(f"benchmarks/gpu.py: {len(failed)} of {len(record['rows'])} throughput rows failed "
+                         f"({', '.join(r['precision'] + (' compiled' if r['compile'] else '') for r in failed)})")
     return record
 
 

@@ -7,6 +7,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
+if ! "$PY" -c "import torch, ganforge" 2>/dev/null; then
+    echo "benchmarks/gpu.sh needs a Python with torch and ganforge: run \`make setup\` (it makes .venv) or set" \
+         "PYTHON=/path/to/python; a machine without network needs .venv carried with the working tree" >&2
+    exit 2
+fi
 DATA_DIR=${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
 DATA=(--data fashion-mnist --data-dir "$DATA_DIR")
 [ -d "$DATA_DIR" ] || DATA=(--data digits)

@@ -140,6 +140,13 @@ def test_gpu(bench):
     record = bench("gpu").main(["--smoke"])
     assert record["device"] == "cpu" and [r["precision"] for r in record["rows"]] == ["fp32"]
     assert record["rows"][0]["images_per_s"] > 0 and "training" not in record
+    gpu = bench("gpu")
+
+    def broken(trainer, steps):
+        raise RuntimeError("no kernel for this precision")
+    gpu.ganforge_train = broken  # a row that fails makes the script fail, not a quiet "error" in the file
+    with pytest.raises(SystemExit, match="1 of 1 throughput rows failed"):
+        gpu.main(["--smoke"])
 
 
 def test_directions(bench, monkeypatch):
