@@ -242,6 +242,12 @@ def test_trained_features_separate_the_digits(tmp_path):
     features = F.normalize(extract(extractor, data.images, batch=1000)[0], dim=1)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
     train, test = order[:9000], order[9000:]
-    neighbours = (features[test] @ features[train].T).topk(10, dim=1).indices
-    accuracy = (data.labels[train][neighbours].mode(1).values == data.labels[test]).double().mean().item()
-    assert accuracy > 0.9
+    def knn(features):
+        neighbours = (features[test] @ features[train].T).topk(10, dim=1).indices
+        return (data.labels[train][neighbours].mode(1).values == data.labels[test]).double().mean().item()
+
+    pixels = knn(F.normalize(to_float(data.images).flatten(1), dim=1))  # 0.941: digits are easy for pixels
+    accuracy = knn(features)
+    print(f"k-NN: features {accuracy:.3f}, pixels {pixels:.3f}")
+    # measured: 0.928 trained against 0.941 for pixels; an extractor trained 1 step gets 0.906 (the old bar was 0.9)
+    assert accuracy > pixels - 0.025, (accuracy, pixels)
