@@ -242,6 +242,7 @@ def test_trained_features_separate_the_digits(tmp_path):
     features = F.normalize(extract(extractor, data.images, batch=1000)[0], dim=1)
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
     train, test = order[:9000], order[9000:]
+
     def knn(features):
         neighbours = (features[test] @ features[train].T).topk(10, dim=1).indices
         return (data.labels[train][neighbours].mode(1).values == data.labels[test]).double().mean().item()
