@@ -119,3 +119,12 @@ def test_stats_tail_parses_only_what_was_appended_and_starts_again_on_a_rewrite(
     assert [s["step"] for s in tail.read().lines] == [7] == [s["step"] for s in read_stats(path).lines]
     path.unlink()
     assert tail.read().lines == []
+
+
+def test_the_width_options_help_states_each_models_default():
+    """g_width's help says 64 for cgan and 32 for the other conv models: it must stay what the models use."""
+    widths = {name: MODELS[name].default_width for name in MODELS if hasattr(MODELS[name], "default_width")}
+    assert widths.pop("cgan") == 64 and set(widths.values()) == {32} and {"dcgan", "light"} <= widths.keys()
+    assert "64 for cgan, 32 for the other conv models" in PLUGIN_OPTIONS["g_width"].help
+    cfg = TrainConfig(model="light", data="faces").validate()
+    assert (cfg.g_width, cfg.d_width) == (32, 32)

@@ -58,9 +58,9 @@ class ClassConditional(Family):
 # --- the models
 WIDTHS = (  # the conv nets' widths, shared by every DCGAN-shaped model
     Option("g_width", int | None, None, "conv G: channels of its last hidden layer, doubling towards the input; "
-           "none: the model's default (dcgan 32, cgan 64, light 32, stackgan1 and stackgan2 32)", bounded(1, 4096)),
+           "none: the model's default (64 for cgan, 32 for the other conv models)", bounded(1, 4096)),
     Option("d_width", int | None, None, "conv D: channels of its first layer, doubling with depth; none: the "
-           "model's default (dcgan 32, cgan 64, stackgan1 and stackgan2 32)", bounded(1, 4096)),
+           "model's default (as g_width's)", bounded(1, 4096)),
 )
 
 
