@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, fields
 
 from ganforge.augment import ADA_TARGET, parse_policy
-from ganforge.data.sources import find_source
+from ganforge.data.sources import source_problem
 from ganforge.errors import GanforgeError
 from ganforge.families import MODELS
 from ganforge.losses import LOSSES
@@ -107,10 +107,8 @@ class CoreConfig:
             raise bad("nan_lr_factor", "must be in (0, 1]")
         if self.max_rollbacks < 0:
             raise bad("max_rollbacks", "must be 0 or more")
-        try:
-            find_source(self.data)
-        except GanforgeError as e:
-            raise bad("data", str(e).replace(f"data {self.data!r}", "data", 1)) from None
+        if why := source_problem(self.data):
+            raise bad("data", why)
         sizes = MODELS[self.model].sizes
         if self.image_size is not None and self.image_size not in sizes:
             raise bad("image_size", f"--model {self.model} draws {', '.join(map(str, sizes))} pixel images")

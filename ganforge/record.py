@@ -58,7 +58,6 @@ class Recorder:
     def __init__(self, state, extractor=None, active: bool = True):
         self.state, self.extractor, self.active = state, extractor, active
         self.folder, self.cfg = state.folder, state.cfg
-        self.stats_path = self.folder.stats_path
         self.file = None
         self.tensorboard = None
         self.d_wins = 0  # consecutive stats lines in which D was right about nearly everything
@@ -70,7 +69,7 @@ class Recorder:
         if not self.active:
             return
         self.truncate()
-        self.file = open(self.stats_path, "a")  # noqa: SIM115 - open while the run trains; close() closes it
+        self.file = open(self.folder.stats_path, "a")  # noqa: SIM115 - open while the run trains; close() closes it
         if resumed_with:
             self.write({"step": self.state.step, "event": "resume", "changed": resumed_with})
         for name, text in self.state.family.panel_files().items():
@@ -93,13 +92,13 @@ class Recorder:
 
     def truncate(self) -> None:
         """Drop the stats lines logged after the state's step (on resume, and on rollback under the open file)."""
-        if not self.active or not self.stats_path.is_file():
+        if not self.active or not self.folder.stats_path.is_file():
             return
         text = "".join(json.dumps(s) + "\n" for s in self.folder.stats().lines if s["step"] <= self.state.step)
         if self.file is None:
-            write_atomic(self.stats_path, text.encode())
+            write_atomic(self.folder.stats_path, text.encode())
         else:  # the same file, which the open handle appends to
-            with open(self.stats_path, "w") as f:
+            with open(self.folder.stats_path, "w") as f:
                 f.write(text)
 
     def _progress(self) -> dict:

@@ -4,7 +4,7 @@
 A source is a class registered in SOURCES (`@SOURCES.register("name", "what it is")`) that says how to load
 its images, how to list them for `ganforge prepare` without decoding (where it can), the shape its images
 come in, what they carry (class labels, attributes, captions), whether it has its own held-out files, and the
-options it reads. Validation, the command line's help, the native shape samples are compared at, the
+options its classifier loads it with. Validation, the command line's help, the native shape samples are compared at, the
 classifier's split and the text models' check all ask the registry; nothing else names a source. A source
 defined anywhere (a plug-in, a test) trains and evaluates like the built-in ones.
 """
@@ -23,7 +23,7 @@ from ganforge.registry import Registry
 
 @dataclass(frozen=True)
 class DataOptions:
-    """What the command line can tell any source; each source reads the ones it names in `reads`."""
+    """What the command line can tell any source; each source reads the ones it needs."""
 
     data_dir: str | None = None  # where the IDX files are (mnist, fashion-mnist)
     download: bool = False  # fetch them with torchvision (mnist, fashion-mnist)
@@ -40,7 +40,6 @@ class Source:
     native = (28, 1)  # (size, channels) of its images: what a folder of samples is brought to when compared to it
     carries: frozenset[str] = frozenset()  # any of "labels", "attributes", "captions"
     held_out_files = False  # its classifier is checked on its own test files (split="test"), not a fixed 10%
-    reads: tuple[str, ...] = ()  # the DataOptions fields it uses
     classify_with: ClassVar[dict] = {}  # the options its class-label classifier loads it with
 
     @classmethod
@@ -72,15 +71,23 @@ class Source:
 SOURCES: Registry[type[Source]] = Registry("data source")
 
 
+def source_problem(spec: str) -> str | None:
+    """What is wrong with a config's `data` (None: it names a source)."""
+    name, colon, path = spec.partition(":")
+    if name not in SOURCES or SOURCES[name].takes_path != bool(colon):
+        return f"unknown data; choose {spellings()}"
+    source = SOURCES[name]
+    if source.takes_path and not path.strip():
+        return f"names no {source.path_word}; write {source.spelling()}"
+    return None
+
+
 def find_source(spec: str) -> tuple[type[Source], str]:
     """(the source, its path or "") that a config's `data` names; a clear error for anything else."""
-    name, colon, path = spec.partition(":")
-    if name in SOURCES and SOURCES[name].takes_path == bool(colon):
-        source = SOURCES[name]
-        if source.takes_path and not path.strip():
-            raise GanforgeError(f"data {spec!r} names no {source.path_word}; write {source.spelling()}")
-        return source, path
-    raise GanforgeError(f"unknown data {spec!r}; choose {spellings()}")
+    if why := source_problem(spec):
+        raise GanforgeError(f"data {spec!r}: {why}")
+    name, _, path = spec.partition(":")
+    return SOURCES[name], path
 
 
 def spellings(carrying: str | None = None) -> str:
@@ -109,7 +116,6 @@ class _Idx(Source):
     """A set of IDX files, found in --data-dir or the system's dataset folders, or downloaded with --download."""
     carries = frozenset({"labels"})
     held_out_files = True
-    reads = ("data_dir", "download", "split")
 
     @classmethod
     def read(cls, path, options):
@@ -142,7 +148,6 @@ class Faces(Source):
 class FacesCaptions(Source):
     native = (64, 3)
     carries = frozenset({"attributes", "captions"})
-    reads = ("split",)
 
     @classmethod
     def read(cls, path, options):
@@ -180,7 +185,6 @@ class _Files(Source):
                             "--folder-labels)")
 class Folder(_Files):
     carries = frozenset({"labels"})
-    reads = ("folder_labels",)
     classify_with: ClassVar[dict] = {"folder_labels": True}
 
     @classmethod
@@ -226,7 +230,6 @@ class Lsun(_Files):
                               "(see data/captions.py)")
 class Captions(_Files):
     carries = frozenset({"captions"})
-    reads = ("split",)
 
     @classmethod
     def load_files(cls, path, size, channels, options):
