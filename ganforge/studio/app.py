@@ -214,7 +214,7 @@ def discover(paths: list[str | Path]) -> tuple[list[tuple[str, Path]], list[tupl
         path = Path(given).expanduser().resolve()
         if not path.exists() and not path.with_suffix(".json").exists():
             raise GanforgeError(f"{given}: no such run folder or checkpoint")
-        if path.is_dir() and not RunFolder(path).is_run() and not list_checkpoints(path / "checkpoints") \
+        if path.is_dir() and not RunFolder(path).is_run() and not RunFolder(path).checkpoint_files() \
                 and not list_checkpoints(path) and not is_model_folder(path):
             below = sorted(c for c in path.iterdir() if RunFolder(c).is_run())
             if not below:
