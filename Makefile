@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch and torchvision: the releases these machines keep on disk (a CUDA build that runs on the CPU)
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-fast lint setup gallery
+.PHONY: demo test test-fast lint setup gallery bench
 
 $(BIN)/ganforge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# the README's headline figures rerun here, printed beside the committed ones (about 45 minutes on 2 cores)
+bench: setup
+	$(BIN)/python benchmarks/headline.py
 
 # the chapter's figures remade into docs/gallery/ and docs/gallery.md (47 minutes on 2 cores from an empty cache; restartable)
 gallery: setup

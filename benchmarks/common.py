@@ -15,7 +15,7 @@ import torch
 from ganforge.hardware import cpu
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "benchmarks" / "results"  # the committed files the docs quote
 
 
 def git_commit() -> dict:
@@ -36,10 +36,17 @@ def run_record(name: str) -> dict:
             "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
+def results_dir() -> Path:
+    """Where results go: benchmarks/results/, or $GANFORGE_RESULTS (benchmarks/headline.py points it elsewhere so
+    that a user's rerun does not overwrite the committed files it is compared with)."""
+    return Path(os.environ.get("GANFORGE_RESULTS") or RESULTS)
+
+
 def write_results(name: str, record: dict) -> Path:
-    """benchmarks/results/NAME.json, rewritten whole (call it after each part: nothing is lost on a crash)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    """NAME.json in results_dir(), rewritten whole (call it after each part: nothing is lost on a crash)."""
+    folder = results_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path
 

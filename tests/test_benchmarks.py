@@ -216,3 +216,14 @@ def test_studio_load(bench):
 def test_demo(bench):
     record = bench("demo").main(["--smoke"])
     assert record["steps"] == 3 and record["peak_rss_kb"] > 100_000 and record["metrics"]["n_fake"] == 200
+
+
+def test_headline(bench):
+    before = {p.name: p.stat().st_mtime_ns for p in (BENCHMARKS / "results").glob("*.json")}
+    record = bench("headline").main(["--smoke"])
+    rows = {r["figure"]: r for r in record["rows"]}
+    assert len(rows) == 7 and all(r["committed"] is not None for r in rows.values()), rows
+    assert rows["make demo: training steps"]["rerun"] == 3
+    measured = [r for f, r in rows.items() if not f.startswith("cGAN")]  # a smoke run's pixels classify nothing
+    assert all(r["rerun"] is not None for r in measured), rows
+    assert {p.name: p.stat().st_mtime_ns for p in (BENCHMARKS / "results").glob("*.json")} == before

@@ -266,3 +266,142 @@ def test_readme_starts_with_the_title_and_the_two_quick_start_commands():
 def test_readme_is_short():
     size = README.stat().st_size
     assert size <= README_MAX_BYTES, f"README.md is {size} bytes; move detail into a docs/ page"
+
+
+# --- the numbers the documentation quotes come from results files ----------------------------
+#
+# A measured number (a decimal, a percentage, a ratio such as 1.12x, a count written with thousands
+# separators, or an integer after FID / KID / MSE) must sit in a block of text that links the results
+# file(s) it came from under benchmarks/results/, and must be one of that file's numbers as the text
+# rounds it (0.6% may be stored as 0.006). A block is a paragraph, a table or a list; a table or list
+# also reads the links of the paragraph just before it. A number that is a setting, not a measurement,
+# is written as one (`name = 0.999`) or listed in the page's `<!-- settings: 0.999, 0.02 -->` comment.
+
+RESULTS = ROOT / "benchmarks" / "results"
+_NUMBER = re.compile(r"(?<![\w.])(?<![A-Za-z]-)(?<![=≈~±]\s)(?<![=≈~±])"
+                     r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(\s?%|x(?!\w))?(?!\w|\.\d|-[A-Za-z])")
+_SCORE_WORD = re.compile(r"(FID|KID|MSE)\s+$")
+_SETTINGS = re.compile(r"<!--\s*settings:(.*?)-->", re.DOTALL)
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_RESULTS_LINK = re.compile(r"\]\(\s*<?([^)\s>]*benchmarks/results/[^)\s>#]+\.json)")
+
+
+def quoted_numbers(text: str):
+    """(line, token, results files linked) for every measured-looking number of a markdown text, with the
+    page's declared settings left out."""
+    settings = {s.strip() for comment in _SETTINGS.findall(text) for s in comment.split(",") if s.strip()}
+    prose = blank_code_spans(blank_fenced_code(_COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)))
+    offset, previous_links = 0, []
+    for block in re.split(r"(\n[ \t]*\n)", prose):
+        start, offset = offset, offset + len(block)
+        if not block.strip():
+            continue
+        links = _RESULTS_LINK.findall(block)
+        first = block.lstrip()
+        if first.startswith(("|", "- ", "* ")) or re.match(r"\d+\. ", first):
+            links = links + previous_links
+        elif not first.startswith("#"):
+            previous_links = links
+        if first.startswith("#"):
+            continue
+        readable = re.sub(r"\]\([^)]*\)", "]", block)  # link targets are not prose; keep the length of lines
+        readable = re.sub(r"<[^>\n]*>", "", readable)
+        for match in _NUMBER.finditer(readable):
+            number, suffix = match.group(1), (match.group(2) or "").strip()
+            token = number + suffix
+            measured = "," in number or "." in number or suffix or \
+                _SCORE_WORD.search(readable[max(0, match.start() - 6):match.start()])
+            if measured and token not in settings and number not in settings:
+                yield start_line(prose, start) + readable.count("\n", 0, match.start()), token, links
+
+
+def start_line(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def results_numbers(path: Path) -> list:
+    """Every number a results file holds: its values, the numbers inside its strings, its numeric keys."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, bool):
+            return
+        if isinstance(node, int | float):
+            found.append(float(node))
+        elif isinstance(node, str):
+            found.extend(float(n) for n in re.findall(r"\d+(?:\.\d+)?", node))
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                walk(key)
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    import json
+    walk(json.loads(path.read_text()))
+    return found
+
+
+def rounds_to(value: float, token: str) -> bool:
+    """Does the text's token (1,761  0.29  92.6%  1.12x) show this stored value, as it rounds it?"""
+    from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+
+    number = token.rstrip("%x").replace(",", "")
+    shown = Decimal(number)
+    places = Decimal(1).scaleb(shown.as_tuple().exponent)
+    scales = (1, 100) if token.endswith("%") else (1,)
+    for scale in scales:
+        stored = Decimal(repr(abs(value))) * scale
+        if any(stored.quantize(places, rounding=r) == shown for r in (ROUND_HALF_UP, ROUND_HALF_EVEN)):
+            return True
+    return False
+
+
+def number_problems(text: str, md_path: Path, root: Path = ROOT) -> list:
+    """'FILE:LINE: token: reason' for every quoted number with no results file linked beside it, or that
+    none of its files holds."""
+    md_path, root = Path(md_path).resolve(), Path(root).resolve()
+    name = md_path.relative_to(root) if md_path.is_relative_to(root) else md_path
+    cache, problems = {}, []
+    for line, token, links in quoted_numbers(text):
+        if not links:
+            problems.append(f"{name}:{line}: {token}: no results file linked beside it")
+            continue
+        files = [(md_path.parent / link).resolve() for link in links]
+        for f in files:
+            if f not in cache:
+                cache[f] = results_numbers(f) if f.is_file() else []
+        if not any(rounds_to(v, token) for f in files for v in cache[f]):
+            shown = ", ".join(f.name for f in files)
+            problems.append(f"{name}:{line}: {token}: not in {shown}")
+    return problems
+
+
+def test_the_number_checker_finds_unsourced_and_edited_numbers(tmp_path):
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "run.json").write_text(
+        '{"fid": 183.0812, "recall": 0.6449, "accuracy": 0.906, "steps": 7755, "speedup": 1.1249,'
+        ' "note": "measured 12.5 images/s", "sizes": {"64": 1}}')
+    (tmp_path / "docs").mkdir()
+    link = "([results](../benchmarks/results/run.json))"
+    text = "\n".join([
+        "# Page", "<!-- settings: 0.999 -->", "",
+        f"FID 183 and recall 0.64 after 7,755 steps, 90.6% in class, 1.12x faster, 12.5 images/s {link}.",
+        "", "| model | FID |", "|---|---:|", "| dcgan | 183.1 |", "",
+        "FID 184 here has no link, nor has 0.5 or 1,000; ema_decay = 0.999 is a setting, and so is 0.999.",
+        "", f"Edited: 0.65 recall, 92% accuracy, 7,756 steps, FID 183.2 {link}.",
+        "", "Not numbers: AVX-512, 2-core, 64 px, 2e-4, `0.123` in code, version 2.14.1.",
+    ])
+    problems = number_problems(text, tmp_path / "docs" / "page.md", root=tmp_path)
+    report = "\n".join(problems)
+    assert [p.split(": ")[1] for p in problems] == ["184", "0.5", "1,000", "0.65", "92%", "7,756", "183.2"], report
+    assert "docs/page.md:10: 184: no results file linked" in report
+    assert "docs/page.md:12: 0.65: not in run.json" in report
+
+
+def test_rounding_as_the_text_shows_it():
+    assert rounds_to(0.906, "90.6%") and rounds_to(90.6, "90.6%") and not rounds_to(0.906, "90.7%")
+    assert rounds_to(653.4962, "653") and not rounds_to(653.4962, "654")
+    assert rounds_to(0.125, "0.12") and rounds_to(0.125, "0.13")  # a tie may be shown either way
+    assert rounds_to(1761, "1,761") and rounds_to(1.1249, "1.12x") and not rounds_to(1.1249, "1.13x")
