@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
             concepts = {}
             for name, query in queries.items():
                 chosen, _ = pick(logits[half], parse_query(query, names), k, query)
-                concepts[name] = Concept(name, z[half[chosen]], f"query {query}")
+                concepts[name] = Concept(name, G.to_latent(z[half[chosen]]), f"query {query}")
             result = concepts["A"].mean - concepts["B"].mean + concepts["C"].mean
-            got = classify(G(result.unsqueeze(0)))[0] > 0
+            got = classify(G.draw_latent(result.unsqueeze(0)))[0] > 0
             ok = bool(got[names.index(t)] and got[names.index(u)] and not got[names.index(s)])
             hits[k] += ok
             if k == 3 and example is None:
@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     # the first triplet's figure, as the command line draws it
     t, s, u, concepts, result = example
-    columns = [(f"{sign} {c.name}: {c.source}", G(c.z), G(c.mean.unsqueeze(0)))
+    columns = [(f"{sign} {c.name}: {c.source}", G.draw_latent(c.latent), G.draw_latent(c.mean.unsqueeze(0)))
                for sign, c in zip("+-+", concepts.values())]
-    plot_arithmetic(columns, G(around(result, 9, 0.25)), run / "arithmetic.png",
+    plot_arithmetic(columns, G.draw_latent(around(G, result, 9, 0.25)), run / "arithmetic.png",
                     title=f"[{t}, {s}] - [{s}] + [{u}] = [{t}, {u}]")
 
     # inversion of held-out real faces
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     for target, truth in zip(targets, attributes):
         zi, mse = invert(G, target, steps=200, restarts=2, features=features)
         errors.append(mse)
-        seen = classify(G(zi.unsqueeze(0)))[0] > 0
+        seen = classify(G.draw_latent(zi.unsqueeze(0)))[0] > 0
         found.append((seen & truth).sum().item() / max(1, truth.sum().item()))
         found_real.append(((classify(target.unsqueeze(0))[0] > 0) & truth).sum().item() / max(1, truth.sum().item()))
         agree.append((seen == truth).double().mean().item())

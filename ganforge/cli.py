@@ -518,15 +518,15 @@ def cmd_arithmetic(args) -> int:
     for given in args.concept:
         concept = concept_from(G, given, scorer, args.k, args.pool, args.seed, progress=True)
         concepts[concept.name] = concept
-    result_z = combine(terms, concepts)
-    results = G(around(result_z, 9, args.noise, args.seed))
+    result = combine(terms, concepts)
+    results = G.draw_latent(around(G, result, 9, args.noise, args.seed))
     columns = [(f"{'+' if sign > 0 else '−'} {name}: {concepts[name].source}", concepts[name].images,
-                G(concepts[name].mean.unsqueeze(0))) for sign, name in terms]
+                G.draw_latent(concepts[name].mean.unsqueeze(0))) for sign, name in terms]
     plot_arithmetic(columns, results, Path(args.out), title=args.expression)
     if args.json:
         record = {"expression": args.expression, "noise": args.noise,
                   "concepts": {n: {"source": c.source, "seeds": c.seeds, "scores": c.scores} for n, c in concepts.items()},
-                  "result_z": result_z.tolist()}
+                  "space": G.latent_space, "result_latent": result.tolist()}
         if classifier:
             logits = classifier[0](results)
             record["result_attributes"] = [[a for a, on in zip(classifier[1], row) if on] for row in (logits > 0).tolist()]
@@ -552,11 +552,11 @@ def cmd_invert(args) -> int:
     if features is None:
         print(f"no classifier of {data} cached: pixel loss only (train one with `ganforge classifier train`)",
               file=sys.stderr)
-    z, mse = invert(G, target, args.steps, args.restarts, features=features, progress=True)
+    latent, mse = invert(G, target, args.steps, args.restarts, features=features, progress=True)
     out = Path(args.out)
-    save_grid(torch.stack([target, G(z.unsqueeze(0))[0]]), out, nrow=2)
-    np.save(out.with_suffix(".npy"), z.numpy())
-    print(f"pixel MSE {mse:.4f} (images in [-1, 1]); z in {out.with_suffix('.npy')}", file=sys.stderr)
+    save_grid(torch.stack([target, G.draw_latent(latent.unsqueeze(0))[0]]), out, nrow=2)
+    np.save(out.with_suffix(".npy"), latent.numpy())
+    print(f"pixel MSE {mse:.4f} (images in [-1, 1]); {G.latent_space} in {out.with_suffix('.npy')}", file=sys.stderr)
     print(out)
     return 0
 

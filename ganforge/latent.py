@@ -1,11 +1,13 @@
-"""Walking and calculating in z space: interpolation, concept vectors, arithmetic, inversion.
+"""Walking and calculating in latent space: interpolation, concept vectors, arithmetic, inversion.
 
 A z vector is named by a seed (`seed_noise`: row 0 of the seed's noise, the first sample
-`G.sample(n, seed)` draws), found by an attribute query on G's samples (`query_concept`), or
-recovered from an image (`invert`, the image read by `read_image`, a classifier's features from
+`G.sample(n, seed)` draws) or found by an attribute query on G's samples (`query_concept`); a latent
+vector is recovered from an image (`invert`, the image read by `read_image`, a classifier's features from
 `inversion_features`). G is a loaded generator (`ganforge.load`). A concept is several such vectors, spelt as
 the command line and the studio take them by `concept_from`; arithmetic works on their averages, as in the
-DCGAN paper (Radford et al. 2015, section 6.3).
+DCGAN paper (Radford et al. 2015, section 6.3). Concepts, arithmetic and inversion work in G's latent space
+(`G.latent_space`): z itself, or w where G has a mapping network (the light model), which is where StyleGAN's
+authors found attributes to add up (Karras et al. 2019, section 4).
 """
 
 from __future__ import annotations
@@ -53,10 +55,10 @@ def path(a: torch.Tensor, b: torch.Tensor, steps: int, spherical: bool = False) 
 # --- concepts and arithmetic
 @dataclass
 class Concept:
-    """Exemplar z vectors of one idea ("smiling, long hair"), with where they came from."""
+    """Exemplar vectors of one idea ("smiling, long hair") in G's latent space, with where they came from."""
 
     name: str
-    z: torch.Tensor  # (k, z_dim)
+    latent: torch.Tensor  # (k, latent length): z, or w for a generator with a mapping network
     source: str  # "seeds", "query <text>" or "images"
     seeds: list[int] | None = None
     scores: list[float] | None = None
@@ -64,7 +66,7 @@ class Concept:
 
     @property
     def mean(self) -> torch.Tensor:
-        return self.z.mean(0)
+        return self.latent.mean(0)
 
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -78,18 +80,32 @@ def parse_expression(text: str) -> list[tuple[int, str]]:
 
 
 def combine(terms: list[tuple[int, str]], concepts: dict[str, Concept]) -> torch.Tensor:
-    """The signed sum of the concepts' average z vectors."""
+    """The signed sum of the concepts' average latent vectors."""
     missing = [name for _, name in terms if name not in concepts]
     if missing:
         raise GanforgeError(f"no concept given for {', '.join(missing)} (use --concept NAME=...)")
     return sum(sign * concepts[name].mean for sign, name in terms)
 
 
-def around(z: torch.Tensor, n: int, scale: float, seed: int = 0) -> torch.Tensor:
-    """n vectors near z: the first is z itself, the others z + scale * N(0, I) (the paper's grid of results)."""
-    jitter = noise(n, z.shape[-1], seed) * scale
+SPREAD_SAMPLES = 2000  # random latents that measure w's spread
+
+
+@torch.no_grad()
+def latent_spread(G: Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, standard deviation) of each number of G's latent: 0 and 1 in z ~ N(0, I); in w, measured over the
+    first SPREAD_SAMPLES rows of seed 0's noise, mapped."""
+    if G.latent_space == "z":
+        return torch.zeros(G.z_dim), torch.ones(G.z_dim)
+    w = G.to_latent(noise(SPREAD_SAMPLES, G.z_dim, 0))
+    return w.mean(0), w.std(0)
+
+
+def around(G: Generator, latent: torch.Tensor, n: int, scale: float, seed: int = 0) -> torch.Tensor:
+    """n latents near one: the first is itself, the others it plus scale * N(0, I) in units of the latent's own
+    spread (the paper's grid of results)."""
+    jitter = noise(n, latent.shape[-1], seed) * scale * latent_spread(G)[1]
     jitter[0] = 0
-    return z.unsqueeze(0) + jitter
+    return latent.unsqueeze(0) + jitter
 
 
 # --- attribute queries
@@ -126,7 +142,8 @@ def pick(logits: torch.Tensor, terms: list[tuple[int, bool]], k: int, query: str
 def concept_from(G: Generator, given: str, scorer, k: int = 3, pool: int = 2000, seed: int = 0,
                  progress: bool = False) -> Concept:
     """A concept spelt NAME=SEEDS (3,7,11), NAME=QUERY (an attribute query: `scorer()` gives the classifier
-    and its attribute names, asked for only here) or NAME=images:FILES (image files, each inverted into z)."""
+    and its attribute names, asked for only here) or NAME=images:FILES (image files, each inverted into G's
+    latent space)."""
     name, sep, value = given.partition("=")
     name, value = name.strip(), value.strip()
     if not sep or not name or not value:
@@ -134,17 +151,17 @@ def concept_from(G: Generator, given: str, scorer, k: int = 3, pool: int = 2000,
     if re.fullmatch(r"\d+(,\d+)*", value):
         seeds = [int(x) for x in value.split(",")]
         z = seed_noise(seeds, G.z_dim)
-        concept = Concept(name, z, "seeds", seeds, images=G(z))
+        concept = Concept(name, G.to_latent(z), "seeds", seeds, images=G(z))
     elif value.startswith("images:"):
         files = value.removeprefix("images:")
-        z = torch.stack([invert(G, read_image(f, G.image_size, G.channels), progress=progress)[0]
-                         for f in files.split(",")])
-        concept = Concept(name, z, "images " + files, images=G(z))
+        latent = torch.stack([invert(G, read_image(f, G.image_size, G.channels), progress=progress)[0]
+                              for f in files.split(",")])
+        concept = Concept(name, latent, "images " + files, images=G.draw_latent(latent))
     else:
         concept = query_concept(G, *scorer(), value, k, pool, seed, name)
-    if len(concept.z) < 3:
-        raise GanforgeError(f"--concept {name}: a concept averages at least 3 z vectors (as in the DCGAN "
-                            f"paper), got {len(concept.z)}")
+    if len(concept.latent) < 3:
+        raise GanforgeError(f"--concept {name}: a concept averages at least 3 latent vectors (as in the DCGAN "
+                            f"paper), got {len(concept.latent)}")
     return concept
 
 @torch.no_grad()
@@ -158,7 +175,7 @@ def query_concept(G: Generator, classify, names: list[str], query: str, k: int =
     z = seed_noise(seeds, G.z_dim)
     images = G(z)
     best, probs = pick(classify(images), terms, k, query)
-    return Concept(name or query, z[best], f"query {query}", [seeds[i] for i in best],
+    return Concept(name or query, G.to_latent(z[best]), f"query {query}", [seeds[i] for i in best],
                    [round(p, 4) for p in probs.tolist()], images[best])
 
 
@@ -194,33 +211,36 @@ def inversion_features(data: str, channels: int, root: Path | None = None):
 def invert(G: Generator, target: torch.Tensor, steps: int = 300, restarts: int = 4, lr: float = 0.05,
            prior: float = 1e-3, features: nn.Module | None = None, feature_weight: float = 0.1,
            seed: int = 0, progress: bool = False) -> tuple[torch.Tensor, float]:
-    """z such that G(z) matches a float image (C, H, W) in [-1, 1] -> (z, final pixel MSE).
+    """A latent (z, or w for a generator with a mapping network) from which G draws a float image (C, H, W) in
+    [-1, 1] -> (latent, final pixel MSE).
 
     Minimises mean squared pixel error, plus `feature_weight` times the squared error of
-    `features` (e.g. a classifier's body) when given, plus `prior` * ||z||^2 / z_dim (z ~ N(0, I)),
-    from `restarts` random starts optimised together with Adam; the best start wins.
+    `features` (e.g. a classifier's body) when given, plus `prior` times the mean square of the latent in units
+    of its spread (||z||^2 / z_dim for z ~ N(0, I)), from `restarts` random starts optimised together with Adam;
+    the best start wins.
     """
-    net = G.net
-    was_training, needed_grad = net.training, [p.requires_grad for p in net.parameters()]
-    net.eval()
-    net.requires_grad_(False)
+    net, G_net = G.latent_net(), G.net
+    was_training, needed_grad = G_net.training, [p.requires_grad for p in G_net.parameters()]
+    G_net.eval()
+    G_net.requires_grad_(False)
     target = target.unsqueeze(0)
     wanted = features(target) if features is not None else None
-    z = noise(restarts, G.z_dim, seed).requires_grad_(True)
-    opt = torch.optim.Adam([z], lr=lr)
+    centre, spread = latent_spread(G)
+    latent = G.to_latent(noise(restarts, G.z_dim, seed)).requires_grad_(True)
+    opt = torch.optim.Adam([latent], lr=lr * spread.mean().item())
     for _ in tqdm(range(steps), desc="inverting", unit="step", disable=not progress, leave=False):
-        image = net(z)
+        image = net(latent)
         pixel = (image - target).square().flatten(1).mean(1)
-        loss = pixel + prior * z.square().mean(1)
+        loss = pixel + prior * ((latent - centre) / spread).square().mean(1)
         if features is not None:
             loss = loss + feature_weight * (features(image) - wanted).square().flatten(1).mean(1)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
     with torch.no_grad():
-        pixel = (net(z) - target).square().flatten(1).mean(1)
-    for p, needed in zip(net.parameters(), needed_grad):
+        pixel = (net(latent) - target).square().flatten(1).mean(1)
+    for p, needed in zip(G_net.parameters(), needed_grad):
         p.requires_grad_(needed)
-    net.train(was_training)
+    G_net.train(was_training)
     best = pixel.argmin()
-    return z[best].detach(), pixel[best].item()
+    return latent[best].detach(), pixel[best].item()

@@ -87,10 +87,12 @@ class Sampler:
     (a caption per image), "latent" (directions and arithmetic: `latent()` says where). `draw(noise, condition)`:
     images in [-1, 1] of noise (n, noise_dim) and the condition (labels, captions or their embeddings; None).
     `to_latent(noise)` and `draw_latent(latent, condition)`: the same drawing through the latent space, which is the
-    noise itself unless the generator has a mapping network (space "w"). `graph()`: what ONNX export traces."""
+    noise itself unless the generator has a mapping network (space "w"), `latent_space` its name and
+    `latent_net()` the module that draws from it (differentiable, for inversion). `graph()`: what ONNX export traces."""
 
     capabilities: frozenset[str] = frozenset()
     meta: dict
+    latent_space: str = "z"
 
     @property
     def noise_dim(self) -> int:
@@ -110,6 +112,9 @@ class Sampler:
 
     def draw_latent(self, latent: torch.Tensor, condition=None) -> torch.Tensor:
         return self.draw(latent, condition)
+
+    def latent_net(self) -> nn.Module:
+        raise GanforgeError(f"a {self.model_name} has no latent space to draw from")
 
     def graph(self) -> tuple[nn.Module, list[str], list[str], Callable]:
         """(the module exported, its input names, its output names, inputs(n, seed): a batch of n inputs of a seed)."""
@@ -132,6 +137,7 @@ class Generator(Sampler):
         self.z_dim, self.image_size, self.channels = net.z_dim, net.image_size, net.channels
         self.capabilities = frozenset(name for name, has in (("labels", self.conditional),
                                                              ("latent", hasattr(net, "latent_entry"))) if has)
+        self.latent_space = "w" if hasattr(net, "mapping") else "z"
 
     @property
     def noise_dim(self) -> int:
@@ -144,17 +150,18 @@ class Generator(Sampler):
         if not self.takes("latent"):
             return super().latent()
         weight, layer = self.net.latent_entry()
-        space = "w" if hasattr(self.net, "mapping") else "z"
-        return Latent(weight, layer, weight.shape[1], self.net.w_dim if space == "w" else self.z_dim, space)
+        w = self.latent_space == "w"
+        return Latent(weight, layer, weight.shape[1], self.net.w_dim if w else self.z_dim, self.latent_space)
 
     @torch.no_grad()
     def to_latent(self, noise: torch.Tensor) -> torch.Tensor:
-        return generate(self.net.mapping, noise) if hasattr(self.net, "mapping") else noise
+        return generate(self.net.mapping, noise) if self.latent_space == "w" else noise
 
     def draw_latent(self, latent: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
-        if hasattr(self.net, "mapping"):
-            return generate(self.net.synthesis, latent, condition)
-        return self(latent, condition)
+        return generate(self.latent_net(), latent, condition)
+
+    def latent_net(self) -> nn.Module:
+        return self.net.synthesis if self.latent_space == "w" else self.net
 
     def graph(self):
         if self.conditional:

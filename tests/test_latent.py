@@ -16,7 +16,9 @@ from ganforge.latent import (
     Concept,
     around,
     combine,
+    concept_from,
     invert,
+    latent_spread,
     lerp,
     parse_expression,
     parse_query,
@@ -38,6 +40,30 @@ class LinearG(nn.Module):
 
     def forward(self, z):
         return (z @ self.W.T).view(-1, 1, 4, 4)
+
+
+class ScaledTanh(nn.Module):
+    """A non-linear mapping network: w = 3 tanh(z) + 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(3.0))
+
+    def forward(self, z):
+        return self.scale * torch.tanh(z) + 1
+
+
+class MappedG(nn.Module):
+    """G(z) = synthesis(mapping(z)): a non-linear mapping in front of a linear synthesis, so that sums of w draw
+    sums of images exactly and sums of z do not."""
+
+    def __init__(self, z_dim=6):
+        super().__init__()
+        self.z_dim, self.w_dim, self.image_size, self.channels = z_dim, z_dim, 4, 1
+        self.mapping, self.synthesis = ScaledTanh(), LinearG(z_dim)
+
+    def forward(self, z):
+        return self.synthesis(self.mapping(z))
 
 
 @pytest.fixture(scope="module")
@@ -72,18 +98,42 @@ def test_arithmetic_on_a_linear_generator_is_exact():
     concepts = {name: Concept(name, seed_noise(seeds, G.z_dim), "seeds", seeds)
                 for name, seeds in {"A": [1, 2, 3], "B": [4, 5, 6], "C": [7, 8, 9]}.items()}
     result = combine(parse_expression("A - B + C"), concepts)
-    image = G(around(result, 9, 0.25)[:1])[0]
-    mean_image = {n: G(c.z).mean(0) for n, c in concepts.items()}
+    image = G(around(G, result, 9, 0.25)[:1])[0]
+    mean_image = {n: G(c.latent).mean(0) for n, c in concepts.items()}
     assert torch.allclose(image, mean_image["A"] - mean_image["B"] + mean_image["C"], atol=1e-5)
     with pytest.raises(GanforgeError, match="no concept given for D"):
         combine(parse_expression("A - D"), concepts)
 
 
-def test_noise_around_the_result_is_small_and_seeded():
-    z = torch.randn(100)
-    grid = around(z, 9, 0.25, seed=3)
-    assert torch.equal(grid[0], z) and torch.equal(grid, around(z, 9, 0.25, seed=3))
-    assert 0.15 < (grid[1:] - z).std() < 0.35
+def test_a_generator_with_a_mapping_network_adds_up_in_w():
+    G = Generator(MappedG())
+    assert G.latent_space == "w"
+    scorer = None
+    concepts = {name: concept_from(G, f"{name}={seeds}", scorer) for name, seeds in
+                {"A": "1,2,3", "B": "4,5,6", "C": "7,8,9"}.items()}
+    z = {name: seed_noise(c.seeds, G.z_dim) for name, c in concepts.items()}
+    assert torch.allclose(concepts["A"].latent, G.net.mapping(z["A"]))  # the exemplars are kept as w
+    result = combine(parse_expression("A - B + C"), concepts)
+    image = G.draw_latent(result.unsqueeze(0))[0]
+    mean_image = {n: G(z[n]).mean(0) for n in concepts}
+    wanted = mean_image["A"] - mean_image["B"] + mean_image["C"]
+    assert torch.allclose(image, wanted, atol=1e-5)
+    in_z = G((z["A"].mean(0) - z["B"].mean(0) + z["C"].mean(0)).unsqueeze(0))[0]
+    assert not torch.allclose(in_z, wanted, atol=1e-2)  # the same sum in z draws something else
+
+
+def test_noise_around_the_result_is_small_seeded_and_in_the_latents_units():
+    z = torch.randn(6)
+    G = Generator(LinearG())
+    grid = around(G, z, 200, 0.25, seed=3)
+    assert torch.equal(grid[0], z) and torch.equal(grid, around(G, z, 200, 0.25, seed=3))
+    assert 0.2 < (grid[1:] - z).std() < 0.3
+    M = Generator(MappedG())
+    w = M.to_latent(z.unsqueeze(0))[0]
+    spread = latent_spread(M)[1]
+    assert 1.5 < spread.mean() < 2.5  # 3 tanh(z) of z ~ N(0, 1)
+    steps = (around(M, w, 200, 0.25, seed=3)[1:] - w) / spread
+    assert 0.2 < steps.std() < 0.3
 
 
 def test_query_concept_returns_samples_that_satisfy_the_query():
@@ -95,11 +145,11 @@ def test_query_concept_returns_samples_that_satisfy_the_query():
                                                           - images[:, :, 2:].mean((1, 2, 3))) * 10], 1)
 
     concept = query_concept(G, classify, names, "bright&!top_heavy", k=5, pool=300, name="A")
-    assert len(concept.z) == 5 and len(set(concept.seeds)) == 5
-    logits = classify(G(concept.z))
+    assert len(concept.latent) == 5 and len(set(concept.seeds)) == 5
+    logits = classify(G(concept.latent))
     assert (logits[:, 0] > 0).all() and (logits[:, 1] < 0).all()
     assert concept.scores == sorted(concept.scores, reverse=True)
-    assert torch.equal(concept.z, seed_noise(concept.seeds, G.z_dim))  # the seeds name the vectors
+    assert torch.equal(concept.latent, seed_noise(concept.seeds, G.z_dim))  # the seeds name the vectors
     with pytest.raises(GanforgeError, match="unknown attribute 'smiling'"):
         parse_query("smiling", names)
     with pytest.raises(GanforgeError, match="fewer than 5"):
@@ -112,6 +162,13 @@ def test_inversion_recovers_z_of_a_linear_generator():
     z, mse = invert(G, G(wanted.unsqueeze(0))[0], steps=600, restarts=3, lr=0.05, prior=0.0)
     assert mse < 1e-6
     assert torch.allclose(z, wanted, atol=1e-2)
+
+
+def test_inversion_of_a_generator_with_a_mapping_network_finds_w():
+    G = Generator(MappedG())
+    wanted = G.to_latent(seed_noise([11], 6))[0]
+    w, mse = invert(G, G.draw_latent(wanted.unsqueeze(0))[0], steps=600, restarts=3, lr=0.05, prior=0.0)
+    assert mse < 1e-6 and torch.allclose(w, wanted, atol=2e-2)
 
 
 def test_interpolate_command_writes_a_strip_and_a_gif(run, tmp_path):
@@ -131,12 +188,12 @@ def test_arithmetic_command_with_seed_concepts(run, tmp_path, capsys):
                  "--concept", "C=7,8,9", "--out", str(out), "--json", str(record)]) == 0
     assert out.stat().st_size > 5000
     saved = json.loads(record.read_text())
-    assert saved["concepts"]["B"]["seeds"] == [4, 5, 6] and len(saved["result_z"]) == 16
+    assert saved["concepts"]["B"]["seeds"] == [4, 5, 6] and saved["space"] == "z" and len(saved["result_latent"]) == 16
     assert main(["arithmetic", str(run), "A - B", "--concept", "A=1,2", "--concept", "B=4,5,6",
                  "--out", str(out)]) == 2
     assert main(["arithmetic", str(run), "A - B", "--concept", "A=1,2,3", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "at least 3 z vectors" in err and "no concept given for B" in err
+    assert "at least 3 latent vectors" in err and "no concept given for B" in err
 
 
 def test_invert_command_and_images_as_exemplars(run, tmp_path, capsys):

@@ -1,6 +1,9 @@
 """The light model as a family: its sizes, its spec through a checkpoint, its W space for the latent tools, and
 bit-exact resume after SIGKILLs with adaptive augmentation on (its p included)."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
@@ -71,11 +74,13 @@ def test_directions_and_the_latent_verbs_work_in_its_w_space(run, tmp_path):
     for argv in (["directions", str(run), "--k", "3", "--samples", "2", "--steps", "3", "--out", str(tmp_path / "d.png")],
                  ["interpolate", str(run), "--from", "1", "--to", "2", "--steps", "4", "--out", str(tmp_path / "i.png")],
                  ["arithmetic", str(run), "A - B + C", "--concept", "A=1,2,3", "--concept", "B=4,5,6", "--concept",
-                  "C=7,8,9", "--out", str(tmp_path / "a.png")],
+                  "C=7,8,9", "--out", str(tmp_path / "a.png"), "--json", str(tmp_path / "a.json")],
                  ["invert", str(run), str(tmp_path / "grey.png"), "--steps", "5", "--restarts", "1", "--out",
                   str(tmp_path / "v.png")]):
         assert main(argv) == 0, argv
         assert (tmp_path / argv[argv.index("--out") + 1].rsplit("/", 1)[1]).stat().st_size > 500
+    assert json.loads((tmp_path / "a.json").read_text())["space"] == "w"  # arithmetic and inversion work in w
+    assert np.load(tmp_path / "v.npy").shape == (where.length,)
 
 
 def test_sigkill_at_random_moments_with_adaptive_augmentation_resumes_bit_exact(tmp_path):

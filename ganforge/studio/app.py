@@ -474,7 +474,8 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32,
     @app.post("/api/models/{mid}/arithmetic")
     async def arithmetic(mid: Annotated[int, PathParam(ge=0)], body: ArithmeticBody):
         """A - B + C as a 3x3 grid: the result itself first, then it plus `noise`-scaled N(0, I) noise.
-        A term is the average z of its samples, or of the 3 best answers to an attribute query."""
+        A term is the average latent (z, or w for a G with a mapping network) of its samples, or of the 3 best
+        answers to an attribute query."""
         model = get_model(mid, "image")
         if model.G.conditional:
             raise HTTPException(400, "arithmetic works on unconditional generators (dcgan, mlp)")
@@ -483,19 +484,19 @@ def create_app(paths: list[str | Path], workers: int = 1, max_pending: int = 32,
                 raise HTTPException(400, f"model {mid} has no attribute classifier cached for its data "
                                     f"({model.meta.get('config', {}).get('data')}); attribute queries are off")
 
-        def term_z(term: Term) -> torch.Tensor:
+        def term_latent(term: Term) -> torch.Tensor:
             if term.refs is not None:
-                return torch.stack([ref_z(model, r) for r in term.refs]).mean(0)
+                return model.G.to_latent(torch.stack([ref_z(model, r) for r in term.refs])).mean(0)
             if term.query not in model.queries:
                 concept = query_concept(model.G, model.classify, model.attributes, term.query, 3, QUERY_POOL)
                 if len(model.queries) >= 64:
                     model.queries.pop(next(iter(model.queries)))
-                model.queries[term.query] = concept.z
+                model.queries[term.query] = concept.latent
             return model.queries[term.query].mean(0)
 
         def job():
-            result = term_z(body.a) - term_z(body.b) + term_z(body.c)
-            return png(model.G(around(result, 9, body.noise, body.seed)), nrow=3)
+            result = term_latent(body.a) - term_latent(body.b) + term_latent(body.c)
+            return png(model.G.draw_latent(around(model.G, result, 9, body.noise, body.seed)), nrow=3)
 
         return png_response(await queue.run(job))
 
