@@ -21,7 +21,10 @@ RESULTS = ROOT / "benchmarks" / "results"  # the committed files the docs quote
 def git_commit() -> dict:
     def git(*a):
         return subprocess.run(["git", *a], cwd=ROOT, check=False, capture_output=True, text=True).stdout.strip()
-    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+    try:
+        return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+    except FileNotFoundError:  # no git on this machine: the numbers stand, unpinned
+        return {"commit": None, "dirty": None}
 
 
 def processor() -> dict:

@@ -12,6 +12,13 @@ if ! "$PY" -c "import torch, ganforge" 2>/dev/null; then
          "PYTHON=/path/to/python; a machine without network needs .venv carried with the working tree" >&2
     exit 2
 fi
+for tool in git gcc; do  # git: the commit each results file records; gcc: torch.compile's rows (inductor builds C++)
+    if ! command -v "$tool" >/dev/null; then
+        echo "benchmarks/gpu.sh needs $tool on PATH (git records the commit of every result; gcc is what" \
+             "torch.compile's inductor builds with): install it (apt-get install $tool) and run again" >&2
+        exit 2
+    fi
+done
 DATA_DIR=${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
 DATA=(--data fashion-mnist --data-dir "$DATA_DIR")
 [ -d "$DATA_DIR" ] || DATA=(--data digits)

@@ -227,3 +227,22 @@ def test_headline(bench):
     measured = [r for f, r in rows.items() if not f.startswith("cGAN")]  # a smoke run's pixels classify nothing
     assert all(r["rerun"] is not None for r in measured), rows
     assert {p.name: p.stat().st_mtime_ns for p in (BENCHMARKS / "results").glob("*.json")} == before
+
+
+def test_gpu_sh_says_what_it_needs(tmp_path):
+    """Without a Python that has torch, or without git or gcc on PATH, gpu.sh stops first and says which."""
+    import shutil
+    import subprocess
+
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("dirname", "git"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    script = str(BENCHMARKS / "gpu.sh")
+    bash = shutil.which("bash")
+    no_gcc = subprocess.run([bash, script], check=False, env={"PATH": str(tools), "PYTHON": sys.executable},
+                            capture_output=True, text=True, timeout=120)
+    assert no_gcc.returncode == 2 and "needs gcc on PATH" in no_gcc.stderr, no_gcc.stderr
+    no_torch = subprocess.run([bash, script], check=False, env={"PATH": str(tools), "PYTHON": "/bin/false"},
+                              capture_output=True, text=True, timeout=120)
+    assert no_torch.returncode == 2 and "needs a Python with torch and ganforge" in no_torch.stderr
