@@ -76,8 +76,9 @@ def classifier_path(spec: str, root: Path | None = None, attributes: bool = Fals
 @torch.no_grad()
 def accuracy(net: nn.Module, data: ImageData, batch: int = 500) -> float:
     net.eval()
-    hits = sum((net(to_float(data.images[i:i + batch])).argmax(1) == data.labels[i:i + batch]).sum().item()
-               for i in range(0, len(data), batch))
+    device = next(net.parameters()).device
+    hits = sum((net(to_float(data.images[i:i + batch].to(device))).argmax(1).cpu() == data.labels[i:i + batch])
+               .sum().item() for i in range(0, len(data), batch))
     return hits / len(data)
 
 
@@ -85,14 +86,16 @@ def accuracy(net: nn.Module, data: ImageData, batch: int = 500) -> float:
 def attribute_accuracy(net: nn.Module, data: ImageData, batch: int = 500) -> torch.Tensor:
     """Per attribute, the share of images for which it is predicted right: (A,)."""
     net.eval()
-    hits = sum(((net(to_float(data.images[i:i + batch])) > 0) == data.attributes[i:i + batch]).sum(0)
+    device = next(net.parameters()).device
+    hits = sum(((net(to_float(data.images[i:i + batch].to(device))).cpu() > 0) == data.attributes[i:i + batch]).sum(0)
                for i in range(0, len(data), batch))
     return hits.double() / len(data)
 
 
 def train_classifier(spec: str, root: Path | None = None, epochs: int | None = None, data_dir: str | None = None,
-                     progress: bool = True, limit: int | None = None, attributes: bool = False) -> Path:
-    """Train the classifier of a data source (of its attributes with `attributes`), save it in the
+                     progress: bool = True, limit: int | None = None, attributes: bool = False,
+                     device: str = "cpu") -> Path:
+    """Train the classifier of a data source (of its attributes with `attributes`) on `device`, save it in the
     cache, return its path.
 
     epochs: default 6 for classes, 10 for attributes (smiling at 32 px needs them to pass 95%).
@@ -107,7 +110,7 @@ def train_classifier(spec: str, root: Path | None = None, epochs: int | None = N
     if limit:
         train = train.subset(torch.arange(min(limit, len(train))))
     outputs = len(train.attribute_names) if attributes else len(train.classes)
-    net = DomainClassifier(train.images.shape[1], outputs)
+    net = DomainClassifier(train.images.shape[1], outputs).to(device)
     opt = torch.optim.Adam(net.parameters(), 1e-3)
     steps = epochs * (len(train) // 128)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=steps)
@@ -118,11 +121,11 @@ def train_classifier(spec: str, root: Path | None = None, epochs: int | None = N
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(epoch))
         for i in range(len(train) // 128):
             idx = order[i * 128:(i + 1) * 128]
-            logits = net(to_float(train.images[idx]))
+            logits = net(to_float(train.images[idx].to(device)))
             if attributes:
-                loss = F.binary_cross_entropy_with_logits(logits, train.attributes[idx].float())
+                loss = F.binary_cross_entropy_with_logits(logits, train.attributes[idx].float().to(device))
             else:
-                loss = F.cross_entropy(logits, train.labels[idx], label_smoothing=0.05)
+                loss = F.cross_entropy(logits, train.labels[idx].to(device), label_smoothing=0.05)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -145,7 +148,7 @@ def train_classifier(spec: str, root: Path | None = None, epochs: int | None = N
                  "class_counts": torch.bincount(train.labels, minlength=len(train.classes)).tolist()}
     meta["seconds"] = round(time.perf_counter() - start, 1)
     path = classifier_path(spec, root, attributes)
-    save_record(path, net.state_dict(), meta)
+    save_record(path, {k: v.cpu() for k, v in net.state_dict().items()}, meta)
     return path
 
 
