@@ -217,16 +217,16 @@ def write_page(docs: Path, page: Path) -> None:
              "each by the commands listed under it, and two the chapter does not show. Numbers are as the "
              "commands measured them on the machine named.\n"), "[Back to the README](../README.md)\n"]
     records = {f.name: json.loads(p.read_text()) for f in FIGURES if (p := docs / f"{f.name}.json").is_file()}
-    if len(records) == len(FIGURES):
-        parts.append(f"All {len(FIGURES)} figures took {sum(m['seconds'] for m in records.values()) / 60:.0f} "
-                     "minutes, one after another, each on the machine its section names.\n")
+    parts.append("Each section names the machine, the date and the commit its figure was made at, and links the "
+                 "figure's record (docs/gallery/NAME.json), where its numbers are kept.\n")
     for figure in FIGURES:
         made = records.get(figure.name)
         if made is None:
             parts.append(f"## {figure.title}\n\nNot made yet: `python scripts/gallery.py --only {figure.name}`.\n")
             continue
-        lines = [f"## {figure.title}\n", (f"Budget: {made['budget']}; made in {made['seconds'] / 60:.1f} minutes on "
-                 f"{made['processor']}, {made['date'][:10]}, commit {(made['git']['commit'] or '?')[:7]}.\n"),
+        lines = [f"## {figure.title}\n", (f"Budget: {made['budget']}; made in {made['seconds']:,} s on "
+                 f"{made['processor']}, {made['date'][:10]}, commit {(made['git']['commit'] or '?')[:7]} "
+                 f"([record]({docs.name}/{figure.name}.json)).\n"),
                  "```bash", *made["commands"], "```\n"]
         if made["numbers"]:
             lines += ["| measured | value |", "|---|---:|", *(f"| {k} | {number(v)} |" for k, v in made["numbers"].items()), ""]
