@@ -272,7 +272,8 @@ def test_readme_is_short():
 #
 # A measured number (a decimal, a percentage, a ratio such as 1.12x, a count written with thousands
 # separators, or an integer after FID / KID / MSE) must sit in a block of text that links the results
-# file(s) it came from under benchmarks/results/, and must be one of that file's numbers as the text
+# file(s) it came from (benchmarks/results/*.json, or a gallery figure's record, docs/gallery/*.json, both
+# written by committed scripts with their command, commit, date and processor), and must be one of that file's numbers as the text
 # rounds it (0.6% may be stored as 0.006). A block is a paragraph, a table or a list; a table or list
 # also reads the links of the paragraph just before it. A number that is a setting, not a measurement,
 # is written as one (`name = 0.999`) or listed in the page's `<!-- settings: 0.999, 0.02 -->` comment.
@@ -283,20 +284,21 @@ _NUMBER = re.compile(r"(?<![\w.])(?<![A-Za-z]-)(?<![=≈~±]\s)(?<![=≈~±])"
 _SCORE_WORD = re.compile(r"(FID|KID|MSE)\s+$")
 _SETTINGS = re.compile(r"<!--\s*settings:(.*?)-->", re.DOTALL)
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
-_RESULTS_LINK = re.compile(r"\]\(\s*<?([^)\s>]*benchmarks/results/[^)\s>#]+\.json)")
+_JSON_LINK = re.compile(r"\]\(\s*<?([^)\s>#]+\.json)")
+RESULTS_FOLDERS = ("benchmarks/results", "docs/gallery")  # what the benchmarks and scripts/gallery.py write
 
 
 def quoted_numbers(text: str):
     """(line, token, results files linked) for every measured-looking number of a markdown text, with the
     page's declared settings left out."""
-    settings = {s.strip() for comment in _SETTINGS.findall(text) for s in comment.split(",") if s.strip()}
+    settings = {s for comment in _SETTINGS.findall(text) for s in re.split(r",?\s+", comment.strip()) if s}
     prose = blank_code_spans(blank_fenced_code(_COMMENT.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)))
     offset, previous_links = 0, []
     for block in re.split(r"(\n[ \t]*\n)", prose):
         start, offset = offset, offset + len(block)
         if not block.strip():
             continue
-        links = _RESULTS_LINK.findall(block)
+        links = _JSON_LINK.findall(block)
         first = block.lstrip()
         if first.startswith(("|", "- ", "* ")) or re.match(r"\d+\. ", first):
             links = links + previous_links
@@ -329,7 +331,7 @@ def results_numbers(path: Path) -> list:
         if isinstance(node, int | float):
             found.append(float(node))
         elif isinstance(node, str):
-            found.extend(float(n) for n in re.findall(r"\d+(?:\.\d+)?", node))
+            found.extend(float(n.replace(",", "")) for n in re.findall(r"\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?", node))
         elif isinstance(node, dict):
             for key, value in node.items():
                 walk(key)
@@ -351,9 +353,12 @@ def rounds_to(value: float, token: str) -> bool:
     shown = Decimal(number)
     places = Decimal(1).scaleb(shown.as_tuple().exponent)
     scales = (1, 100) if token.endswith("%") else (1,)
+    decimals = max(0, -shown.as_tuple().exponent)
     for scale in scales:
         stored = Decimal(repr(abs(value))) * scale
         if any(stored.quantize(places, rounding=r) == shown for r in (ROUND_HALF_UP, ROUND_HALF_EVEN)):
+            return True
+        if Decimal(f"{abs(value) * scale:.{decimals}f}") == shown:  # as Python prints the float itself
             return True
     return False
 
@@ -365,10 +370,11 @@ def number_problems(text: str, md_path: Path, root: Path = ROOT) -> list:
     name = md_path.relative_to(root) if md_path.is_relative_to(root) else md_path
     cache, problems = {}, []
     for line, token, links in quoted_numbers(text):
-        if not links:
+        files = [f for link in links if any((f := (md_path.parent / link).resolve()).is_relative_to(root / folder)
+                                            for folder in RESULTS_FOLDERS)]
+        if not files:
             problems.append(f"{name}:{line}: {token}: no results file linked beside it")
             continue
-        files = [(md_path.parent / link).resolve() for link in links]
         for f in files:
             if f not in cache:
                 cache[f] = results_numbers(f) if f.is_file() else []
@@ -386,10 +392,10 @@ def test_the_number_checker_finds_unsourced_and_edited_numbers(tmp_path):
     (tmp_path / "docs").mkdir()
     link = "([results](../benchmarks/results/run.json))"
     text = "\n".join([
-        "# Page", "<!-- settings: 0.999 -->", "",
+        "# Page", "<!-- settings: 0.999, 2,500 -->", "",
         f"FID 183 and recall 0.64 after 7,755 steps, 90.6% in class, 1.12x faster, 12.5 images/s {link}.",
         "", "| model | FID |", "|---|---:|", "| dcgan | 183.1 |", "",
-        "FID 184 here has no link, nor has 0.5 or 1,000; ema_decay = 0.999 is a setting, and so is 0.999.",
+        "FID 184 here has no link, nor has 0.5 or 1,000; ema_decay = 0.999 is a setting, and so are 0.999 and 2,500.",
         "", f"Edited: 0.65 recall, 92% accuracy, 7,756 steps, FID 183.2 {link}.",
         "", "Not numbers: AVX-512, 2-core, 64 px, 2e-4, `0.123` in code, version 2.14.1.",
     ])
@@ -405,3 +411,23 @@ def test_rounding_as_the_text_shows_it():
     assert rounds_to(653.4962, "653") and not rounds_to(653.4962, "654")
     assert rounds_to(0.125, "0.12") and rounds_to(0.125, "0.13")  # a tie may be shown either way
     assert rounds_to(1761, "1,761") and rounds_to(1.1249, "1.12x") and not rounds_to(1.1249, "1.13x")
+
+
+def test_every_number_the_docs_quote_comes_from_its_results_file():
+    problems = []
+    for path in markdown_files():
+        problems += number_problems(path.read_text(encoding="utf-8"), path)
+    assert not problems, "numbers without their results file, or unlike it:\n" + "\n".join(problems)
+
+
+def test_an_edited_number_in_the_readme_fails():
+    text = README.read_text(encoding="utf-8")
+    quoted = [(token, links) for _, token, links in quoted_numbers(text) if links]
+    assert len(quoted) >= 10, quoted  # the README quotes its headline figures from files
+    token = quoted[0][0]
+    number = token.rstrip("%x")
+    digits = number.replace(",", "").replace(".", "")
+    edited = number[:-1] + str((int(number[-1]) + 3) % 10)  # its last digit changed
+    assert digits.isdigit() and edited != number
+    problems = number_problems(text.replace(token, edited + token[len(number):], 1), README)
+    assert any(f": {edited}" in p and "not in" in p for p in problems), problems
