@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, fields
 
-from ganforge.augment import ADA_TARGET, parse_policy
+from ganforge.augment import ADA_POLICY, ADA_TARGET, parse_policy
 from ganforge.data.sources import source_problem
 from ganforge.errors import GanforgeError
 from ganforge.families import MODELS
@@ -208,6 +208,16 @@ TrainConfig = dataclasses.make_dataclass(
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 D_NORMS = ("batch", "layer", "none")
+
+
+def settle(cfg: TrainConfig, data) -> tuple[TrainConfig, list[str]]:
+    """(the config with every option whose default depends on the data set as its model decides it for `data`
+    (Family.settle), the options so set). Values already set stay, so settling a settled config changes nothing:
+    config.json and each checkpoint hold the settled config, and a resume reads it as it is."""
+    decided = {k: v for k, v in MODELS[cfg.model].settle(cfg, data).items() if getattr(cfg, k) is None}
+    if (decided.get("ada", cfg.ada)) and not cfg.diffaugment:  # adaptive with no policy of its own: ADA's
+        decided["diffaugment"] = ADA_POLICY
+    return dataclasses.replace(cfg, **decided).validate(), sorted(decided)
 
 
 def image_sizes() -> list[int]:

@@ -17,6 +17,7 @@ and samples.png. Nothing is uploaded anywhere. docs/export.md describes both.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -219,13 +220,15 @@ BUDGET = ("steps", "epochs", "minutes")
 SHOWN = ("model", "data", "seed")  # given as flags of their own; every other key that differs as --set key=value
 
 
-def train_command(config: dict, step: int) -> tuple[str, list[str]]:
+def train_command(config: dict, step: int, from_data: list[str] = ()) -> tuple[str, list[str]]:
     """(the `ganforge train` command that trains `config` to `step`, the keys it cannot set to the config's values:
     none unless a value does not survive --set). It gives --model, --data, --seed, --steps (the step reached), and
-    --set key=value for each key whose value differs from what the cpu preset and the others give."""
+    --set key=value for each key whose value differs from what the cpu preset and the others give; the keys
+    `from_data` (what the data decided when the run started: config.settle) are left to the data again."""
     from ganforge.config import TrainConfig, make_config
 
-    goal = TrainConfig.from_saved(config).to_dict() | {"steps": step, "epochs": None, "minutes": None}
+    unset = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in from_data}
+    goal = TrainConfig.from_saved(config | unset).to_dict() | {"steps": step, "epochs": None, "minutes": None}
     flags = {k: goal[k] for k in SHOWN} | {"steps": step}
 
     def built(keys: list[str]) -> dict:
@@ -326,7 +329,7 @@ def model_card(sampler: Sampler, name: str, samples_note: str, evals: list[dict]
     cfg, model, step = meta["config"], meta["model_spec"]["model"], meta["step"]
     text = sampler.takes("captions")
     last = (sampler.stage2 or sampler.stage1) if text else sampler.net
-    command, inexact = train_command(cfg, step)
+    command, inexact = train_command(cfg, step, meta.get("from_data", []))
     notes = [f"\n(It cannot give these keys this run's values: {', '.join(inexact)}.)\n"] if inexact else []
     if text and sampler.stage2 is not None:
         notes.append("\n`--stage1` names the Stage-I run it refines: train that first (its config is in config.json, "
@@ -380,7 +383,8 @@ def export_folder(path: str | Path, out: str | Path, ema: bool = True, measure_n
     images, nrow, note = sample_grid(sampler, name, captions)
     record = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "ganforge_version": __version__,
               "trained_with": meta.get("trained_with", meta.get("ganforge_version")), "step": meta["step"],
-              "model_spec": meta["model_spec"], "config": meta["config"], "generator": meta["generator"],
+              "model_spec": meta["model_spec"], "config": meta["config"], "from_data": meta.get("from_data", []),
+              "generator": meta["generator"],
               "source_sha256": meta.get("source_sha256", meta["sha256"]), "evals": evals}
     record |= {k: meta[k] for k in ("epoch", "images_seen", "seconds", "text") if k in meta}
     if captions:

@@ -46,7 +46,8 @@ def new_run_dir(runs_dir: Path, cfg: TrainConfig) -> Path:
 
 
 def write_config(run_dir: Path, cfg: TrainConfig, spec: dict | None = None, chosen: dict | None = None) -> None:
-    """config.json: the config, the networks' spec, and what was `chosen` for an "auto" setting and why."""
+    """config.json: the config, the networks' spec, and what was `chosen`: for an "auto" setting, which and why;
+    "from_data", the options whose values the data decided (config.settle)."""
     extra = ({"model_spec": spec} if spec else {}) | ({"chosen": chosen} if chosen else {})
     write_atomic(RunFolder(run_dir).config_path, (json.dumps({**cfg.to_dict(), **extra}, indent=1) + "\n").encode())
 

@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ganforge.augment import ADA_POLICY, make_augment
+from ganforge.augment import make_augment
 from ganforge.checkpoint import (
     load_checkpoint,
     optimizer_from_checkpoint,
     optimizer_to_checkpoint,
     save_checkpoint,
 )
-from ganforge.config import TrainConfig
+from ganforge.config import TrainConfig, settle
 from ganforge.data import ImageData, to_float
 from ganforge.distributed import SINGLE, Group, any_rank, broadcast, compiler_missing, resolve_device, sum_over_ranks
 from ganforge.errors import GanforgeError
@@ -85,7 +85,11 @@ class TrainState:
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, data: ImageData, group: Group = SINGLE,
                  resume: tuple[dict, dict] | None = None):
-        self.cfg, self.run_dir, self.data, self.group = cfg.validate(), run_dir, data, group
+        # the data's defaults written into the config once (the image size, the depths, ADA...); the options so set
+        # are recorded in config.json and each checkpoint ("from_data"), so that an exported card leaves them out
+        cfg, from_data = settle(cfg.validate(), data)
+        self.from_data = sorted(set(from_data) | set(resume[0].get("from_data", []) if resume else ()))
+        self.cfg, self.run_dir, self.data, self.group = cfg, run_dir, data, group
         self.folder = RunFolder(run_dir)
         self.device = resolve_device(cfg.device, group.local_rank)
         self.precision, self.precision_reason = cfg.precision, None
@@ -119,10 +123,6 @@ class TrainState:
         self.phases = self.family.phases(self.loss.phases())  # what a step runs, in order
         self.G_train, D_train, D_frozen = self._wrap()
         # D as the loss calls it: in D's step as trained, in G's step unwrapped (D is not updated there)
-        if cfg.ada is None:  # the model's default for a set of this size (none over a fixed policy), written to config
-            cfg.ada = not cfg.diffaugment and self.family.adaptive_augment(len(data))
-        if cfg.ada and not cfg.diffaugment:
-            cfg.diffaugment = ADA_POLICY
         self.augment = make_augment(cfg.diffaugment, adaptive=cfg.ada, target=cfg.ada_target,
                                     total=partial(sum_over_ranks, group))
         self.critic = Critic(D_train, self.D, self.augment, self.family.mismatch, self._loss_scale)
@@ -308,7 +308,7 @@ class TrainState:
         parts_tensors, meta["parts"] = pack_parts(self.parts())
         np_state, py_state = np.random.get_state(), random.getstate()
         meta |= {
-            "model_spec": self.spec, "config": self.cfg.to_dict(),
+            "model_spec": self.spec, "config": self.cfg.to_dict(), "from_data": self.from_data,
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "images_seen": self.images_seen,
             "seconds": self.seconds, "rollbacks": self.rollbacks, "world_size": self.group.world,
             "rng": {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],

@@ -202,11 +202,11 @@ def train_run(cfg: TrainConfig | dict | None = None, runs_dir: str | Path = "run
                 return state
         rec = Recorder(state, extractor, active=group.main)
         if group.main:
-            chosen = None
+            chosen = {"from_data": state.from_data} if state.from_data else {}
             if state.precision_reason:  # --precision auto: which, and why, in config.json and on the console
-                chosen = {"precision": state.precision, "why": state.precision_reason}
+                chosen |= {"precision": state.precision, "why": state.precision_reason}
                 print(f"precision auto: {state.precision} ({state.precision_reason})", file=sys.stderr)
-            write_config(run_dir, cfg, state.spec, chosen)
+            write_config(run_dir, state.cfg, state.spec, chosen)
         try:
             rec.open(resumed_with)
             interrupted = fit(state, rec, progress=progress)

@@ -1,6 +1,12 @@
-import pytest
+import json
 
-from ganforge.config import TrainConfig, apply_overrides, make_config
+import pytest
+from conftest import tiny_config
+
+from ganforge import train
+from ganforge.checkpoint import load_checkpoint
+from ganforge.config import TrainConfig, apply_overrides, make_config, settle
+from ganforge.data import load_data
 from ganforge.errors import GanforgeError
 
 
@@ -48,3 +54,25 @@ def test_a_saved_config_keeps_what_it_trained_with_before_an_option_existed():
     fresh = TrainConfig.from_dict(values)
     assert fresh.g_depth is None and fresh.mode_seeking == TrainConfig().mode_seeking > 0
     assert TrainConfig.from_saved(values | {"mode_seeking": 2.0}).mode_seeking == 2.0
+
+
+def test_the_data_decides_its_defaults_once_and_config_json_holds_them(tmp_path):
+    """A run's config.json and checkpoints hold every value, the data's defaults included, and say which the data
+    decided; settling that config again (what a resume does) changes nothing."""
+    run = train(tiny_config(g_depth=None, d_depth=None, steps=2), runs_dir=tmp_path, progress=False)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["chosen"]["from_data"] == ["ada", "channels", "d_depth", "g_depth", "image_size"]
+    assert (saved["image_size"], saved["channels"], saved["g_depth"], saved["d_depth"], saved["ada"]) == (28, 1, 1, 1, False)
+    meta, _ = load_checkpoint(run)
+    assert meta["from_data"] == saved["chosen"]["from_data"] and meta["config"]["g_depth"] == 1
+    cfg = TrainConfig.from_saved(meta["config"])
+    again, decided = settle(cfg, load_data("digits"))
+    assert decided == [] and again.to_dict() == cfg.to_dict()
+    # what the user set stays: depth 0 at 28 px, and a fixed policy keeps ADA off
+    mine, decided = settle(tiny_config(g_depth=0, diffaugment="translation"), load_data("digits"))
+    assert (mine.g_depth, mine.ada, mine.diffaugment) == (0, False, "translation") and "g_depth" not in decided
+
+
+def test_settling_for_a_model_that_cannot_draw_the_datas_size_says_which_size_to_ask_for():
+    with pytest.raises(GanforgeError, match="digits is 28 px: add --image-size 32"):
+        settle(tiny_config(model="light", image_size=None), load_data("digits"))

@@ -95,7 +95,8 @@ def test_a_run_records_what_auto_chose_and_why(tmp_path, capfd):
     run = train(tiny_config(steps=2), runs_dir=tmp_path, progress=False)
     saved = json.loads((run / "config.json").read_text())
     precision, why = choose_precision(CPU)
-    assert saved["precision"] == "auto" and saved["chosen"] == {"precision": precision, "why": why}
+    assert saved["precision"] == "auto" and saved["chosen"] == {"precision": precision, "why": why,
+                                                                 "from_data": ["ada", "channels", "image_size"]}
     assert f"precision auto: {precision} ({why})" in capfd.readouterr().err
     shutil.rmtree(run / "checkpoints")  # as if stopped before its first checkpoint: it starts again from its config
     assert train(resume=run, progress=False) == run

@@ -1,6 +1,9 @@
 """What a model is to ganforge: a registered class (MODELS) of one family, with its networks and options.
 
 A family is what a kind of model adds to the game the loop plays, and owns:
+- its defaults: those that follow from other options (`configure`, at validation) and those that follow from the
+  data (`settle`: the image size, D and G's depths, adaptive augmentation), written into the config once, before
+  the networks are built, so that config.json and every checkpoint hold the run's every value;
 - its spec: the networks' constructor arguments (`spec()`), stored in every checkpoint;
 - its conditioning: what G and D are given besides noise and images (`condition`, `mismatch`);
 - its forgeries (`forge`), and the length of the noise it draws (`noise_dim`);
@@ -94,6 +97,19 @@ class Family:
         return cfg
 
     @classmethod
+    def settle(cls, cfg, data: ImageData) -> dict:
+        """The defaults that depend on the data, as this model decides them for `data`: the image size and
+        channels, and whether augmentation adapts. config.settle writes those the config leaves unset into it
+        before the networks are built, so that config.json holds every value and a resume derives nothing again.
+        A subclass adds its own to super().settle(cfg, data)."""
+        size = data.shape[-1]
+        if size not in cls.sizes:
+            raise GanforgeError(f"--model {cls.name} draws {', '.join(map(str, cls.sizes))} pixel images; "
+                                f"{cfg.data} is {size} px: add --image-size {min(cls.sizes, key=lambda s: abs(s - size))}")
+        return {"image_size": data.shape[-1], "channels": data.shape[0],
+                "ada": not cfg.diffaugment and cls.adaptive_augment(len(data))}
+
+    @classmethod
     def load_data(cls, cfg) -> ImageData:
         return load_data(cfg.data, cfg.image_size, cfg.channels, data_dir=cfg.data_dir, download=cfg.download,
                          folder_labels=cfg.folder_labels)
@@ -101,10 +117,6 @@ class Family:
     def __init__(self, cfg, data: ImageData, device: torch.device, group: Group = SINGLE,
                  resume: tuple[dict, dict] | None = None):
         self.cfg, self.data, self.device, self.group = cfg, data, device, group
-        size = data.shape[-1]
-        if size not in self.sizes:
-            raise GanforgeError(f"--model {self.name} draws {', '.join(map(str, self.sizes))} pixel images; "
-                                f"{cfg.data} is {size} px: add --image-size {min(self.sizes, key=lambda s: abs(s - size))}")
 
     # --- a run's part
     def spec(self) -> dict:
@@ -138,7 +150,8 @@ class Family:
         parameters: 7x faster than the default loop on a CPU)."""
         return torch.optim.Adam(params, lr=lr, betas=(self.cfg.beta1, self.cfg.beta2), fused=True)
 
-    def adaptive_augment(self, n_images: int) -> bool:
+    @classmethod
+    def adaptive_augment(cls, n_images: int) -> bool:
         """Whether adaptive augmentation is on where the config leaves it unset, for a set of n_images: off."""
         return False
 

@@ -82,7 +82,7 @@ class Conv:
 
 class Deep(Conv):
     """The DCGAN pair's depth: 3x3 convolutions added at each hidden resolution of G and of D. Its default
-    follows the image size, known once the data is: the spec records the depth the nets were built with."""
+    follows the image size, known once the data is (settle); the spec records the depth the nets were built with."""
 
     options = (
         Option("g_depth", int | None, None, "dcgan and cgan: 3x3 convolutions G adds at each hidden resolution; "
@@ -93,9 +93,13 @@ class Deep(Conv):
     )
     default_depths: ClassVar[dict[int, tuple[int, int]]] = {}  # image size -> (G's, D's); 0 at any other size
 
+    @classmethod
+    def settle(cls, cfg, data):
+        g, d = cls.default_depths.get(data.shape[-1], (0, 0))
+        return super().settle(cfg, data) | {"g_depth": g, "d_depth": d}
+
     def depths(self) -> tuple[int, int]:
-        g, d = self.default_depths.get(self.data.shape[-1], (0, 0))
-        return (g if self.cfg.g_depth is None else self.cfg.g_depth), (d if self.cfg.d_depth is None else self.cfg.d_depth)
+        return self.cfg.g_depth, self.cfg.d_depth
 
     def spec(self):
         depths = dict(zip(("g_depth", "d_depth"), self.depths()))

@@ -25,7 +25,8 @@ class Light(Conv, Unconditional):
                bounded(0, 8)),
     )
 
-    def adaptive_augment(self, n_images: int) -> bool:
+    @classmethod
+    def adaptive_augment(cls, n_images: int) -> bool:
         return n_images < ADA_BELOW
 
     def spec(self):
