@@ -165,6 +165,13 @@ class CoreConfig:
             raise bad("checkpoint_every", "must be 0 or more")
         return self
 
+    def __setattr__(self, key: str, value) -> None:
+        """A settled config (config.settle: what a run trains with and records) is frozen: a change raises, and
+        dataclasses.replace makes a changed copy. Setting a value it already holds is no change."""
+        if getattr(self, "_settled", False) and getattr(self, key) != value:
+            raise AttributeError(f"{key}: a run's settled config does not change; dataclasses.replace makes a copy")
+        object.__setattr__(self, key, value)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -217,7 +224,9 @@ def settle(cfg: TrainConfig, data) -> tuple[TrainConfig, list[str]]:
     decided = {k: v for k, v in MODELS[cfg.model].settle(cfg, data).items() if getattr(cfg, k) is None}
     if (decided.get("ada", cfg.ada)) and not cfg.diffaugment:  # adaptive with no policy of its own: ADA's
         decided["diffaugment"] = ADA_POLICY
-    return dataclasses.replace(cfg, **decided).validate(), sorted(decided)
+    settled = dataclasses.replace(cfg, **decided).validate()
+    object.__setattr__(settled, "_settled", True)  # frozen from here on (CoreConfig.__setattr__)
+    return settled, sorted(decided)
 
 
 def image_sizes() -> list[int]:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -68,6 +69,10 @@ def test_the_data_decides_its_defaults_once_and_config_json_holds_them(tmp_path)
     cfg = TrainConfig.from_saved(meta["config"])
     again, decided = settle(cfg, load_data("digits"))
     assert decided == [] and again.to_dict() == cfg.to_dict()
+    with pytest.raises(AttributeError, match="settled config does not change"):  # frozen, as the run trains it
+        again.lr_g = 1e-3
+    again.lr_g = cfg.lr_g  # no change is no error
+    assert dataclasses.replace(again, lr_g=1e-3).lr_g == 1e-3  # a changed copy, as a resume makes
     # what the user set stays: depth 0 at 28 px, and a fixed policy keeps ADA off
     mine, decided = settle(tiny_config(g_depth=0, diffaugment="translation"), load_data("digits"))
     assert (mine.g_depth, mine.ada, mine.diffaugment) == (0, False, "translation") and "g_depth" not in decided
