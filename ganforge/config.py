@@ -2,7 +2,8 @@
 
 TrainConfig holds the options of every run (CoreConfig, below) and the options that each registered
 plug-in declares beside it (PLUGIN_OPTIONS: a loss's, a model's, a text encoder's). Every option can be
-set with `--set key=value`; `validate()` checks them all and fills in the defaults that depend on others.
+set with `--set key=value`; `validate()` checks them all and fills in the defaults that depend on others;
+`settle()` fills in those that depend on the data, once, and freezes the result: the config a run trains with.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ class CoreConfig:
     data: str = "digits"  # one of SOURCES (data/sources.py): digits, faces, folder:PATH, prepared:DIR, ...
     data_dir: str | None = None  # where the IDX files of mnist / fashion-mnist lie
     download: bool = False  # let torchvision download mnist / fashion-mnist (needs the network)
-    image_size: int | None = None  # 28, 32, 56, 64 or 128; None: the data's own size (28), 64 for folders,
-    # at most 32 for stackgan1, twice Stage-I's for stackgan2
-    channels: int | None = None  # 1 or 3; None: the data's own (folders: 3)
+    image_size: int | None = None  # one of the model's sizes; None: the data's own size (28), 64 for folders,
+    # at most 32 for stackgan1, twice Stage-I's for stackgan2 (settled into the config when the run starts)
+    channels: int | None = None  # 1 or 3; None: the data's own (folders: 3), settled as image_size is
     folder_labels: bool = False  # folder:PATH only: one class per subfolder
 
     # --- networks
