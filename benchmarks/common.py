@@ -32,6 +32,11 @@ def processor() -> dict:
     return cpu()
 
 
+def described(cpu: dict) -> str:
+    """"AMD EPYC (2 cores; avx2, avx512_bf16)": the processor's name with what decides its speed."""
+    return f"{cpu.get('model_name')} ({cpu.get('logical_cpus')} cores; {', '.join(cpu.get('flags', [])) or 'no AVX2'})"
+
+
 def run_record(name: str) -> dict:
     """The fields every results file starts with."""
     return {"benchmark": name, "command": " ".join([Path(sys.executable).name, *sys.argv]), "git": git_commit(),

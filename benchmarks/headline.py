@@ -24,7 +24,7 @@ import os
 import demo
 import quality
 import throughput
-from common import RESULTS, ROOT, results_dir, run_record, write_results
+from common import RESULTS, ROOT, described, results_dir, run_record, write_results
 
 # (results file, what it is, where in the file, how it is shown): the figures the README quotes
 FIGURES = [
@@ -55,11 +55,7 @@ def dig(record: dict | None, keys: tuple):
 
 
 def processor_of(record: dict | None) -> str:
-    if not record:
-        return "no file"
-    p = record.get("processor", {})
-    flags = [f for f in p.get("flags", []) if f != "avx512f"]
-    return f"{p.get('model_name', '?')} ({', '.join(flags) or 'no vector flags named'})"
+    return described(record.get("processor", {})) if record else "no file"
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -194,16 +194,11 @@ FIGURES = [
 
 
 def record(figure: Figure, made: dict, maker: Maker, seconds: float) -> dict:
-    from common import git_commit, processor
+    from common import described, git_commit, processor
 
     return {"name": figure.name, "title": figure.title, "budget": figure.budget, "commands": maker.commands,
             "seconds": round(seconds), "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "git": git_commit(), "processor": described(processor()), **made}
-
-
-def described(cpu: dict) -> str:
-    """"AMD EPYC (2 cores; avx2, avx512_bf16)": the processor's name with what decides its speed."""
-    return f"{cpu.get('model_name')} ({cpu.get('logical_cpus')} cores; {', '.join(cpu.get('flags', [])) or 'no AVX2'})"
 
 
 def number(value) -> str:

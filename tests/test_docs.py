@@ -6,6 +6,7 @@ relative to the markdown file, inside the repository, and a `#anchor` must match
 target file by GitHub's slug rule. Absolute URLs (http:, https:, mailto:) are not fetched. Links
 inside fenced code blocks and inline code are not links. Standard library only, no network.
 """
+import json
 import re
 from pathlib import Path
 from urllib.parse import unquote
@@ -278,7 +279,6 @@ def test_readme_is_short():
 # also reads the links of the paragraph just before it. A number that is a setting, not a measurement,
 # is written as one (`name = 0.999`) or listed in the page's `<!-- settings: 0.999, 0.02 -->` comment.
 
-RESULTS = ROOT / "benchmarks" / "results"
 _NUMBER = re.compile(r"(?<![\w.])(?<![A-Za-z]-)(?<![=≈~±]\s)(?<![=≈~±])"
                      r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)(\s?%|x(?!\w))?(?!\w|\.\d|-[A-Za-z])")
 _SCORE_WORD = re.compile(r"(FID|KID|MSE)\s+$")
@@ -314,11 +314,7 @@ def quoted_numbers(text: str):
             measured = "," in number or "." in number or suffix or \
                 _SCORE_WORD.search(readable[max(0, match.start() - 6):match.start()])
             if measured and token not in settings and number not in settings:
-                yield start_line(prose, start) + readable.count("\n", 0, match.start()), token, links
-
-
-def start_line(text: str, offset: int) -> int:
-    return text.count("\n", 0, offset) + 1
+                yield prose.count("\n", 0, start) + 1 + readable.count("\n", 0, match.start()), token, links
 
 
 def results_numbers(path: Path) -> list:
@@ -340,7 +336,6 @@ def results_numbers(path: Path) -> list:
             for value in node:
                 walk(value)
 
-    import json
     walk(json.loads(path.read_text()))
     return found
 
