@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from ganforge.config import PLUGIN_OPTIONS, PRECISIONS, CoreConfig, image_sizes
+from ganforge.config import PRECISIONS, TrainConfig, image_sizes, key_help
 from ganforge.data.sources import sources_help, spellings
 from ganforge.directions import METHODS
 from ganforge.errors import GanforgeError
@@ -45,15 +45,20 @@ def _positive_float(text: str) -> float:
 
 
 def _set_keys_help() -> str:
-    """The epilog of `train --help`: every key --set takes, the plug-ins' with what they mean."""
+    """The epilog of `train --help`: every key --set takes, with its default and what it means (config.key_help)."""
     import textwrap
 
-    core = ", ".join(f.name for f in dataclasses.fields(CoreConfig))
-    lines = ["--set KEY=VALUE takes any config key: " + core + " (see ganforge/config.py), and these, declared by "
-             "the models, losses and text encoders that read them:"]
-    lines += [textwrap.fill(f"{o.name} (default {o.default!r}): {o.help}", 100, initial_indent="  ",
-                            subsequent_indent="      ") for o in PLUGIN_OPTIONS.values()]
-    return "\n".join([textwrap.fill(lines[0], 100), *lines[1:]])
+    head = textwrap.fill("--set KEY=VALUE takes any config key: those of every run, then those the models, losses "
+                         "and text encoders declare (ganforge/config.py, and each plug-in beside its code):", 100)
+    return "\n".join([head] + [textwrap.fill(f"{f.name} (default {f.default!r}): {key_help(f.name)}", 100,
+                                             initial_indent="  ", subsequent_indent="      ")
+                                for f in dataclasses.fields(TrainConfig)])
+
+
+def _key_help(key: str) -> str:
+    """A flag's help: its config key's (config.key_help), and its default where it has one to say."""
+    default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == key)
+    return key_help(key) + (f" (default: {default})" if default is not None and default is not False else "")
 
 
 def _direction_flags(parser) -> None:
@@ -108,21 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", metavar="SOURCE",
                    help=f"where the images come from: {sources_help()}")
     t.add_argument("--image-size", type=int, choices=image_sizes(),
-                   help="default: the data's own size, 64 for folders, at most 32 for stackgan1")
-    t.add_argument("--channels", type=int, choices=[1, 3], help="default: the data's own (folders: 3)")
-    t.add_argument("--data-dir", metavar="DIR", help="folder holding the IDX files of mnist / fashion-mnist")
+                   help=_key_help("image_size"))
+    t.add_argument("--channels", type=int, choices=[1, 3], help=_key_help("channels"))
+    t.add_argument("--data-dir", metavar="DIR", help=_key_help("data_dir"))
     t.add_argument("--download", action="store_true", default=None,
-                   help="download mnist / fashion-mnist with torchvision (needs the network)")
+                   help=_key_help("download"))
     t.add_argument("--folder-labels", action="store_true", default=None,
-                   help="folder:PATH: take class labels from subfolder names")
+                   help=_key_help("folder_labels"))
     budget = t.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=_positive_int, help="train up to this many steps, counted from the run's start")
     budget.add_argument("--epochs", type=_positive_float, help="train up to this many passes over the data")
     budget.add_argument("--minutes", type=_positive_float, help=f"train this long (default: {DEFAULT_MINUTES:g})")
-    t.add_argument("--stage1", metavar="RUN_DIR", help="stackgan2: the Stage-I run to refine (its data and text "
-                   "encoder are used)")
+    t.add_argument("--stage1", metavar="RUN_DIR", help=_key_help("stage1"))
     t.add_argument("--text-encoder", choices=TEXT_ENCODERS.names(), help=f"stackgan1: {TEXT_ENCODERS.help()}")
-    t.add_argument("--seed", type=int, help="random seed (default: 0)")
+    t.add_argument("--seed", type=int, help=_key_help("seed"))
     t.add_argument("--preset", default="cpu", help="cpu (default: sized for a laptop CPU) or gpu (the paper's widths)")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="set any config key, e.g. --set batch_size=128 --set loss=minimax (repeatable)")
@@ -130,12 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue this run from its latest checkpoint")
     t.add_argument("--eval-every", type=_positive_int, metavar="K",
                    help="every K epochs, measure FID etc. of 2000 samples into stats.jsonl and curves.png")
-    t.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files")
+    t.add_argument("--tensorboard", action="store_true", default=None, help=_key_help("tensorboard"))
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--device", help="auto (default: CUDA when present, else the CPU), cpu, cuda or cuda:N")
-    t.add_argument("--precision", choices=PRECISIONS, help="auto (default): bf16 where this device multiplies it fast "
-                   "(AMX, AVX-512 BF16, CUDA), else fp32; or fp32, bf16, fp16 (CUDA, loss-scaled)")
-    t.add_argument("--compile", action="store_true", default=None, help="torch.compile G and D")
+    t.add_argument("--device", help=_key_help("device"))
+    t.add_argument("--precision", choices=PRECISIONS, help=_key_help("precision"))
+    t.add_argument("--compile", action="store_true", default=None, help=_key_help("compile"))
     t.add_argument("--nproc", type=_positive_int, metavar="N", help="train in N processes on this machine "
                    "(DistributedDataParallel, as torchrun would; --set batch_size is per process)")
 

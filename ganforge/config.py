@@ -2,8 +2,9 @@
 
 TrainConfig holds the options of every run (CoreConfig, below) and the options that each registered
 plug-in declares beside it (PLUGIN_OPTIONS: a loss's, a model's, a text encoder's). Every option can be
-set with `--set key=value`; `validate()` checks them all and fills in the defaults that depend on others;
-`settle()` fills in those that depend on the data, once, and freezes the result: the config a run trains with.
+set with `--set key=value`; `validate()` checks them all and fills in the defaults that depend on others (each
+plug-in's `defaults`); `settle()` fills in those that depend on the data, once, and freezes the result: the config
+a run trains with. `key_help` is every key's help, with what each plug-in decides for it: `train --help` lists it.
 """
 
 from __future__ import annotations
@@ -26,80 +27,102 @@ from ganforge.models.text import TEXT_ENCODERS
 from ganforge.registry import NEW, Option
 
 
+def opt(default, help: str):
+    """A CoreConfig field: its default, and its help (`{decided}` in it: what each plug-in decides; key_help)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclass
 class CoreConfig:
-    """The options of every run. TrainConfig adds those each plug-in declares beside it (a loss's in
-    losses/, a model's in families/, a text encoder's in models/text.py); `ganforge train --help` lists all."""
+    """The options of every run, with their help. TrainConfig adds those each plug-in declares beside it (a loss's
+    in losses/, a model's in families/, a text encoder's in models/text.py); `ganforge train --help` lists all."""
 
     # --- what to train
-    model: str = "dcgan"  # one of MODELS (families/; `ganforge train --help` lists them)
-    data: str = "digits"  # one of SOURCES (data/sources.py): digits, faces, folder:PATH, prepared:DIR, ...
-    data_dir: str | None = None  # where the IDX files of mnist / fashion-mnist lie
-    download: bool = False  # let torchvision download mnist / fashion-mnist (needs the network)
-    image_size: int | None = None  # one of the model's sizes; None: the data's own size (28), 64 for folders,
-    # at most 32 for stackgan1, twice Stage-I's for stackgan2 (settled into the config when the run starts)
-    channels: int | None = None  # 1 or 3; None: the data's own (folders: 3), settled as image_size is
-    folder_labels: bool = False  # folder:PATH only: one class per subfolder
+    model: str = opt("dcgan", "the networks and their family: one of MODELS (families/)")
+    data: str = opt("digits", "where the images come from: one of SOURCES (data/sources.py): digits, faces, "
+                    "folder:PATH, prepared:DIR, ...")
+    data_dir: str | None = opt(None, "where the IDX files of mnist / fashion-mnist lie")
+    download: bool = opt(False, "let torchvision download mnist / fashion-mnist (needs the network)")
+    image_size: int | None = opt(None, "one of the model's sizes; none: the data's own (28 for the digits, 64 for "
+                                 "folders), at most 32 for stackgan1, twice Stage-I's for stackgan2; settled into "
+                                 "the config when the run starts")
+    channels: int | None = opt(None, "1 or 3; none: the data's own (folders: 3), settled as image_size is")
+    folder_labels: bool = opt(False, "folder:PATH only: one class per subfolder")
 
     # --- networks
-    z_dim: int = 100  # length of the noise vector z ~ N(0, I)
-    d_norm: str | None = None  # conv D: batch, layer or none; None: none with spectral_norm, else the loss's
-    spectral_norm: bool = False  # spectral normalisation of every D weight (Miyato et al. 2018)
+    z_dim: int = opt(100, "length of the noise vector z ~ N(0, I)")
+    d_norm: str | None = opt(None, "conv D's normalisation: batch, layer or none; none (unset): none "
+                             "with spectral_norm, else the loss's ({decided})")
+    spectral_norm: bool = opt(False, "spectral normalisation of every D weight (Miyato et al. 2018)")
 
     # --- the game
-    loss: str = "non-saturating"  # one of LOSSES (losses/; `ganforge train --help` lists them)
-    n_critic: int | None = None  # D steps per G step; None: the loss's (5 for wgan and wgan-gp, else 1)
-    diffaugment: str = ""  # DiffAugment policy for small data, e.g. color,translation,cutout; empty: off
-    # adaptive augmentation (ADA): each image takes each of diffaugment's transforms with a probability p that D's
-    # overfitting signal E[sign D(x)] steers towards ada_target (with ada and no policy: color,translation,cutout);
-    # None: the model's default for the data's size
-    ada: bool | None = None
-    ada_target: float = ADA_TARGET
-    ema_decay: float | None = 0.999  # EMA of G's weights, used for samples and evaluation; None: no EMA
+    loss: str = opt("non-saturating", "the game: one of LOSSES (losses/)")
+    n_critic: int | None = opt(None, "D steps per G step; none: the loss's ({decided})")
+    diffaugment: str = opt("", "DiffAugment policy for small data, e.g. color,translation,cutout; empty: off")
+    ada: bool | None = opt(None, "adaptive augmentation (ADA): each image takes each of diffaugment's transforms "
+                           "with a probability p that D's overfitting signal E[sign D(x)] steers towards ada_target "
+                           f"(with ada and no policy: {ADA_POLICY}); none: the model's default for the data's size, "
+                           "settled when the run starts")
+    ada_target: float = opt(ADA_TARGET, "ada: the E[sign D(x)] that p is steered towards")
+    ema_decay: float | None = opt(0.999, "EMA of G's weights, used for samples and evaluation; none: no EMA")
 
     # --- optimisation (Adam with the DCGAN paper's settings)
-    batch_size: int = 32  # small batches: more updates per minute, which is what a CPU budget lacks
-    lr_g: float | None = None  # None: the model's (dcgan 4e-4, measured; others the DCGAN paper's 2e-4)
-    lr_d: float | None = None
-    beta1: float = 0.5
-    beta2: float = 0.999
-    lr_decay: float = 0.0  # share of the budget, at its end, over which both learning rates fall linearly to 0
+    batch_size: int = opt(32, "images per step (small batches: more updates per minute, which a CPU budget lacks)")
+    lr_g: float | None = opt(None, "G's learning rate; none: the model's ({decided})")
+    lr_d: float | None = opt(None, "D's learning rate; none: the model's ({decided})")
+    beta1: float = opt(0.5, "Adam's beta1 (the DCGAN paper's)")
+    beta2: float = opt(0.999, "Adam's beta2")
+    lr_decay: float = opt(0.0, "share of the budget, at its end, over which both learning rates fall linearly to 0")
 
     # --- budget: the first one reached stops training; all count from the start of the run
-    steps: int | None = None  # iterations: one batch each, a D step and (every n_critic) a G step
-    epochs: float | None = None  # passes over the data
-    minutes: float | None = None  # training wall-clock time
+    steps: int | None = opt(None, "iterations: one batch each, a D step and (every n_critic) a G step")
+    epochs: float | None = opt(None, "passes over the data")
+    minutes: float | None = opt(None, "training wall-clock time")
 
     # --- bookkeeping
-    seed: int = 0
-    log_every: int = 25  # steps between stats.jsonl lines
-    checkpoint_every: int = 0  # steps between checkpoints besides each epoch end; 0: epoch ends only
-    keep_checkpoints: int = 2  # newest checkpoints kept on disk
-    n_samples: int = 64  # size of the fixed-noise panel drawn every epoch
-    eval_every: int = 0  # epochs between quality measurements appended to stats.jsonl; 0: none
-    eval_n: int = 2000  # samples (and real images) per measurement
-    eval_extractor: str | None = None  # None: classifier:<data> for labelled data, else ssl:<data>
-    tensorboard: bool = False  # also write TensorBoard event files (needs the tensorboard extra)
-    channels_last: bool = True  # NHWC memory layout for conv nets (measured faster on CPU)
-    nan_lr_factor: float = 0.5  # a non-finite loss rolls back to the last checkpoint with the learning rates x this
-    max_rollbacks: int = 3  # rollbacks before training stops with an explanation
+    seed: int = opt(0, "random seed")
+    log_every: int = opt(25, "steps between stats.jsonl lines")
+    checkpoint_every: int = opt(0, "steps between checkpoints besides each epoch end; 0: epoch ends only")
+    keep_checkpoints: int = opt(2, "newest checkpoints kept on disk")
+    n_samples: int = opt(64, "size of the fixed-noise panel drawn every epoch")
+    eval_every: int = opt(0, "epochs between quality measurements appended to stats.jsonl; 0: none")
+    eval_n: int = opt(2000, "samples (and real images) per measurement")
+    eval_extractor: str | None = opt(None, "features for eval_every; none: classifier:<data> for labelled data, "
+                                     "else ssl:<data>")
+    tensorboard: bool = opt(False, "also write TensorBoard event files (needs the tensorboard extra)")
+    channels_last: bool = opt(True, "NHWC memory layout for conv nets (measured faster on CPU)")
+    nan_lr_factor: float = opt(0.5, "a non-finite loss rolls back to the last checkpoint with the learning rates "
+                               "times this")
+    max_rollbacks: int = opt(3, "rollbacks before training stops with an explanation")
 
     # --- where and how (a resume may change these)
-    device: str = "auto"  # auto (CUDA when present, else the CPU), cpu, cuda or cuda:N
-    precision: str = "auto"  # auto: bf16 where the device multiplies it fast, else fp32 (hardware.choose_precision);
-    # or fp32, bf16, fp16 (CUDA only; with loss scaling): autocast for the forward passes
-    compile: bool = False  # torch.compile G and D (falls back with a warning where no compiler is found)
-    sync_bn: bool = False  # several CUDA processes: batch norm statistics over all of them (SyncBatchNorm)
+    device: str = opt("auto", "auto (CUDA when present, else the CPU), cpu, cuda or cuda:N")
+    precision: str = opt("auto", "autocast for the forward passes: auto (bf16 where the device multiplies it fast: "
+                         "AMX, AVX-512 BF16, CUDA; else fp32; hardware.choose_precision), fp32, bf16, or fp16 "
+                         "(CUDA only, loss-scaled)")
+    compile: bool = opt(False, "torch.compile G and D (falls back with a warning where no compiler is found)")
+    sync_bn: bool = opt(False, "several CUDA processes: batch norm statistics over all of them (SyncBatchNorm)")
 
     def validate(self) -> TrainConfig:
-        """Check every value (a GanforgeError names the first wrong one) and fill in the defaults that depend
-        on others: the model's and the loss's, then d_norm. Returns the config itself."""
+        """The config checked (a GanforgeError names the first wrong value), with the defaults that follow from
+        other options filled in where it leaves them unset: the model's and the loss's (their `defaults`). A copy;
+        the config itself when it has nothing to fill."""
+        for key, registry in (("model", MODELS), ("loss", LOSSES)):
+            if getattr(self, key) not in registry:
+                raise GanforgeError(f"{key}={getattr(self, key)!r}: unknown {registry.kind}; choose one of "
+                                    f"{', '.join(registry)}")
+        model, loss = MODELS[self.model], LOSSES[self.loss]
+        decided = {k: v for k, v in (model.defaults(self) | loss.defaults(self)).items() if getattr(self, k) is None}
+        cfg = dataclasses.replace(self, **decided) if decided else self
+        cfg._check()
+        model.check(cfg)
+        loss.check(cfg)
+        return cfg
+
+    def _check(self) -> None:
         def bad(key: str, why: str) -> GanforgeError:
             return GanforgeError(f"{key}={getattr(self, key)!r}: {why}")
 
-        for key, registry in (("model", MODELS), ("loss", LOSSES)):
-            if getattr(self, key) not in registry:
-                raise bad(key, f"unknown {registry.kind}; choose one of {', '.join(registry)}")
         if self.precision not in PRECISIONS:
             raise bad("precision", f"choose one of {', '.join(PRECISIONS)}")
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
@@ -126,18 +149,14 @@ class CoreConfig:
                 raise bad(key, "must be in [0, 1)")
         if not 0 <= self.seed < 2**40:
             raise bad("seed", "must be in [0, 2**40)")
-        MODELS[self.model].configure(self)
         for key in ("lr_g", "lr_d"):
             if not getattr(self, key) > 0:
                 raise bad(key, "must be positive")
-        LOSSES[self.loss].configure(self)
         for option in PLUGIN_OPTIONS.values():
             value = getattr(self, option.name)
             why = option.check(value) if option.check is not None and value is not None else None
             if why:
                 raise bad(option.name, why)
-        if self.d_norm is None:
-            self.d_norm = "none" if self.spectral_norm else LOSSES[self.loss].d_norm
         if self.d_norm not in D_NORMS:
             raise bad("d_norm", f"choose one of {', '.join(D_NORMS)}")
         if self.n_critic < 1:
@@ -164,7 +183,6 @@ class CoreConfig:
             raise bad("eval_extractor", f"unknown feature extractor; choose one of {EXTRACTORS.help()}")
         if self.checkpoint_every < 0:
             raise bad("checkpoint_every", "must be 0 or more")
-        return self
 
     def __setattr__(self, key: str, value) -> None:
         """A settled config (config.settle: what a run trains with and records) is frozen: a change raises, and
@@ -213,6 +231,47 @@ TrainConfig = dataclasses.make_dataclass(
     "TrainConfig", [(o.name, o.type, dataclasses.field(default=o.default)) for o in PLUGIN_OPTIONS.values()],
     bases=(CoreConfig,), namespace={"__module__": __name__, "__doc__": "A run's configuration: CoreConfig's "
                                     "options and those the registered plug-ins declare (PLUGIN_OPTIONS)."})
+
+
+
+def key_help(key: str) -> str:
+    """The help of config key `key` (a CoreConfig field's or a plug-in's Option's), with `{decided}` in it
+    written out as what each model and loss decides for it (decided_by)."""
+    meta = {f.name: f.metadata for f in fields(TrainConfig)}[key]
+    text = meta["help"] if "help" in meta else PLUGIN_OPTIONS[key].help
+    return text.replace("{decided}", decided_by(key)) if "{decided}" in text else text
+
+
+class _Sized:
+    """A stand-in for a data set of one image size, to ask a model what it settles for that size."""
+
+    def __init__(self, size: int):
+        self.shape = (3, size, size)
+
+    def __len__(self) -> int:
+        return 10**9
+
+
+def decided_by(key: str) -> str:
+    """What each model and loss decides for `key` when the config leaves it unset, read from their `defaults`
+    (or, for a default that follows the image size, `settle` at each of the model's sizes): e.g. "mlp, cgan,
+    light, stackgan1, stackgan2: 0.0002; dcgan: 0.0004", "dcgan: 1 at 28 px, else 0; cgan: 0"."""
+    def text(value) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    said: dict[str, list[str]] = {}
+    for registry, field in ((MODELS, "model"), (LOSSES, "loss")):
+        for name in registry:
+            plugin, cfg = registry[name], TrainConfig(**{field: name})
+            if key in (values := plugin.defaults(cfg)):
+                said.setdefault(text(values[key]), []).append(name)
+            elif registry is MODELS and key in (by_size := {s: plugin.settle(cfg, _Sized(s)) for s in plugin.sizes})[plugin.sizes[0]]:
+                values = {s: text(v[key]) for s, v in by_size.items()}
+                common = max(set(values.values()), key=list(values.values()).count)
+                odd = [f"{v} at {s} px" for s, v in values.items() if v != common]
+                said.setdefault(", ".join(odd + [f"else {common}" if odd else common]), []).append(name)
+    return "; ".join(f"{', '.join(names)}: {value}" for value, names in said.items())
+
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 D_NORMS = ("batch", "layer", "none")

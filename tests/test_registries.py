@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from ganforge.cli import build_parser, main
-from ganforge.config import PLUGIN_OPTIONS, TrainConfig, make_config
+from ganforge.cli import _set_keys_help, build_parser, main
+from ganforge.config import PLUGIN_OPTIONS, TrainConfig, key_help, make_config
 from ganforge.errors import GanforgeError
 from ganforge.families import MODELS
 from ganforge.losses import LOSSES
@@ -121,10 +121,30 @@ def test_stats_tail_parses_only_what_was_appended_and_starts_again_on_a_rewrite(
     assert tail.read().lines == []
 
 
-def test_the_width_options_help_states_each_models_default():
-    """g_width's help says 64 for cgan and 32 for the other conv models: it must stay what the models use."""
-    widths = {name: MODELS[name].default_width for name in MODELS if hasattr(MODELS[name], "default_width")}
-    assert widths.pop("cgan") == 64 and set(widths.values()) == {32} and {"dcgan", "light"} <= widths.keys()
-    assert "64 for cgan, 32 for the other conv models" in PLUGIN_OPTIONS["g_width"].help
-    cfg = TrainConfig(model="light", data="faces").validate()
-    assert (cfg.g_width, cfg.d_width) == (32, 32)
+def test_help_states_what_each_plugin_decides_for_an_unset_key(monkeypatch):
+    """The defaults the models and losses decide live in them alone: the help of lr_g, g_width, g_depth and
+    n_critic is written from them, and follows when one changes."""
+    def said(key: str) -> dict[str, str]:  # "a, b: v; c: w" -> {a: v, b: v, c: w}
+        text = key_help(key).rpartition("(")[2].rstrip(")").split("; 0 is")[0]
+        return {name: value for part in text.split("; ") for names, _, value in [part.partition(": ")]
+                for name in names.split(", ")}
+
+    conv = [name for name in MODELS if hasattr(MODELS[name], "default_width")]
+    assert said("g_width") == {name: str(MODELS[name].default_width) for name in conv}
+    assert said("lr_g") == {name: f"{MODELS[name].lr:g}" for name in MODELS}
+    assert said("n_critic") == {name: str(LOSSES[name].n_critic) for name in LOSSES}
+    assert said("g_depth") == {"dcgan": "1 at 28 px, else 0", "cgan": "0"}
+    assert "{decided}" not in _set_keys_help()
+    monkeypatch.setattr(MODELS["cgan"], "default_width", 48)
+    monkeypatch.setattr(MODELS["dcgan"], "default_depths", {64: (2, 2)})
+    assert said("g_width")["cgan"] == "48" and said("g_depth")["dcgan"] == "2 at 64 px, else 0"
+    cfg = TrainConfig(model="cgan", data="faces").validate()
+    assert (cfg.g_width, cfg.d_width) == (48, 48)
+
+
+def test_validation_fills_a_copy_and_leaves_the_config_as_it_was():
+    cfg = TrainConfig(model="cgan", loss="wgan", spectral_norm=True)
+    checked = cfg.validate()
+    assert (cfg.lr_g, cfg.g_width, cfg.n_critic, cfg.d_norm) == (None,) * 4
+    assert (checked.lr_g, checked.g_width, checked.n_critic, checked.d_norm) == (2e-4, 64, 5, "none")
+    assert checked.validate() is checked  # nothing left to fill

@@ -1,7 +1,7 @@
 """What a model is to ganforge: a registered class (MODELS) of one family, with its networks and options.
 
 A family is what a kind of model adds to the game the loop plays, and owns:
-- its defaults: those that follow from other options (`configure`, at validation) and those that follow from the
+- its defaults: those that follow from other options (`defaults`, at validation) and those that follow from the
   data (`settle`: the image size, D and G's depths, adaptive augmentation), written into the config once, before
   the networks are built, so that config.json and every checkpoint hold the run's every value;
 - its spec: the networks' constructor arguments (`spec()`), stored in every checkpoint;
@@ -85,11 +85,15 @@ class Family:
     lr = 2e-4  # Adam's learning rate for G and D where the config leaves them unset: the DCGAN paper's
 
     @classmethod
-    def configure(cls, cfg) -> None:
-        """Check the config's options for this model (raising a GanforgeError); fill in its defaults. A subclass
-        calls super().configure(cfg) first."""
-        cfg.lr_g = cls.lr if cfg.lr_g is None else cfg.lr_g
-        cfg.lr_d = cls.lr if cfg.lr_d is None else cfg.lr_d
+    def defaults(cls, cfg) -> dict:
+        """The defaults that follow from other options, as this model decides them: {key: value}, of which
+        validation writes those the config leaves unset (None), and `train --help` lists per model. A subclass adds
+        its own to super().defaults(cfg)."""
+        return {"lr_g": cls.lr, "lr_d": cls.lr}
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        """Raise a GanforgeError for an option this model cannot train with (cfg has its defaults filled in)."""
 
     @classmethod
     def resolve(cls, cfg):

@@ -58,9 +58,9 @@ class ClassConditional(Family):
 # --- the models
 WIDTHS = (  # the conv nets' widths, shared by every DCGAN-shaped model
     Option("g_width", int | None, None, "conv G: channels of its last hidden layer, doubling towards the input; "
-           "none: the model's default (64 for cgan, 32 for the other conv models)", bounded(1, 4096)),
+           "none: the model's ({decided})", bounded(1, 4096)),
     Option("d_width", int | None, None, "conv D: channels of its first layer, doubling with depth; none: the "
-           "model's default (as g_width's)", bounded(1, 4096)),
+           "model's ({decided})", bounded(1, 4096)),
 )
 
 
@@ -71,10 +71,8 @@ class Conv:
     default_width = 64
 
     @classmethod
-    def configure(cls, cfg):
-        super().configure(cfg)
-        cfg.g_width = cfg.g_width or cls.default_width
-        cfg.d_width = cfg.d_width or cls.default_width
+    def defaults(cls, cfg):
+        return super().defaults(cfg) | {"g_width": cls.default_width, "d_width": cls.default_width}
 
     def spec(self):
         return super().spec() | {"g_width": self.cfg.g_width, "d_width": self.cfg.d_width, "d_norm": self.cfg.d_norm}
@@ -86,10 +84,9 @@ class Deep(Conv):
 
     options = (
         Option("g_depth", int | None, None, "dcgan and cgan: 3x3 convolutions G adds at each hidden resolution; "
-               "none: the model's default (dcgan 1 for 28-pixel images, else 0; cgan 0; 0 is the paper's)",
-               bounded(0, 16), before=0),
+               "none: the model's ({decided}; 0 is the paper's)", bounded(0, 16), before=0),
         Option("d_depth", int | None, None, "dcgan and cgan: 3x3 convolutions D adds at each hidden resolution; "
-               "none: the model's default (as g_depth's)", bounded(0, 16), before=0),
+               "none: the model's ({decided})", bounded(0, 16), before=0),
     )
     default_depths: ClassVar[dict[int, tuple[int, int]]] = {}  # image size -> (G's, D's); 0 at any other size
 

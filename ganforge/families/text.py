@@ -81,8 +81,8 @@ class Captioned(Conv, Family):
         return dataclasses.replace(cfg, text_match=cls.match_default if image_side else 0.0)
 
     @classmethod
-    def configure(cls, cfg):
-        super().configure(cfg)
+    def check(cls, cfg):
+        super().check(cfg)
         if cfg.eval_every:
             raise GanforgeError(f"eval_every={cfg.eval_every!r}: is not available for text-to-image models; "
                                 "measure them with benchmarks/text_to_image.py")

@@ -77,10 +77,13 @@ class Loss:
         self.cfg = cfg
 
     @classmethod
-    def configure(cls, cfg) -> None:
-        """Check the config's options for this loss (raising a GanforgeError); fill in its defaults."""
-        if cfg.n_critic is None:
-            cfg.n_critic = cls.n_critic
+    def defaults(cls, cfg) -> dict:
+        """The defaults that follow from other options, as this loss decides them (as Family.defaults)."""
+        return {"n_critic": cls.n_critic, "d_norm": "none" if cfg.spectral_norm else cls.d_norm}
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        """Raise a GanforgeError for an option this loss cannot train with (cfg has its defaults filled in)."""
         if not issubclass(cls, TargetLoss) and (cfg.real_label, cfg.fake_label or 0.0, cfg.label_smoothing) != (1, 0, 0):
             raise GanforgeError(f"loss={cfg.loss!r}: has no targets: real_label, fake_label and label_smoothing "
                                 f"apply to {', '.join(n for n in LOSSES if issubclass(LOSSES[n], TargetLoss))} only")
@@ -173,10 +176,12 @@ class TargetLoss(Loss):
         self.real_target = cfg.real_label + cfg.label_smoothing * (cfg.fake_label - cfg.real_label)
 
     @classmethod
-    def configure(cls, cfg) -> None:
-        super().configure(cfg)
-        if cfg.fake_label is None:
-            cfg.fake_label = 1.0 - cfg.real_label
+    def defaults(cls, cfg):
+        return super().defaults(cfg) | {"fake_label": 1.0 - cfg.real_label}
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        super().check(cfg)
         if cfg.real_label == cfg.fake_label:
             raise GanforgeError(f"real_label={cfg.real_label!r}: must differ from fake_label")
 

@@ -29,8 +29,8 @@ class R3GAN(Loss):
     input_gradient = True
 
     @classmethod
-    def configure(cls, cfg):
-        super().configure(cfg)
+    def check(cls, cfg):
+        super().check(cfg)
         if cfg.r1_gamma:
             raise GanforgeError(f"r1_gamma={cfg.r1_gamma!r}: r3gan has its own R1 and R2 penalties; set their "
                                 "weight with --set r3gan_gamma=G")
