@@ -17,7 +17,9 @@ drawn from captions never used in training (each with its own noise):
   both attributes of the pair are drawn.
 - both: within-caption diversity, the mean pairwise distance (in the domain classifier's features)
   between the images of one caption drawn with different noises, as a share of the same distance
-  between real images that share the caption's class (Fashion-MNIST) or attribute set (faces);
+  between real images that share the caption's class (Fashion-MNIST) or attribute set (faces); on
+  faces also in the pixels inside faces.face_mask, where the face is and the background never is
+  (diversity_masked_*: a face that changes only its background colour scores 0);
   FID of Stage-II and of Stage-I upsampled to Stage-II's size, against real images, in the
   domain classifier's features; and sharpness, the mean squared Laplacian of the images at
   Stage-II's size, as a ratio to the real images'.
@@ -46,8 +48,9 @@ from ganforge import load, train
 from ganforge.config import make_config
 from ganforge.data import fit, load_data, to_float
 from ganforge.data.captions import HELD_OUT_COMBOS, face_caption, fashion_caption
+from ganforge.data.faces import face_mask
 from ganforge.metrics.classifier import attribute_scorer, classifier_path, load_classifier, resize_to, train_classifier
-from ganforge.metrics.functions import fid
+from ganforge.metrics.functions import fid, group_spread
 from ganforge.t2i import TextToImage, t2i_figure
 
 DIVERSITY_M = 8  # images per caption (and real images per class or attribute set) in the diversity measure
@@ -87,21 +90,25 @@ def quality(coarse: torch.Tensor, fine: torch.Tensor | None, real: torch.Tensor,
     return result
 
 
-def spread(features: torch.Tensor) -> float:
-    """(groups, m, d) -> the mean pairwise distance within a group, averaged over the groups."""
-    m = features.shape[1]
-    return (torch.cdist(features, features).sum((1, 2)) / (m * (m - 1))).mean().item()
-
-
-def diversity(pipe: TextToImage, captions: list[str], real: torch.Tensor, features, seed: int) -> dict:
+def diversity(pipe: TextToImage, captions: list[str], real: torch.Tensor, features, seed: int,
+              mask=None) -> dict:
     """Within-caption diversity: each caption drawn with m noises (real: (captions, m, C, H, W), m real images
-    that share each caption's class or attributes), as the share of the real images' spread, per stage."""
+    that share each caption's class or attributes), as the share of the real images' spread, per stage: in the
+    classifier's `features`, and, with `mask` (size -> bool (size, size): where the subject is, never the
+    background), in the pixels inside it, at each stage's size (diversity_masked_*: what the noise changes in the
+    subject itself; a background colour alone scores 0)."""
     k, m = real.shape[:2]
     coarse, fine = pipe(captions, m, seed + 2, same_noise=False)
-    real_spread = spread(features(real.flatten(0, 1)).unflatten(0, (k, m)))
+    real_spread = group_spread(features(real.flatten(0, 1)).unflatten(0, (k, m)))
     result = {"diversity_real": real_spread}
     for stage, images in stages(coarse, fine):
-        result[f"diversity_{stage}"] = spread(features(images).unflatten(0, (k, m))) / real_spread
+        result[f"diversity_{stage}"] = group_spread(features(images).unflatten(0, (k, m))) / real_spread
+        if mask is not None:
+            inside = mask(images.shape[-1])
+            ours = group_spread(images[..., inside].unflatten(0, (k, m)))
+            theirs = group_spread(F.interpolate(real.flatten(0, 1), images.shape[-1], mode="area")[..., inside]
+                                  .unflatten(0, (k, m)))
+            result[f"diversity_masked_{stage}"] = ours / theirs
     return result
 
 
@@ -203,7 +210,7 @@ def faces(pipe: TextToImage, n: int, seed: int) -> tuple[dict, list[str]]:
     rng = np.random.default_rng([seed, 9])
     group_captions = [face_caption(dict(zip(names, data.attributes[g[0]].tolist())), rng) for g in members]
     real_groups = torch.stack([to_float(fit(data.images[g], size, 3)) for g in members])
-    result |= diversity(pipe, group_captions, real_groups, features, seed)
+    result |= diversity(pipe, group_captions, real_groups, features, seed, mask=face_mask)
     return result, captions[:5]
 
 

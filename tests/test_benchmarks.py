@@ -187,6 +187,28 @@ def test_text_to_image(bench):
     assert [k for k in alone if "stage2" in k] == ["stage2_steps"] and alone["stage2_steps"] == 0  # Stage-I alone
 
 
+def test_masked_diversity_counts_the_face_and_not_its_background(bench):
+    """Within-caption diversity inside the face mask: a pipe that draws the real faces scores 1; one that draws
+    each group's first face on m backgrounds scores 0 (and more than 0 on all pixels, where backgrounds count)."""
+    from ganforge.data import to_float
+    from ganforge.data.faces import draw_faces, face_mask
+
+    t2i = bench("text_to_image")
+    faces, _ = draw_faces(16, seed=1)
+    real = to_float(faces).unflatten(0, (2, 8))  # two captions, eight faces each
+    near = ((faces.int() - faces[:, :, :1, :1].int()).abs().sum(1, keepdim=True) < 20).unflatten(0, (2, 8))
+    first = real[:, :1].expand_as(real)
+    backgrounds = torch.rand(2, 8, 3, 1, 1, generator=torch.Generator().manual_seed(0)).expand_as(real)
+    one_face = torch.where(near[:, :1].expand_as(real), backgrounds, first).flatten(0, 1)
+    features = lambda x: x.flatten(1).double()
+    for images, expected in ((real.flatten(0, 1), 1.0), (one_face, 0.0)):
+        pipe = lambda captions, m, seed, same_noise, images=images: (t2i.read_area(images, 32), images)
+        result = t2i.diversity(pipe, ["a", "b"], real, features, seed=0, mask=face_mask)
+        assert result["diversity_masked_stage2"] == pytest.approx(expected, abs=1e-9)
+        assert result["diversity_stage2"] > 0.1
+    assert result["diversity_masked_stage1"] < 0.05  # at 32 px the mask's edge blends in a little background
+
+
 def test_text_to_image_reads_stage2_by_block_means(bench):
     """Fashion-MNIST's Stage-II is read at 28 pixels by 2x2 means: an image doubled pixel by pixel reads back whole."""
     images = torch.rand(3, 1, 28, 28)

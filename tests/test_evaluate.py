@@ -60,6 +60,14 @@ def test_classifier_is_trained_stored_and_checked(tmp_path, digits):
     assert result["classes_covered"] == 10 and result["class_kl"] < 0.05
     assert result["classifier_score"] > 5
     assert result["fid"] < 5
+    labelled = load_data("digits")  # a conditional G's samples: each class's real images, under their labels ...
+    order = torch.randperm(len(labelled), generator=torch.Generator().manual_seed(6))[:600]
+    images, labels = labelled.images[order], labelled.labels[order]
+    varied = evaluate(images, "digits", "classifier:digits", root=tmp_path, requested_labels=labels)
+    first = torch.stack([torch.nonzero(labels == c)[0, 0] for c in range(10)])
+    one = evaluate(images[first[labels]], "digits", "classifier:digits", root=tmp_path, requested_labels=labels)
+    assert varied["label_accuracy"] > 0.8 and varied["recall_within_class"] > 0.5  # ... or one image per class
+    assert one["recall_within_class"] < 0.05 and set(one["recall_per_class"]) == set(meta["classes"])
     path.write_bytes(path.read_bytes()[:-1] + b"\0")
     with pytest.raises(GanforgeError, match="checksum"):
         load_classifier("digits", tmp_path)

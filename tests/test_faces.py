@@ -8,9 +8,10 @@ from PIL import Image
 from ganforge.data import ImageData, load_data
 from ganforge.data import faces as faces_module
 from ganforge.data import folder as folder_module
-from ganforge.data.faces import ATTRIBUTES, draw_face, draw_faces
+from ganforge.data.faces import ATTRIBUTES, draw_face, draw_faces, face_mask
 from ganforge.errors import GanforgeError
 from ganforge.io import cache_dir
+from ganforge.metrics.functions import group_spread
 
 BINARY = ATTRIBUTES[:8]
 
@@ -118,6 +119,21 @@ def test_each_attribute_changes_its_own_part_of_the_face(seed):
     assert abs(np.nonzero(sunglasses.any(1))[0].mean() - eyes) < 3
     dark_pixels = (dark[sunglasses].max(-1) < 70).sum()
     assert dark_pixels >= 20 and dark_pixels > (clear[sunglasses].max(-1) < 70).sum() + 8
+
+
+def test_the_face_mask_holds_face_and_never_background_so_a_background_alone_does_not_count_as_variety():
+    images, _ = draw_faces(300, seed=3)
+    inside = face_mask(64)
+    background = images[:, :, :1, :1].int()  # a corner is always background
+    near = (images.int() - background).abs().sum(1) < 20  # pixels of about the background's colour
+    assert near[:, inside].sum() == 0 and near[:, ~inside].float().mean() > 0.5 and inside.float().mean() > 0.05
+    one = images[:1].repeat(8, 1, 1, 1)  # one face on eight backgrounds
+    colours = torch.randint(0, 256, (8, 3, 1, 1), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    recoloured = torch.where(near[:1, None].expand(8, 3, -1, -1), colours.expand_as(one), one)
+    assert group_spread(recoloured.float()[None]) > 0  # all pixels: the backgrounds differ
+    assert group_spread(recoloured.float()[..., inside][None]) == 0  # inside the mask: one face
+    assert group_spread(images[:8].float()[..., inside][None]) > 0  # eight faces
+    assert face_mask(32).sum() < inside.sum() < face_mask(128).sum()
 
 
 def test_image_data_checks_attribute_length():

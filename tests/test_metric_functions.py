@@ -15,6 +15,7 @@ from ganforge.metrics.functions import (
     fid_from_stats,
     kid,
     precision_recall,
+    recall_per_class,
 )
 
 
@@ -153,6 +154,26 @@ def test_coverage_is_low_under_mode_collapse():
     density, coverage = density_coverage(real, fake)
     assert coverage < 0.6
     assert density > 0.5
+
+
+def _classes(n_per_class, seed, spread=1.0):
+    """Three classes, far apart, each a Gaussian cloud in 4 dimensions: (points, labels)."""
+    centres = np.array([[0.0] * 4, [20.0] * 4, [-20.0] * 4])
+    labels = np.repeat(np.arange(3), n_per_class)
+    return centres[labels] + gaussian(len(labels), np.zeros(4), spread, seed), labels
+
+
+def test_recall_within_each_class_sees_a_generator_that_draws_one_image_per_class():
+    real, labels = _classes(150, seed=30)
+    varied, varied_labels = _classes(150, seed=31)  # each class's variety
+    assert all(r > 0.8 for r in recall_per_class(real, labels, varied, varied_labels, 3))
+    one = np.repeat(varied[[0, 150, 300]], 150, axis=0)  # one image per class, drawn 150 times, in its class
+    assert all(r < 0.05 for r in recall_per_class(real, labels, one, labels, 3))
+    thin, _ = _classes(150, seed=32, spread=0.2)  # each class's centre only: right class, a fifth of its spread
+    assert all(r < 0.3 for r in recall_per_class(real, labels, thin, labels, 3))
+    swapped = (varied_labels + 1) % 3  # every class's variety, drawn under another class's label
+    assert precision_recall(real, varied)[1] > 0.8 and max(recall_per_class(real, labels, varied, swapped, 3)) == 0
+    assert recall_per_class(real, labels, varied[:3], varied_labels[:3], 3) == [None, None, None]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

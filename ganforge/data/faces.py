@@ -73,6 +73,15 @@ def draw_face(rng: np.random.Generator, attributes: dict[str, bool] | None = Non
     return _draw(rng, a, HAIR_COLORS[hair], SKIN_TONES[skin], size), {name: a[name] for name in ATTRIBUTES}
 
 
+def face_mask(size: int = SIZE) -> torch.Tensor:
+    """bool (size, size): an ellipse that lies inside every face's head, wherever _draw puts it and however large
+    (centre within 6 and 5 canvas pixels of (64, 72), half-axes at least 24 and 33), with a margin: the pixels that
+    are face (skin, eyes, hair, glasses, a beard, a hat), never background, in any image of the faces."""
+    y, x = torch.meshgrid(*(torch.arange(size, dtype=torch.float64) + 0.5,) * 2, indexing="ij")
+    scale = CANVAS / size
+    return ((x * scale - 64) / 14) ** 2 + ((y * scale - 72) / 22) ** 2 <= 1
+
+
 def draw_faces(n: int, seed: int = 0, size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """n faces: uint8 (n, 3, size, size) and bool attributes (n, len(ATTRIBUTES))."""
     images = np.empty((n, size, size, 3), dtype=np.uint8)

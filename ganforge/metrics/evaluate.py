@@ -76,7 +76,8 @@ def evaluate(samples: torch.Tensor, data: str, extractor: str | Extractor, n: in
              requested_labels: torch.Tensor | None = None) -> dict:
     """All metrics of uint8 samples (N, C, H, W) against `data`, with the extractor and counts.
     With the classes a conditional G was asked for (`requested_labels`) and a classifier, also the
-    share of samples classified as their requested class, overall and per class."""
+    share of samples classified as their requested class, overall and per class, and the recall within each
+    class (its real images against the samples asked for it; recall_within_class: their mean)."""
     if isinstance(extractor, str):
         extractor = get_extractor(extractor, root)
     n = min(n or len(samples), len(samples))
@@ -100,8 +101,12 @@ def evaluate(samples: torch.Tensor, data: str, extractor: str | Extractor, n: in
             hit = (predicted == requested_labels[:n]).double()
             per_class = torch.zeros(n_classes, dtype=torch.double).index_add_(0, requested_labels[:n], hit)
             asked = torch.bincount(requested_labels[:n], minlength=n_classes).clamp(min=1)
+            recalls = M.recall_per_class(real, real_labels, fake, requested_labels[:n], n_classes)
+            measured = [r for r in recalls if r is not None]
             result |= {"label_accuracy": hit.mean().item(),
-                       "label_accuracy_per_class": dict(zip(extractor.classes, (per_class / asked).tolist()))}
+                       "label_accuracy_per_class": dict(zip(extractor.classes, (per_class / asked).tolist())),
+                       "recall_within_class": sum(measured) / len(measured) if measured else None,
+                       "recall_per_class": dict(zip(extractor.classes, recalls))}
     return result
 
 
@@ -126,12 +131,15 @@ def format_table(result: dict) -> str:
     label = f"[{result['extractor']}, {result['n_fake']} fake vs {result['n_real']} real, data {result['data']}]"
     lines = []
     for key, value in result.items():
-        if key in ("extractor", "data", "n_fake", "n_real", "n_classes", "label_accuracy_per_class"):
+        if key in ("extractor", "data", "n_fake", "n_real", "n_classes", "label_accuracy_per_class",
+                   "recall_per_class") or value is None:
             continue
         text = f"{value:.4f}" if isinstance(value, float) else str(value)
         if key == "classes_covered":
             text += f" of {result['n_classes']}"
         lines.append(f"{key:<17}{text:>12}  {label}")
     for name, value in result.get("label_accuracy_per_class", {}).items():
-        lines.append(f"  {name:<15}{value:>12.4f}  (share classified as the class asked for)")
+        recall = result["recall_per_class"][name]
+        lines.append(f"  {name:<15}{value:>12.4f}  (share classified as the class asked for)"
+                     + (f"  recall within the class {recall:.4f}" if recall is not None else ""))
     return "\n".join(lines)

@@ -130,6 +130,29 @@ def precision_recall(real: ArrayLike, fake: ArrayLike, k: int = 3,
     return inside_real.double().mean().item(), inside_fake.double().mean().item()
 
 
+def group_spread(x: ArrayLike) -> float:
+    """(groups, m, ...) -> the mean distance between two members of one group, averaged over the groups: the
+    variety within a group (one caption's images, one class's); 0 when each group is m copies of one thing."""
+    x = torch.as_tensor(x, dtype=torch.float64).flatten(2)
+    m = x.shape[1]
+    return (torch.cdist(x, x).sum((1, 2)) / (m * (m - 1))).mean().item()
+
+
+def recall_per_class(real: ArrayLike, real_labels: ArrayLike, fake: ArrayLike, fake_labels: ArrayLike,
+                     n_classes: int, k: int = 3) -> list[float | None]:
+    """Recall within each class (Kynkaanniemi et al.'s, above): the share of class c's real images inside the
+    manifold of the forgeries drawn as class c. It asks whether a conditional G draws a class's variety, which a
+    global recall over all classes cannot: ten perfect garments, one per class, have a fair global recall and a
+    within-class recall near 0. None for a class with at most k images on either side."""
+    x, y = _as_tensor(real), _as_tensor(fake)
+    rl, fl = torch.as_tensor(_to_numpy(real_labels)), torch.as_tensor(_to_numpy(fake_labels))
+    out: list[float | None] = []
+    for c in range(n_classes):
+        xc, yc = x[rl == c], y[fl == c]
+        out.append(precision_recall(xc, yc, k)[1] if min(len(xc), len(yc)) > k else None)
+    return out
+
+
 def density_coverage(real: ArrayLike, fake: ArrayLike, k: int = 5,
                      chunk_size: int = 1024) -> tuple[float, float]:
     """Density and coverage (Naeem et al. 2020).
