@@ -12,6 +12,7 @@ authors found attributes to add up (Karras et al. 2019, section 4).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,81 @@ def concept_from(G: Generator, given: str, scorer, k: int = 3, pool: int = 2000,
         raise GanforgeError(f"--concept {name}: a concept averages at least 3 latent vectors (as in the DCGAN "
                             f"paper), got {len(concept.latent)}")
     return concept
+
+def at_typical_length(G: Generator, latent: torch.Tensor) -> torch.Tensor:
+    """The latent moved along its line from the latent's mean to where a random one lies: its distance from the
+    mean, in units of the latent's spread, set to sqrt(length), that of a typical draw. A mean of k latents lies
+    about sqrt(k) times nearer the mean than any of them, and A - B + C of such means at sqrt(3 / k) of the
+    typical distance: an image of fewer, fainter attributes for larger k."""
+    mean, std = latent_spread(G)
+    offset = (latent - mean) / std
+    return mean + offset * (offset.shape[-1] ** 0.5 / offset.norm(dim=-1, keepdim=True)) * std
+
+
+@dataclass(frozen=True)
+class Analogy:
+    """[A] - [B] + [C] = [D] for a target attribute t and two identities s and u, each concept an attribute
+    query: A = t & s & !u, B = !t & s & !u, C = !t & u & !s, and the result should be D = t & u & !s. The DCGAN
+    paper's [smiling woman] - [neutral woman] + [neutral man] = [smiling man] is t, s, u = smiling, long hair,
+    beard on the faces."""
+
+    target: str
+    given: str
+    other: str
+    absent: tuple[str, ...] = ()  # attributes every exemplar must lack: no incidental hats or glasses
+
+    @property
+    def queries(self) -> dict[str, str]:
+        t, s, u = self.target, self.given, self.other
+        rest = "".join(f"&!{name}" for name in self.absent)
+        return {"A": f"{t}&{s}&!{u}{rest}", "B": f"!{t}&{s}&!{u}{rest}", "C": f"!{t}&{u}&!{s}{rest}"}
+
+    def clean(self, binary: list[str]) -> Analogy:
+        """The analogy with exemplars that lack every one of `binary` it does not name: concepts that differ in
+        what the analogy is about, not in a hat or sunglasses that the most confident exemplars happen to wear."""
+        named = {self.target, self.given, self.other}
+        return dataclasses.replace(self, absent=tuple(name for name in binary if name not in named))
+
+    @property
+    def intended(self) -> str:
+        return f"{self.target}&{self.other}&!{self.given}"
+
+    @property
+    def title(self) -> str:
+        t, s, u = (name.replace("_", " ") for name in (self.target, self.given, self.other))
+        return f"[{t}, {s}] - [{s}] + [{u}] = [{t}, {u}]"
+
+
+# the chapter's two: the smiling woman made a smiling man, and the man with glasses lending them to a woman
+CHAPTER_ANALOGIES = {"smile": Analogy("smiling", "long_hair", "beard"), "glasses": Analogy("glasses", "beard", "long_hair")}
+
+
+@torch.no_grad()
+def analogy_rates(G: Generator, classify, names: list[str], analogies: list[Analogy], exemplars=(1, 3, 10),
+                  pool: int = 4000, seed: int = 0, typical: bool = False) -> tuple[dict[int, float], dict]:
+    """How often arithmetic on concepts lands where it should: for each analogy (one draw each), its three
+    concepts are the k samples the attribute classifier scores highest for each query among a random half of a
+    pool of G's samples, and the draw counts when the classifier finds the intended attributes on the image of
+    mean A - mean B + mean C (moved to a typical draw's length with `typical`: at_typical_length). Returns
+    ({k: share of draws that land}, {k: (concepts, result) of the first draw}) for each k of `exemplars`; the
+    draws share their halves across k, so the rates compare exemplar counts on the same concepts' pools."""
+    z = seed_noise(list(range(pool)), G.z_dim)
+    latents, logits = G.to_latent(z), classify(G(z))
+    rng = torch.Generator().manual_seed(seed)
+    hits, first = dict.fromkeys(exemplars, 0), {}
+    for analogy in analogies:
+        half = torch.randperm(pool, generator=rng)[:pool // 2]
+        for k in exemplars:
+            concepts = {name: Concept(name, latents[half[pick(logits[half], parse_query(query, names), k, query)[0]]],
+                                      f"query {query}") for name, query in analogy.queries.items()}
+            result = combine(parse_expression("A - B + C"), concepts)
+            if typical:
+                result = at_typical_length(G, result)
+            got = classify(G.draw_latent(result.unsqueeze(0)))[0] > 0
+            hits[k] += all(bool(got[i]) == wanted for i, wanted in parse_query(analogy.intended, names))
+            first.setdefault(k, (concepts, result))
+    return {k: hits[k] / len(analogies) for k in exemplars}, first
+
 
 @torch.no_grad()
 def query_concept(G: Generator, classify, names: list[str], query: str, k: int = 3, pool: int = 2000,

@@ -132,7 +132,9 @@ def test_arithmetic(bench, monkeypatch):
     arithmetic = bench("arithmetic")
     monkeypatch.setattr(arithmetic, "attribute_scorer", lambda data: (stand_in_attribute_scores, ATTRIBUTES))
     record = arithmetic.main(["--smoke"])
-    assert record["triplets"] == 3 and set(record["success_rate"]) == {"1", "3", "10"}
+    assert record["draws"] == 3 and set(record["success_rate"]) == {"smile", "glasses", "random"}
+    assert all(set(rates) == {"1", "3", "10"} for measure in record["success_rate"].values()
+               for rates in measure.values())
     assert record["inversion"]["faces"] == 2
 
 

@@ -13,8 +13,12 @@ from ganforge import train
 from ganforge.cli import main
 from ganforge.errors import GanforgeError
 from ganforge.latent import (
+    CHAPTER_ANALOGIES,
+    Analogy,
     Concept,
+    analogy_rates,
     around,
+    at_typical_length,
     combine,
     concept_from,
     invert,
@@ -154,6 +158,55 @@ def test_query_concept_returns_samples_that_satisfy_the_query():
         parse_query("smiling", names)
     with pytest.raises(GanforgeError, match="fewer than 5"):
         query_concept(G, classify, names, "bright&!bright", k=5, pool=100)
+
+
+class CodeG(nn.Module):
+    """G(z) = z as a (1, 4, 4) image: its attributes (linear_code, below) are its first numbers."""
+
+    def __init__(self):
+        super().__init__()
+        self.z_dim, self.image_size, self.channels = 16, 4, 1
+        self.unused = nn.Parameter(torch.zeros(1))
+
+    def forward(self, z):
+        return z.view(-1, 1, 4, 4)
+
+
+NAMES = ["smiling", "long_hair", "beard", "glasses"]
+
+
+def linear_code(images):  # an exact linear attribute code: attribute i is present when number i is positive
+    return images.flatten(1)[:, :4]
+
+
+def test_analogies_land_on_an_exact_linear_attribute_code_and_fail_on_a_code_that_does_not_add_up():
+    G = Generator(CodeG())
+    chapter = [CHAPTER_ANALOGIES["smile"]] * 10 + [CHAPTER_ANALOGIES["glasses"]] * 10
+    rates, first = analogy_rates(G, linear_code, NAMES, chapter, pool=2000)
+    assert rates[3] >= 0.8 and rates[10] >= rates[3]
+    concepts, result = first[3]
+    assert set(concepts) == {"A", "B", "C"} and len(concepts["A"].latent) == 3
+    assert concepts["A"].source == "query smiling&long_hair&!beard"
+    torch.testing.assert_close(result, concepts["A"].mean - concepts["B"].mean + concepts["C"].mean)
+    magnitude = lambda images: images.flatten(1)[:, :4].abs() - 0.8  # present when far from 0, either way
+    assert analogy_rates(G, magnitude, NAMES, chapter, pool=2000)[0][3] < 0.8  # the 80% criterion can fail
+    assert Analogy("smiling", "long_hair", "beard").intended == "smiling&beard&!long_hair"
+    clean = CHAPTER_ANALOGIES["smile"].clean(NAMES)  # exemplars without the attributes it does not name
+    assert clean.queries["C"] == "!smiling&beard&!long_hair&!glasses" and clean.intended == "smiling&beard&!long_hair"
+    assert analogy_rates(G, linear_code, NAMES, [clean] * 10, pool=2000)[0][3] >= 0.8
+
+
+def test_at_typical_length_moves_a_latent_out_along_its_line_to_where_random_ones_lie():
+    """A mean of k exemplars lies about sqrt(k) times nearer the latent's mean than a random draw does."""
+    G = Generator(CodeG())
+    z = 0.1 * torch.randn(5, 16)
+    out = at_typical_length(G, z)
+    torch.testing.assert_close(out.norm(dim=1), torch.full((5,), 4.0))
+    torch.testing.assert_close(out / out.norm(dim=1, keepdim=True), z / z.norm(dim=1, keepdim=True))
+    M = Generator(MappedG())
+    mean, std = latent_spread(M)
+    w = at_typical_length(M, mean + 0.01 * std * torch.randn(6))
+    assert abs(((w - mean) / std).norm().item() - 6 ** 0.5) < 1e-4
 
 
 def test_inversion_recovers_z_of_a_linear_generator():
