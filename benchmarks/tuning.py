@@ -23,6 +23,8 @@ from concurrent.futures import ProcessPoolExecutor
 import quality
 from common import run_record, write_results
 
+CONDITIONAL = ("label_accuracy", "recall_within_class")  # what a class-conditional model's runs also report
+
 
 def parse_variant(text: str) -> tuple[str, list[int] | None, list[str]]:
     """NAME[@SEEDS]=KEY=VALUE,... -> (name, its own seeds or None, the pairs)."""
@@ -101,19 +103,21 @@ def main(argv: list[str] | None = None) -> dict:
         mine = [r for (n, _), r in zip(jobs, runs) if n == name]
         row = {"variant": name, "set": pairs,
                "runs": [{"seed": r["seed"], "steps": r["steps"], "images_seen": r["images_seen"], "run": r["run"],
-                         **{k: r["metrics"][k] for k in ("fid", "kid", "precision", "recall", "coverage")}}
+                         **{k: r["metrics"][k] for k in ("fid", "kid", "precision", "recall", "coverage") + CONDITIONAL
+                            if k in r["metrics"]}}
                         for r in mine]}
-        for key in ("fid", "precision", "recall", "steps"):
-            row[key] = summary([run[key] for run in row["runs"]])
+        for key in ("fid", "precision", "recall", "steps") + CONDITIONAL:
+            if key in row["runs"][0]:
+                row[key] = summary([run[key] for run in row["runs"]])
         record["rows"].append(row)
     budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} minutes"
     print(f"\n{budget} each, "
           f"{record['threads_per_run']} thread(s) per run, {args.parallel} at once\n")
-    print("| variant | settings | seeds | FID | precision | recall | steps |\n|---|---|---|---:|---:|---:|---:|")
+    shown = ("fid", "precision", "recall", *(k for k in CONDITIONAL if k in record["rows"][0]), "steps")
+    print(f"| variant | settings | seeds | {' | '.join(shown)} |\n|---|---|---|" + "---:|" * len(shown))
     for row in record["rows"]:
         cells = [f"{row[k]['mean']:.1f} ({row[k]['min']:.1f}-{row[k]['max']:.1f})" if k == "fid" else
-                 f"{row[k]['mean']:.2f}" if k != "steps" else f"{row[k]['mean']:.0f}"
-                 for k in ("fid", "precision", "recall", "steps")]
+                 f"{row[k]['mean']:.2f}" if k != "steps" else f"{row[k]['mean']:.0f}" for k in shown]
         seeds = ",".join(str(run["seed"]) for run in row["runs"])
         print(f"| {row['variant']} | {' '.join(row['set']) or 'defaults'} | {seeds} | " + " | ".join(cells) + " |")
     if not args.smoke:

@@ -120,6 +120,7 @@ class CoreConfig:
         return cfg
 
     def _check(self) -> None:
+        """validate()'s checks of each value, on the config with its defaults filled in."""
         def bad(key: str, why: str) -> GanforgeError:
             return GanforgeError(f"{key}={getattr(self, key)!r}: {why}")
 

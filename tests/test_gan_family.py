@@ -1,6 +1,7 @@
 """Losses, penalties, spectral norm, DiffAugment, EMA and the class-conditional GAN."""
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -158,6 +159,17 @@ def test_cgan_trains_on_labels_and_draws_classes(tmp_path, capsys):
     assert (tmp_path / "grid.png").stat().st_size > 1000
     assert main(["sample", str(run), "--label", "cat", "--out", str(tmp_path / "x.png")]) == 2
     assert "unknown class 'cat'" in capsys.readouterr().err
+
+
+def test_cgan_seeks_modes_by_default_and_not_with_it_off(tmp_path):
+    """cgan adds the mode-seeking term to G's loss (one class, two noises) unless mode_seeking is 0."""
+    runs = {w: train(tiny_config(model="cgan", steps=6, mode_seeking=w), runs_dir=tmp_path / str(w), progress=False)
+            for w in (1.0, 0.0)}
+    logged = {w: [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()] for w, run in runs.items()}
+    assert all("g_loss/ms" in row for row in logged[1.0]) and not any("g_loss/ms" in row for row in logged[0.0])
+    assert TrainConfig(model="cgan").mode_seeking > 0
+    weights = {w: load_checkpoint(run)[1]["G/project.weight"] for w, run in runs.items()}
+    assert not torch.equal(weights[1.0], weights[0.0])
 
 
 def test_conditional_options_are_refused_where_they_make_no_sense(tmp_path, capsys):

@@ -16,6 +16,7 @@ from ganforge.checkpoint import load_checkpoint
 from ganforge.cli import main
 from ganforge.config import TrainConfig, make_config
 from ganforge.errors import GanforgeError
+from ganforge.families.base import ModeSeeking
 from ganforge.families.text import MATCH_SCALE, MATCH_WEIGHT, MATCH_WEIGHT_STAGE2, Captioned, StageI, StageII
 from ganforge.io import cache_dir, sha256_file
 from ganforge.models.stackgan import CondAugment, StageIGenerator, StageIIGenerator, TextDiscriminator, kl_divergence
@@ -131,7 +132,7 @@ def test_text_discriminator_gives_one_logit_per_pair(size):
 
 
 def seek(weight, draw, z, cond):
-    return Captioned.seek_modes(SimpleNamespace(cfg=SimpleNamespace(mode_seeking=weight)), draw, draw(z, cond), z, cond)
+    return ModeSeeking.seek_modes(SimpleNamespace(cfg=SimpleNamespace(mode_seeking=weight)), draw, draw(z, cond), z, cond)
 
 
 def test_mode_seeking_term_is_the_weight_over_image_distance_per_noise_distance():

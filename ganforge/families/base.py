@@ -31,7 +31,8 @@ from ganforge.distributed import SINGLE, Group
 from ganforge.errors import GanforgeError
 from ganforge.io import load_module_state, unpack_state
 from ganforge.phases import Phase
-from ganforge.registry import Option, Registry
+from ganforge.registry import Option, Registry, non_negative
+from ganforge.stats import report
 
 MODELS: Registry[type[Family]] = Registry("model")
 
@@ -195,3 +196,28 @@ def load_net(spec: dict, tensors: dict[str, torch.Tensor], which: str, build=bui
     net = build(spec)
     load_module_state(net, unpack_state(which, tensors), which)
     return net.eval().requires_grad_(False)
+
+
+class ModeSeeking:
+    """The mode-seeking term (Mao et al. 2019) in G's loss, for the conditional models (cgan, stackgan): one
+    condition drawn with two noises, and G is paid for images as far apart as their noises, so that a class or a
+    caption does not come out as one image whatever the noise."""
+
+    options = (
+        Option("mode_seeking", float, 1.0, "cgan and stackgan: weight of the mode-seeking term in G's loss (Mao et "
+               "al. 2019): one condition, two noises, and G is paid for images as far apart as their noises; 0: off",
+               non_negative, before=0.0),
+    )
+
+    def seek_modes(self, draw, image: torch.Tensor, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor | float:
+        """The term for G's loss: the batch's first half of conditions drawn again with the second half's noise,
+        and weight / (mean |image difference| / mean |noise difference|), which falls as G lets the noise change
+        the image. `draw(z, cond)` draws images; on D-only steps (no gradient): nothing."""
+        h = len(z) // 2
+        if not self.cfg.mode_seeking or not torch.is_grad_enabled() or h == 0:
+            return 0.0
+        twin = draw(z[h:2 * h], cond[:h])
+        ratio = (image[:h] - twin).float().abs().mean() / (z[:h] - z[h:2 * h]).abs().mean()
+        report("g_loss/ms", ratio)
+        return self.cfg.mode_seeking / (ratio + 1e-5)
+

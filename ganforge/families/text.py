@@ -23,7 +23,7 @@ from ganforge.data import fit
 from ganforge.data.sources import spellings
 from ganforge.distributed import SINGLE
 from ganforge.errors import GanforgeError
-from ganforge.families.base import MODELS, Family, family_of, load_net, pick_generator
+from ganforge.families.base import MODELS, Family, ModeSeeking, family_of, load_net, pick_generator
 from ganforge.families.image import Conv
 from ganforge.io import pack_state
 from ganforge.models.stackgan import StageIGenerator, StageIIGenerator, TextDiscriminator
@@ -42,7 +42,7 @@ CONSISTENCY = 200.0
 PANEL_CAPTIONS = 8
 
 
-class Captioned(Conv, Family):
+class Captioned(ModeSeeking, Conv, Family):
     """What both stages share: captioned data, a caption embedding as the condition, a matching-aware D."""
 
     discriminator = TextDiscriminator
@@ -62,9 +62,6 @@ class Captioned(Conv, Family):
                f"forgery's caption among the batch's; none: {MATCH_WEIGHT:g} at Stage-I and "
                f"{MATCH_WEIGHT_STAGE2:g} at Stage-II with the builtin encoder, 0 (off) "
                "with minilm, which has no image side", non_negative),
-        Option("mode_seeking", float, 1.0, "stackgan: weight of the mode-seeking term in G's loss (Mao et al. "
-               "2019): one caption, two noises, and G is paid for images as far apart as their noises; 0: off",
-               non_negative, before=0.0),
     )
 
     @classmethod
@@ -137,18 +134,6 @@ class Captioned(Conv, Family):
         share = torch.rand(len(idx) * self.group.world, generator=gen)[self.group.rank * len(idx):][:len(idx)]
         pick = (share * self.caption_counts[idx]).long()
         return self.embeddings[self.caption_ids[idx, pick].to(self.device)]
-
-    def seek_modes(self, draw, image: torch.Tensor, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor | float:
-        """The mode-seeking term (Mao et al. 2019) for G's loss: the batch's first half of captions drawn again
-        with the second half's noise, and weight / (mean |image difference| / mean |noise difference|), which
-        falls as G lets the noise change the image. `draw(z, cond)` draws images; on D-only steps: nothing."""
-        h = len(z) // 2
-        if not self.cfg.mode_seeking or not torch.is_grad_enabled() or h == 0:
-            return 0.0
-        twin = draw(z[h:2 * h], cond[:h])
-        ratio = (image[:h] - twin).float().abs().mean() / (z[:h] - z[h:2 * h]).abs().mean()
-        report("g_loss/ms", ratio)
-        return self.cfg.mode_seeking / (ratio + 1e-5)
 
     def text_matching(self, image: torch.Tensor, cond: torch.Tensor) -> torch.Tensor | float:
         """The matching loss for G's loss (DAMSM-like): the frozen image encoder of the text encoder's
