@@ -33,6 +33,8 @@ FIGURES = [
     ("quality-dcgan-fashion-mnist", "Fashion-MNIST 10 min: FID (classifier)", ("metrics", "fid"), "{:.1f}"),
     ("quality-dcgan-fashion-mnist", "Fashion-MNIST 10 min: recall", ("metrics", "recall"), "{:.2f}"),
     ("quality-cgan-fashion-mnist", "cGAN 10 min: in the class asked for", ("metrics", "label_accuracy"), "{:.1%}"),
+    ("quality-cgan-fashion-mnist", "cGAN 10 min: recall within each class", ("metrics", "recall_within_class"),
+     "{:.3f}"),
     ("throughput", "DCGAN training images/s (fp32)",
      ("models", "dcgan", "precisions", "fp32", "train_images_per_s"), "{:.0f}"),
     ("throughput", "DCGAN against a textbook loop", ("models", "dcgan", "precisions", "fp32", "train_ratio"),
