@@ -18,11 +18,20 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"  # the committed files the docs quote
 
 
+OUTPUTS = ("benchmarks/results/", "docs/")  # what benchmarks and the gallery write: no number depends on them
+
+
 def git_commit() -> dict:
+    """The commit the numbers come from, and whether the tree differs from it where it could change them: "dirty"
+    counts changes outside OUTPUTS (results files and the gallery's pictures, which a run of several parts writes
+    as it goes), "outputs_changed" those inside."""
     def git(*a):
-        return subprocess.run(["git", *a], cwd=ROOT, check=False, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *a], cwd=ROOT, check=False, capture_output=True, text=True).stdout
     try:
-        return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+        changed = [line[3:] for line in git("status", "--porcelain").splitlines()]
+        outputs = [path for path in changed if path.startswith(OUTPUTS)]
+        return {"commit": git("rev-parse", "HEAD").strip() or None, "dirty": len(changed) > len(outputs),
+                "outputs_changed": len(outputs)}
     except FileNotFoundError:  # no git on this machine: the numbers stand, unpinned
         return {"commit": None, "dirty": None}
 

@@ -244,9 +244,10 @@ def test_demo(bench):
 
 def test_headline(bench):
     before = {p.name: p.stat().st_mtime_ns for p in (BENCHMARKS / "results").glob("*.json")}
-    record = bench("headline").main(["--smoke"])
+    headline = bench("headline")
+    record = headline.main(["--smoke"])
     rows = {r["figure"]: r for r in record["rows"]}
-    assert len(rows) == 7 and all(r["committed"] is not None for r in rows.values()), rows
+    assert len(rows) == len(headline.FIGURES) == 8 and all(r["committed"] is not None for r in rows.values()), rows
     assert rows["make demo: training steps"]["rerun"] == 3
     measured = [r for f, r in rows.items() if not f.startswith("cGAN")]  # a smoke run's pixels classify nothing
     assert all(r["rerun"] is not None for r in measured), rows
@@ -270,3 +271,23 @@ def test_gpu_sh_says_what_it_needs(tmp_path):
     no_torch = subprocess.run([bash, script], check=False, env={"PATH": str(tools), "PYTHON": "/bin/false"},
                               capture_output=True, text=True, timeout=120)
     assert no_torch.returncode == 2 and "needs a Python with torch and ganforge" in no_torch.stderr
+
+
+def test_a_record_is_dirty_when_code_changed_not_when_results_or_pictures_did(bench, monkeypatch):
+    """A run of several parts writes results files and gallery pictures as it goes: those do not make its later
+    records dirty; any other change does."""
+    import subprocess
+
+    common = bench("common")
+
+    def tree(*lines):
+        def run(args, **kw):
+            out = "abc123\n" if "rev-parse" in args else "".join(f"{line}\n" for line in lines)
+            return subprocess.CompletedProcess(args, 0, stdout=out, stderr="")
+        monkeypatch.setattr(common.subprocess, "run", run)
+        return common.git_commit()
+
+    assert tree() == {"commit": "abc123", "dirty": False, "outputs_changed": 0}
+    assert tree(" M benchmarks/results/demo.json", "?? docs/gallery/faces.png") == {
+        "commit": "abc123", "dirty": False, "outputs_changed": 2}
+    assert tree(" M benchmarks/results/demo.json", " M ganforge/config.py")["dirty"] is True

@@ -189,11 +189,14 @@ def test_conditional_options_are_refused_where_they_make_no_sense(tmp_path, caps
 
 
 @pytest.mark.slow
-def test_cgan_honours_the_label(tmp_path):
+def test_cgan_honours_the_label_and_draws_each_class_varied(tmp_path):
     """A cGAN trained for 1,500 steps on digits (at widths 32, a third of its default's cost: the label is
-    what is tested) draws the digit it is asked for, by the digits classifier, which (trained with its defaults) reaches 98% on held-out digits.
-    Steps, not minutes, so that a slow machine gets the same model. Fashion-MNIST's classifier (minutes of
-    training) is held to its 90% by benchmarks/classifiers.py."""
+    what is tested) draws the digit it is asked for, by the digits classifier, which (trained with its defaults)
+    reaches 98% on held-out digits, and draws each digit in many ways: recall within each class. Without mode
+    seeking the same run draws one image per digit (99.9% in class, recall within the class 0.007; with it 81%
+    and 0.72, measured on an Intel Xeon with AMX): both bars fail there. Steps, not minutes, so that a slow
+    machine gets the same model. Fashion-MNIST's classifier (minutes of training) is held to its 90% by
+    benchmarks/classifiers.py."""
     from ganforge.metrics.classifier import load_classifier
     from ganforge.metrics.evaluate import evaluate
 
@@ -205,5 +208,5 @@ def test_cgan_honours_the_label(tmp_path):
                       requested_labels=labels)
     assert load_classifier("digits")[1]["test_accuracy"] >= 0.98  # trained by evaluate, in the session's cache
     per_class = result["label_accuracy_per_class"]
-    assert result["label_accuracy"] >= 0.9, per_class
-    assert min(per_class.values()) >= 0.7, per_class
+    assert result["label_accuracy"] >= 0.75 and min(per_class.values()) >= 0.3, per_class
+    assert result["recall_within_class"] >= 0.4, result["recall_per_class"]
