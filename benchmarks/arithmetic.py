@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--inversions", type=int, default=100)
     args = parser.parse_args(argv)
     if args.smoke:
-        args.draws, args.pool, args.inversions = 3, 4000, 2  # a pool large enough for clean exemplars
+        args.draws, args.pool, args.inversions = 3, 8000, 2  # a pool with tens of clean exemplars for each query
     run = faces_run(args)
     G = load(run, kind="image")
     meta = G.meta
