@@ -50,7 +50,7 @@ from ganforge.latent import (
     invert,
     parse_query,
     query_scores,
-    seed_noise,
+    sample_pool,
 )
 from ganforge.metrics.classifier import attribute_scorer, load_classifier, resize_to
 from ganforge.plots import plot_arithmetic
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     measures = {"smile": [CHAPTER_ANALOGIES["smile"]] * args.draws,
                 "glasses": [CHAPTER_ANALOGIES["glasses"]] * args.draws, "random": triplets(args.draws)}
+    pool = sample_pool(G, classify, args.pool)  # what every measure below picks its exemplars from
     # how often the intended result occurs at all: among G's samples (as the classifier reads them) and in the data
-    pool_logits = classify(G(seed_noise(list(range(args.pool)), G.z_dim)))
     _, truth = draw_faces(min(args.pool, 4000), seed=55)
-    occurs = {name: {"samples": query_scores(pool_logits, parse_query(a.intended, names))[1].double().mean().item(),
+    occurs = {name: {"samples": query_scores(pool[1], parse_query(a.intended, names))[1].double().mean().item(),
                      "data": truth[:, [names.index(n) for n in (a.target, a.other)]].all(1)
                      .logical_and(~truth[:, names.index(a.given)]).double().mean().item()}
               for name, a in CHAPTER_ANALOGIES.items()}
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         rates[name] = {}
         for variant in ("plain", "typical", "clean"):
             chosen = [clean(a) for a in analogies] if variant == "clean" else analogies
-            measured, first = analogy_rates(G, classify, names, chosen, EXEMPLARS, args.pool, seed=1,
+            measured, first = analogy_rates(G, classify, names, chosen, pool, EXEMPLARS, seed=1,
                                             typical=variant == "typical")
             rates[name][variant] = {str(k): r for k, r in measured.items()}
             if name in CHAPTER_ANALOGIES and variant == "plain":  # the figure, as `ganforge arithmetic` draws it

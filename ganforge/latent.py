@@ -214,20 +214,28 @@ CHAPTER_ANALOGIES = {"smile": Analogy("smiling", "long_hair", "beard"), "glasses
 
 
 @torch.no_grad()
-def analogy_rates(G: Generator, classify, names: list[str], analogies: list[Analogy], exemplars=(1, 3, 10),
-                  pool: int = 4000, seed: int = 0, typical: bool = False) -> tuple[dict[int, float], dict]:
+def sample_pool(G: Generator, classify, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents, attribute logits) of G's samples of seeds 0 .. n-1: what queries pick exemplars from."""
+    z = seed_noise(list(range(n)), G.z_dim)
+    return G.to_latent(z), classify(G(z))
+
+
+@torch.no_grad()
+def analogy_rates(G: Generator, classify, names: list[str], analogies: list[Analogy],
+                  pool: tuple[torch.Tensor, torch.Tensor], exemplars=(1, 3, 10), seed: int = 0,
+                  typical: bool = False) -> tuple[dict[int, float], dict]:
     """How often arithmetic on concepts lands where it should: for each analogy (one draw each), its three
     concepts are the k samples the attribute classifier scores highest for each query among a random half of a
     pool of G's samples, and the draw counts when the classifier finds the intended attributes on the image of
     mean A - mean B + mean C (moved to a typical draw's length with `typical`: at_typical_length). Returns
     ({k: share of draws that land}, {k: (concepts, result) of the first draw}) for each k of `exemplars`; the
-    draws share their halves across k, so the rates compare exemplar counts on the same concepts' pools."""
-    z = seed_noise(list(range(pool)), G.z_dim)
-    latents, logits = G.to_latent(z), classify(G(z))
+    draws share their halves across k, so the rates compare exemplar counts on the same concepts' pools. `pool`:
+    sample_pool's, computed once for every measure taken on one model."""
+    latents, logits = pool
     rng = torch.Generator().manual_seed(seed)
     hits, first = dict.fromkeys(exemplars, 0), {}
     for analogy in analogies:
-        half = torch.randperm(pool, generator=rng)[:pool // 2]
+        half = torch.randperm(len(latents), generator=rng)[:len(latents) // 2]
         for k in exemplars:
             concepts = {name: Concept(name, latents[half[pick(logits[half], parse_query(query, names), k, query)[0]]],
                                       f"query {query}") for name, query in analogy.queries.items()}

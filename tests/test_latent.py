@@ -28,6 +28,7 @@ from ganforge.latent import (
     parse_query,
     path,
     query_concept,
+    sample_pool,
     seed_noise,
     slerp,
 )
@@ -182,18 +183,18 @@ def linear_code(images):  # an exact linear attribute code: attribute i is prese
 def test_analogies_land_on_an_exact_linear_attribute_code_and_fail_on_a_code_that_does_not_add_up():
     G = Generator(CodeG())
     chapter = [CHAPTER_ANALOGIES["smile"]] * 10 + [CHAPTER_ANALOGIES["glasses"]] * 10
-    rates, first = analogy_rates(G, linear_code, NAMES, chapter, pool=2000)
+    rates, first = analogy_rates(G, linear_code, NAMES, chapter, sample_pool(G, linear_code, 2000))
     assert rates[3] >= 0.8 and rates[10] >= rates[3]
     concepts, result = first[3]
     assert set(concepts) == {"A", "B", "C"} and len(concepts["A"].latent) == 3
     assert concepts["A"].source == "query smiling&long_hair&!beard"
     torch.testing.assert_close(result, concepts["A"].mean - concepts["B"].mean + concepts["C"].mean)
     magnitude = lambda images: images.flatten(1)[:, :4].abs() - 0.8  # present when far from 0, either way
-    assert analogy_rates(G, magnitude, NAMES, chapter, pool=2000)[0][3] < 0.8  # the 80% criterion can fail
+    assert analogy_rates(G, magnitude, NAMES, chapter, sample_pool(G, magnitude, 2000))[0][3] < 0.8  # the 80% criterion can fail
     assert Analogy("smiling", "long_hair", "beard").intended == "smiling&beard&!long_hair"
     clean = CHAPTER_ANALOGIES["smile"].clean(NAMES)  # exemplars without the attributes it does not name
     assert clean.queries["C"] == "!smiling&beard&!long_hair&!glasses" and clean.intended == "smiling&beard&!long_hair"
-    assert analogy_rates(G, linear_code, NAMES, [clean] * 10, pool=2000)[0][3] >= 0.8
+    assert analogy_rates(G, linear_code, NAMES, [clean] * 10, sample_pool(G, linear_code, 2000))[0][3] >= 0.8
 
 
 def test_at_typical_length_moves_a_latent_out_along_its_line_to_where_random_ones_lie():
