@@ -205,7 +205,10 @@ def record(figure: Figure, made: dict, maker: Maker, seconds: float) -> dict:
 
 
 def number(value) -> str:
-    return f"{value:,.3g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+    """Three significant figures, but whole numbers from 1,000 up (an FID of 1,116, not 1.12e+03)."""
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.3g}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def write_page(docs: Path, page: Path) -> None:

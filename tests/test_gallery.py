@@ -96,3 +96,10 @@ def test_a_restart_makes_only_what_is_missing_in_child_processes(tmp_path):
     assert "digits         made" in listed.stdout and "faces          to make" in listed.stdout
     wrong = gallery("--only", "bedrooms")
     assert wrong.returncode != 0 and "no figure named bedrooms" in wrong.stderr
+
+
+def test_numbers_read_as_the_docs_write_them(gallery):
+    assert gallery.number(1115.79) == "1,116"  # not 1.12e+03
+    assert gallery.number(470.96) == "471"
+    assert gallery.number(0.0451) == "0.0451"
+    assert gallery.number(7783) == "7,783"
