@@ -220,6 +220,12 @@ def write_page(docs: Path, page: Path) -> None:
     records = {f.name: json.loads(p.read_text()) for f in FIGURES if (p := docs / f"{f.name}.json").is_file()}
     parts.append("Each section names the machine, the date and the commit its figure was made at, and links the "
                  "figure's record (docs/gallery/NAME.json), where its numbers are kept.\n")
+    commits = {(r["git"]["commit"], r["processor"]) for r in records.values()}
+    if len(records) == len(FIGURES) and len(commits) == 1:
+        (commit, machine), = commits
+        seconds = sum(r["seconds"] for r in records.values())
+        parts.append(f"Every figure was made at commit {(commit or '?')[:7]} on {machine}: "
+                     f"{seconds:,} s ({seconds / 60:.0f} minutes) in all.\n")
     for figure in FIGURES:
         made = records.get(figure.name)
         if made is None:

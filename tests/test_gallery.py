@@ -58,6 +58,8 @@ def test_every_figure_is_made_recorded_and_shown_on_the_page(gallery, monkeypatc
             assert (docs / picture).stat().st_size > 0 and f"(gallery/{picture})" in page
         assert figure.title in page and made["commands"][0] in page
     assert "Not made yet" not in page
+    total = sum(json.loads((docs / f"{f.name}.json").read_text())["seconds"] for f in gallery.FIGURES)
+    assert f"{total:,} s (" in page and "in all" in page  # every figure made at one commit: their total
     assert any(a[:2] == ["ganforge", "interpolate"] for a in ran) and any("--grid-by-class" in a for a in ran)
     t2i = json.loads((docs / "text_to_image.json").read_text())["numbers"]
     for stage in ("Stage-I", "Stage-II"):
@@ -81,7 +83,7 @@ def test_a_restart_makes_only_what_is_missing_in_child_processes(tmp_path):
     made = json.loads(record.read_text())
     assert made["commands"][0].startswith("ganforge train") and "FID (pixels)" in made["numbers"]
     page = (out / "gallery.md").read_text()
-    assert "![digits](gallery/digits_progress.png)" in page and "Not made yet" in page  # the other figures
+    assert "![digits](gallery/digits_progress.png)" in page and "Not made yet" in page and "in all" not in page
     again = gallery("--only", "digits")
     assert again.returncode == 0 and "made already" in again.stdout and "$ ganforge" not in again.stdout
     assert json.loads(record.read_text()) == made
