@@ -30,7 +30,7 @@ test-fast: setup
 bench: setup
 	$(BIN)/python benchmarks/headline.py
 
-# the chapter's figures remade into docs/gallery/ and docs/gallery.md (47 minutes on 2 cores from an empty cache; restartable)
+# the chapter's figures remade into docs/gallery/ and docs/gallery.md (38 minutes on 2 cores of an Intel Xeon with AMX: docs/gallery/total.json; restartable)
 gallery: setup
 	$(BIN)/python scripts/gallery.py
 

@@ -8,9 +8,9 @@ record (commands, budget, measured numbers, seconds, commit, date, processor) in
 docs/gallery.md is written anew from every record there. A figure whose record exists is not made again,
 nor is a command that finished (its output is kept in runs/gallery/finished/); --force makes the chosen
 figures again from scratch. So the gallery can be stopped with Ctrl-C and started again where it stopped.
-Runs go to runs/gallery/. The whole gallery took 47 minutes (2,812 s) on this project's 2-core AMD EPYC with
-AVX-512 BF16, from an empty cache (the classifiers and the SSL extractor it measures with trained on the way;
-text to image was remade after the rest: 574 s, 9.4 minutes in the full run); each figure's record says its own.
+Runs go to runs/gallery/. The whole gallery took 38 minutes (2,252 s) at commit ead635a on 2 cores of an Intel
+Xeon with AMX, with the classifiers and the SSL extractor it measures with already trained (from an empty cache
+they train on the way, which is not counted there); docs/gallery/total.json keeps the total, each record its part.
 --smoke: a few steps of tiny models per figure, into --out (default: a temporary folder).
 """
 
@@ -224,8 +224,10 @@ def write_page(docs: Path, page: Path) -> None:
     if len(records) == len(FIGURES) and len(commits) == 1:
         (commit, machine), = commits
         seconds = sum(r["seconds"] for r in records.values())
+        total = {"commit": commit, "processor": machine, "seconds": seconds, "minutes": round(seconds / 60)}
+        (docs / "total.json").write_text(json.dumps(total, indent=1) + "\n")
         parts.append(f"Every figure was made at commit {(commit or '?')[:7]} on {machine}: "
-                     f"{seconds:,} s ({seconds / 60:.0f} minutes) in all.\n")
+                     f"{seconds:,} s ({total['minutes']} minutes) in all ([total]({docs.name}/total.json)).\n")
     for figure in FIGURES:
         made = records.get(figure.name)
         if made is None:

@@ -60,6 +60,7 @@ def test_every_figure_is_made_recorded_and_shown_on_the_page(gallery, monkeypatc
     assert "Not made yet" not in page
     total = sum(json.loads((docs / f"{f.name}.json").read_text())["seconds"] for f in gallery.FIGURES)
     assert f"{total:,} s (" in page and "in all" in page  # every figure made at one commit: their total
+    assert json.loads((docs / "total.json").read_text())["seconds"] == total
     assert any(a[:2] == ["ganforge", "interpolate"] for a in ran) and any("--grid-by-class" in a for a in ran)
     t2i = json.loads((docs / "text_to_image.json").read_text())["numbers"]
     for stage in ("Stage-I", "Stage-II"):
