@@ -15,11 +15,13 @@ s and u, A = t & s & !u, B = !t & s & !u, C = !t & u & !s, and the result should
 Each draw takes its concepts from a random half of a pool of G's samples: the k that the attribute
 classifier scores highest for each query, for k = 1, 3 and 10 exemplars per concept, and counts when
 the classifier finds the intended attributes on G(mean A - mean B + mean C) (latent.analogy_rates).
-Each measure is taken three ways: the sum as it is ("plain"); moved out to a typical draw's distance from
+Each measure is taken four ways: the sum as it is ("plain"); moved out to a typical draw's distance from
 the latent's mean ("typical", latent.at_typical_length), since a mean of k latents lies sqrt(k) times
 nearer it than any one of them; and with clean exemplars ("clean", Analogy.clean), which lack every
 binary attribute the analogy does not name (no incidental hats, glasses or baldness), but for those
-the drawing ties to a named one. Figures of the two chapter analogies in the DCGAN paper's layout
+the drawing ties to a named one; and with k exemplars drawn at random from those that satisfy each query
+("random"), not the most confident k. For each, the share of draws whose result gets each intended attribute
+wrong ("misses"). Figures of the two chapter analogies in the DCGAN paper's layout
 (exemplars, averages, the result and a 3x3 of it with small noise), 3 exemplars, the sum as ganforge
 arithmetic computes it: arithmetic-smile.png and arithmetic-glasses.png next to the run.
 
@@ -59,6 +61,7 @@ TARGETS = ["smiling", "glasses", "hat", "sunglasses"]
 IDENTITIES = ["long_hair", "beard", "bald", "moustache"]
 EXCLUSIVE = [{"hat", "bald"}, {"long_hair", "bald"}]  # never on one face in the data
 EXEMPLARS = (1, 3, 10)
+VARIANTS = ("plain", "typical", "clean", "random")  # how the concepts' exemplars are chosen and summed
 
 
 def triplets(n: int, seed: int = 0) -> list[Analogy]:
@@ -104,14 +107,15 @@ def main(argv: list[str] | None = None) -> dict:
                      "data": truth[:, [names.index(n) for n in (a.target, a.other)]].all(1)
                      .logical_and(~truth[:, names.index(a.given)]).double().mean().item()}
               for name, a in CHAPTER_ANALOGIES.items()}
-    rates = {}
+    rates, misses = {}, {}
     for name, analogies in measures.items():
-        rates[name] = {}
-        for variant in ("plain", "typical", "clean"):
+        rates[name], misses[name] = {}, {}
+        for variant in VARIANTS:
             chosen = [clean(a) for a in analogies] if variant == "clean" else analogies
-            measured, first = analogy_rates(G, classify, names, chosen, pool, EXEMPLARS, seed=1,
-                                            typical=variant == "typical")
+            measured, first, missed = analogy_rates(G, classify, names, chosen, pool, EXEMPLARS, seed=1,
+                                                    typical=variant == "typical", at_random=variant == "random")
             rates[name][variant] = {str(k): r for k, r in measured.items()}
+            misses[name][variant] = {str(k): m for k, m in missed.items()}
             if name in CHAPTER_ANALOGIES and variant == "plain":  # the figure, as `ganforge arithmetic` draws it
                 concepts, result = first[3]
                 columns = [(f"{sign} {c.name}: {c.source}", G.draw_latent(c.latent),
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
         found_real.append(((classify(target.unsqueeze(0))[0] > 0) & truth).sum().item() / max(1, truth.sum().item()))
         agree.append((seen == truth).double().mean().item())
     report = {"run": str(run), "steps": meta["step"], "draws": args.draws, "pool": args.pool,
-              "success_rate": rates, "intended_occurs": occurs,
+              "success_rate": rates, "misses": misses, "intended_occurs": occurs,
               "inversion": {"faces": args.inversions, "pixel_mse": sum(errors) / len(errors),
                             "present_attributes_found": sum(found) / len(found),
                             "present_attributes_found_on_the_real_faces": sum(found_real) / len(found_real),

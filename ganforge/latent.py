@@ -223,29 +223,41 @@ def sample_pool(G: Generator, classify, n: int) -> tuple[torch.Tensor, torch.Ten
 @torch.no_grad()
 def analogy_rates(G: Generator, classify, names: list[str], analogies: list[Analogy],
                   pool: tuple[torch.Tensor, torch.Tensor], exemplars=(1, 3, 10), seed: int = 0,
-                  typical: bool = False) -> tuple[dict[int, float], dict]:
+                  typical: bool = False, at_random: bool = False) -> tuple[dict[int, float], dict, dict]:
     """How often arithmetic on concepts lands where it should: for each analogy (one draw each), its three
     concepts are the k samples the attribute classifier scores highest for each query among a random half of a
-    pool of G's samples, and the draw counts when the classifier finds the intended attributes on the image of
-    mean A - mean B + mean C (moved to a typical draw's length with `typical`: at_typical_length). Returns
-    ({k: share of draws that land}, {k: (concepts, result) of the first draw}) for each k of `exemplars`; the
-    draws share their halves across k, so the rates compare exemplar counts on the same concepts' pools. `pool`:
-    sample_pool's, computed once for every measure taken on one model."""
+    pool of G's samples (k of those that satisfy the query, at random, with `at_random`), and the draw counts when
+    the classifier finds the intended attributes on the image of mean A - mean B + mean C (moved to a typical
+    draw's length with `typical`: at_typical_length). Returns ({k: share of draws that land}, {k: (concepts,
+    result) of the first draw}, {k: {attribute: share of draws whose result gets that intended attribute
+    wrong}}) for each k of `exemplars`; the draws share their halves across k, so the rates compare exemplar
+    counts on the same concepts' pools. `pool`: sample_pool's, computed once for every measure taken on one
+    model."""
     latents, logits = pool
     rng = torch.Generator().manual_seed(seed)
     hits, first = dict.fromkeys(exemplars, 0), {}
+    misses = {k: {} for k in exemplars}
     for analogy in analogies:
         half = torch.randperm(len(latents), generator=rng)[:len(latents) // 2]
         for k in exemplars:
-            concepts = {name: Concept(name, latents[half[pick(logits[half], parse_query(query, names), k, query)[0]]],
-                                      f"query {query}") for name, query in analogy.queries.items()}
+            concepts = {}
+            for name, query in analogy.queries.items():
+                terms = parse_query(query, names)
+                chosen = pick(logits[half], terms, k, query)[0]
+                if at_random:  # k of the samples that satisfy the query, not the most confident k
+                    fits = query_scores(logits[half], terms)[1].nonzero().squeeze(1)
+                    chosen = fits[torch.randperm(len(fits), generator=rng)[:k]]
+                concepts[name] = Concept(name, latents[half[chosen]], f"query {query}")
             result = combine(parse_expression("A - B + C"), concepts)
             if typical:
                 result = at_typical_length(G, result)
             got = classify(G.draw_latent(result.unsqueeze(0)))[0] > 0
-            hits[k] += all(bool(got[i]) == wanted for i, wanted in parse_query(analogy.intended, names))
+            wrong = [names[i] for i, wanted in parse_query(analogy.intended, names) if bool(got[i]) != wanted]
+            hits[k] += not wrong
+            for name in wrong:
+                misses[k][name] = misses[k].get(name, 0) + 1 / len(analogies)
             first.setdefault(k, (concepts, result))
-    return {k: hits[k] / len(analogies) for k in exemplars}, first
+    return {k: hits[k] / len(analogies) for k in exemplars}, first, misses
 
 
 @torch.no_grad()

@@ -135,6 +135,8 @@ def test_arithmetic(bench, monkeypatch):
     assert record["draws"] == 3 and set(record["success_rate"]) == {"smile", "glasses", "random"}
     assert all(set(rates) == {"1", "3", "10"} for measure in record["success_rate"].values()
                for rates in measure.values())
+    assert all(set(measure) == {"plain", "typical", "clean", "random"} for measure in record["success_rate"].values())
+    assert record["misses"]["smile"]["random"].keys() == {"1", "3", "10"}
     assert record["inversion"]["faces"] == 2
 
 
