@@ -130,14 +130,20 @@ def query_scores(logits: torch.Tensor, terms: list[tuple[int, bool]]) -> tuple[t
     return F.logsigmoid(chosen).sum(1), (chosen > 0).all(1)
 
 
-def pick(logits: torch.Tensor, terms: list[tuple[int, bool]], k: int, query: str = "") -> tuple[torch.Tensor, torch.Tensor]:
-    """(indices, probabilities) of the k samples that satisfy every term and score highest."""
+def pick(logits: torch.Tensor, terms: list[tuple[int, bool]], k: int, query: str = "",
+         rng: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices, probabilities) of the k samples that satisfy every term and score highest (with `rng`: k of
+    those that satisfy every term, at random)."""
     score, ok = query_scores(logits, terms)
     if ok.sum() < k:
         raise GanforgeError(f"only {int(ok.sum())} of {len(logits)} samples satisfy {query!r}, fewer than {k}; "
                             "try a larger --pool, a simpler query, or a better-trained model")
-    best = torch.where(ok, score, torch.tensor(-float("inf"))).topk(k).indices
-    return best, score[best].exp()
+    if rng is not None:
+        fits = ok.nonzero().squeeze(1)
+        chosen = fits[torch.randperm(len(fits), generator=rng)[:k]]
+    else:
+        chosen = torch.where(ok, score, torch.tensor(-float("inf"))).topk(k).indices
+    return chosen, score[chosen].exp()
 
 
 def concept_from(G: Generator, given: str, scorer, k: int = 3, pool: int = 2000, seed: int = 0,
@@ -240,14 +246,9 @@ def analogy_rates(G: Generator, classify, names: list[str], analogies: list[Anal
     for analogy in analogies:
         half = torch.randperm(len(latents), generator=rng)[:len(latents) // 2]
         for k in exemplars:
-            concepts = {}
-            for name, query in analogy.queries.items():
-                terms = parse_query(query, names)
-                chosen = pick(logits[half], terms, k, query)[0]
-                if at_random:  # k of the samples that satisfy the query, not the most confident k
-                    fits = query_scores(logits[half], terms)[1].nonzero().squeeze(1)
-                    chosen = fits[torch.randperm(len(fits), generator=rng)[:k]]
-                concepts[name] = Concept(name, latents[half[chosen]], f"query {query}")
+            concepts = {name: Concept(name, latents[half[pick(logits[half], parse_query(query, names), k, query,
+                                                               rng if at_random else None)[0]]], f"query {query}")
+                        for name, query in analogy.queries.items()}
             result = combine(parse_expression("A - B + C"), concepts)
             if typical:
                 result = at_typical_length(G, result)

@@ -228,6 +228,8 @@ def write_page(docs: Path, page: Path) -> None:
         (docs / "total.json").write_text(json.dumps(total, indent=1) + "\n")
         parts.append(f"Every figure was made at commit {(commit or '?')[:7]} on {machine}: "
                      f"{seconds:,} s ({total['minutes']} minutes) in all ([total]({docs.name}/total.json)).\n")
+    else:  # a total of figures made at other commits or machines would not be one run's
+        (docs / "total.json").unlink(missing_ok=True)
     for figure in FIGURES:
         made = records.get(figure.name)
         if made is None:
